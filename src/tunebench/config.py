@@ -1,0 +1,284 @@
+"""Typed, validated settings: params.yaml -> Params, and one run's RunConfig.
+
+params.yaml is the single source of the experiment grid. It is validated as a whole when
+loaded, before anything trains: an unknown key at any level, a wrong type or a bad value
+fails with one message that names the key path and the value (ConfigError), so a typo
+never silently becomes a default.
+
+A run's settings are layered, later layers win:
+    train  <  profiles.<p>.train  <  workloads.<w>.fixed  <  dimensions.<d>.fixed
+           <  profiles.<p>.dimensions.<d>  <  the arm (one point of dimensions.<d>.grid)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MODELS = ("softmax", "mlp", "cnn", "rnn", "embedbag")
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu")
+INITS = (
+    "default",  # PyTorch's own layer defaults (kaiming_uniform with a=sqrt(5))
+    "normal_1",  # N(0, 1): the old TensorFlow random_normal default stddev
+    "normal_0.01",
+    "zeros",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_normal",
+    "orthogonal",
+)
+EMBED_INITS = ("glorot_uniform", "uniform_0.05", "normal_1")
+HEADS = ("softmax", "sigmoid", "linear")
+TASKS = ("multiclass", "binary", "regression")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "adadelta", "rmsprop", "adam")
+# Library defaults (torch.optim; Keras for SGD, which has none in torch): used for lr "default".
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "adagrad": 0.01, "adadelta": 1.0, "rmsprop": 0.01, "adam": 0.001}
+SCHEDULES = (
+    "constant",
+    "step_0.1", "step_0.3", "step_0.5",  # multiply lr at 50% and 75% of the epochs
+    "plateau_0.1", "plateau_0.3", "plateau_0.5",  # multiply lr when val accuracy stalls
+    "cosine",  # modern reference: cosine to 0 over the epochs
+)
+AUGMENTS = ("none", "shift", "flip", "both")
+
+
+class ConfigError(ValueError):
+    """A bad params.yaml: the message names the key path and the offending value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunConfig(_Strict):
+    """Everything that defines one training run (besides the data and the seed)."""
+
+    # --- model ---
+    model: Literal[MODELS] = "mlp"
+    depth: int = Field(1, ge=0, le=64)  # hidden layers (mlp, rnn: 1), conv layers (cnn: >= 2)
+    width: int = Field(128, ge=1, le=4096)  # hidden units; cnn: channels of the first conv
+    activation: Literal[ACTIVATIONS] = "relu"
+    init: Literal[INITS] = "default"
+    embed_init: Literal[EMBED_INITS] = "uniform_0.05"
+    embed_dim: int = Field(32, ge=1, le=1024)
+    batchnorm: bool = False
+    residual: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drop probability after each hidden layer
+    head: Literal[HEADS] = "softmax"  # output activation + matching loss
+    task: Literal[TASKS] = "multiclass"  # binary: label = class >= n_classes / 2
+    # --- optimisation ---
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    lr: float | Literal["default"] = 0.05  # "default" = the optimizer's library default
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # only the "momentum" optimizer uses it
+    l2: float = Field(0.0, ge=0.0)  # loss += l2 * sum(w^2) over weight matrices/kernels
+    l1: float = Field(0.0, ge=0.0)  # loss += l1 * sum(|w|) over weight matrices/kernels
+    schedule: Literal[SCHEDULES] = "constant"
+    plateau_patience: int = Field(1, ge=1)  # epochs without val gain before a plateau decay
+    patience: int | None = Field(None, ge=1)  # early stopping on val accuracy; None = off
+    epochs: int = Field(5, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1)
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    augment: Literal[AUGMENTS] = "none"
+    target_accuracy: float = Field(0.8, gt=0.0, le=1.0)  # for "epochs to target"
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_positive(cls, v):
+        if v != "default" and not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            raise ValueError("must be > 0 (or 'default')")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.task == "regression" and self.head == "softmax":
+            raise ValueError("head 'softmax' makes no sense for task 'regression'")
+        if self.model == "cnn" and self.depth < 2:
+            raise ValueError("cnn needs depth >= 2 (conv layers)")
+        return self
+
+    @property
+    def resolved_lr(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr == "default" else float(self.lr)
+
+
+RUN_FIELDS = tuple(RunConfig.model_fields)
+
+
+class Workload(_Strict):
+    dataset: str
+    model: Literal[MODELS]
+    description: str = ""
+    fixed: dict[str, Any] = Field(default_factory=dict)  # RunConfig overrides
+
+
+class Dimension(_Strict):
+    workloads: list[str] = Field(min_length=1)
+    grid: dict[str, list[Any]] = Field(min_length=1)  # RunConfig field -> arm values (product)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, v):
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid key '{key}' has an empty list of arms")
+        return v
+
+
+class Profile(_Strict):
+    seeds: list[int] = Field(min_length=1)
+    max_train: int | None = Field(None, ge=10)  # training examples kept per dataset (None: all)
+    max_test: int | None = Field(None, ge=10)
+    train: dict[str, Any] = Field(default_factory=dict)  # RunConfig overrides for every run
+    dimensions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-dimension overrides
+    search: dict[str, Any] = Field(default_factory=dict)  # SearchSettings overrides
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+
+class DataSettings(_Strict):
+    allow_download: bool = False
+    download_timeout_s: float = Field(10.0, gt=0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.9)
+    split_seed: int = 0
+    synthetic_seed: int = 0
+    user: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> {path, task, kind}
+
+
+class SearchSpace(_Strict):
+    lr: tuple[float, float] = (1e-4, 1.0)  # log-uniform
+    l2: tuple[float, float] = (1e-6, 1e-1)  # log-uniform
+    dropout: tuple[float, float] = (0.0, 0.6)
+    width: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
+
+
+class SearchSettings(_Strict):
+    workloads: list[str] = Field(default_factory=list)
+    strategies: list[Literal["grid", "random", "coarse_to_fine", "qmc", "tpe", "gp"]] = Field(
+        default_factory=lambda: ["grid", "random", "coarse_to_fine", "qmc", "tpe", "gp"]
+    )
+    trials: int = Field(16, ge=4)  # per study
+    batch: int = Field(4, ge=1)  # trials trained at once (ask/tell)
+    study_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    coarse_fraction: float = Field(0.5, gt=0.0, lt=1.0)  # share of trials in the coarse stage
+    target_accuracy: float | None = None  # for "trials to target"; None: workload's target
+    storage: str | None = None  # Optuna storage URL (e.g. postgresql://...); None: journal file
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+
+
+class Params(_Strict):
+    profile: str
+    profiles: dict[str, Profile] = Field(min_length=1)
+    data: DataSettings = Field(default_factory=DataSettings)
+    train: dict[str, Any] = Field(default_factory=dict)
+    workloads: dict[str, Workload] = Field(min_length=1)
+    dimensions: dict[str, Dimension] = Field(default_factory=dict)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+    def search_settings(self) -> SearchSettings:
+        merged = {**self.search.model_dump(), **self.active.search}
+        return SearchSettings.model_validate(merged)
+
+
+def _format(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{loc}: {msg} (value: {shown})")
+    return "; ".join(lines)
+
+
+def run_config(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
+    """Merge override layers (name, dict) into a RunConfig; errors name the layer and key."""
+    merged: dict[str, Any] = {}
+    for name, layer in layers:
+        for key, value in layer.items():
+            if key not in RUN_FIELDS:
+                raise ConfigError(f"{name}.{key}: unknown run setting (value: {value!r}); known: {', '.join(RUN_FIELDS)}")
+            merged[key] = value
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        # Name the layer that set the offending key (the last one that did).
+        parts = []
+        for e in err.errors():
+            key = str(e["loc"][0]) if e["loc"] else ""
+            where = next((n for n, layer in reversed(layers) if key in layer), "train")
+            parts.append(f"{where}.{key}: {e['msg']} (value: {e.get('input')!r})" if key else f"{layers[-1][0]}: {e['msg']}")
+        raise ConfigError("; ".join(parts)) from None
+
+
+def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
+    """Check params as a whole: schema, cross references, and every run config of the grid."""
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+    if params.profile not in params.profiles:
+        raise ConfigError(f"profile: unknown profile {params.profile!r}; known: {', '.join(params.profiles)}")
+    datasets = set(known_datasets) | set(params.data.user)
+    for name, wl in params.workloads.items():
+        if wl.dataset not in datasets:
+            raise ConfigError(f"workloads.{name}.dataset: unknown dataset {wl.dataset!r}; known: {', '.join(sorted(datasets))}")
+    for pname, prof in params.profiles.items():
+        for dim in prof.dimensions:
+            if dim not in params.dimensions:
+                raise ConfigError(f"profiles.{pname}.dimensions.{dim}: unknown dimension {dim!r}")
+    for dname, dim in params.dimensions.items():
+        for wl in dim.workloads:
+            if wl not in params.workloads:
+                raise ConfigError(f"dimensions.{dname}.workloads: unknown workload {wl!r}")
+        for key in dim.grid:
+            if key not in RUN_FIELDS:
+                raise ConfigError(f"dimensions.{dname}.grid.{key}: unknown run setting; known: {', '.join(RUN_FIELDS)}")
+    search = params.search_settings()
+    for wl in search.workloads:
+        if wl not in params.workloads:
+            raise ConfigError(f"search.workloads: unknown workload {wl!r}")
+    # Build every run config of the active profile now, so a bad arm fails before training.
+    from tunebench.grid import expand  # local import: grid depends on this module
+
+    expand(params)
+    return params
+
+
+def load(path: str | Path, known_datasets: tuple[str, ...] | None = None, profile: str | None = None) -> Params:
+    """Read and validate params.yaml; `profile` overrides the file's `profile` key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if profile is not None:
+        raw = {**raw, "profile": profile}
+    if known_datasets is None:
+        from tunebench.data import DATASETS
+
+        known_datasets = tuple(DATASETS)
+    try:
+        return validate(raw, known_datasets)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

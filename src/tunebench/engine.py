@@ -1,0 +1,493 @@
+"""Training engine: a population of runs trained together, one vmapped step for all.
+
+Design (see design.md for the measurements behind it):
+- All data lives on the device; batches are gathered by index, no DataLoader.
+- Runs that share an architecture and batch shape form a group; within a group the
+  parameters, buffers (batch-norm statistics, dropout p) and optimizer states are stacked
+  along a leading run axis K and one `vmap(grad(...))` call trains all K runs.
+- Per-run hyperparameters are tensors of shape (K,): learning rate (times a per-run
+  schedule multiplier), L1, L2, momentum; dropout p is a per-run buffer.
+- Seeds are paired: seed s gives every arm the same data subset, batch order, dropout masks
+  and augmentation (counter-based hashing, models.hash_uniform).
+- Divergence is checked on the device each step (non-finite loss or gradient): the run is
+  frozen (its parameters and state stop changing) and the others go on. The host reads
+  the flags once per epoch; there is no host synchronisation inside an epoch.
+- A single run is a population of one: `train(config, data, seed)`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from tunebench.config import RunConfig
+from tunebench.models import DataShape, build, hash_uniform, output_units, penalised
+
+# Settings that may differ between the runs of one population; everything else of a
+# RunConfig shapes the computation and so defines the group.
+PER_RUN_FIELDS = frozenset(
+    {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience", "target_accuracy"}
+)
+EVAL_TRAIN_EXAMPLES = 1024  # train accuracy (for the train-test gap) on this many, eval mode
+_INT31 = 2**31 - 1
+
+
+@dataclass
+class DeviceData:
+    """A prepared dataset's six arrays as tensors on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int  # 0: regression
+    name: str = ""
+
+    @property
+    def regression(self) -> bool:
+        return self.n_classes == 0
+
+
+def to_device(prepared, device: str | torch.device) -> DeviceData:
+    def t(a):
+        return torch.as_tensor(np.ascontiguousarray(a)).to(device)
+
+    return DeviceData(
+        t(prepared.x_train), t(prepared.y_train), t(prepared.x_val), t(prepared.y_val),
+        t(prepared.x_test), t(prepared.y_test), int(prepared.n_classes), prepared.name,
+    )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class RunResult:
+    seed: int
+    config: RunConfig
+    epochs: list[dict] = field(default_factory=list)  # one dict per trained epoch
+    diverged_epoch: int | None = None  # 1-based epoch in which the loss went non-finite
+    stopped_epoch: int | None = None  # early stopping: last epoch trained
+    population: int = 1  # runs trained together with this one
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+
+def group_key(cfg: RunConfig) -> tuple:
+    return tuple((k, v) for k, v in cfg.model_dump().items() if k not in PER_RUN_FIELDS)
+
+
+# ---------------------------------------------------------------- losses and targets
+def task_targets(y: torch.Tensor, cfg: RunConfig, n_classes: int) -> torch.Tensor:
+    if cfg.task == "binary":
+        return (y >= n_classes // 2).long()  # first half of the classes vs the second
+    return y
+
+
+def task_loss(out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """Per-example loss of the output head (softmax: cross-entropy; sigmoid: binary
+    cross-entropy, one-vs-rest for multi-class; linear: squared error to the target or
+    one-hot), shape (N,)."""
+    if cfg.task == "regression":
+        pred = torch.sigmoid(out[:, 0]) if cfg.head == "sigmoid" else out[:, 0]
+        return (pred - y) ** 2
+    if cfg.head == "softmax":
+        return F.cross_entropy(out, y, reduction="none")
+    target = F.one_hot(y, out.shape[1]).to(out.dtype) if out.shape[1] > 1 else y[:, None].to(out.dtype)
+    if cfg.head == "sigmoid":
+        return F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(1)
+    return ((out - target) ** 2).sum(1)
+
+
+def predictions(out: torch.Tensor) -> torch.Tensor:
+    if out.shape[-1] == 1:  # one output unit: binary by threshold (logit 0 / value 0.5)
+        return (out[..., 0] > 0).long()
+    return out.argmax(-1)
+
+
+def _linear_head_threshold(out, cfg):
+    # A linear head regresses the 0/1 label, so its decision threshold is 0.5, not 0.
+    return out - 0.5 if (cfg.head == "linear" and out.shape[-1] == 1) else out
+
+
+# ---------------------------------------------------------------- optimizers
+def _bcast(h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return h.view(-1, *([1] * (p.dim() - 1)))
+
+
+def init_state(name: str, params: dict) -> dict:
+    zeros = lambda: {k: torch.zeros_like(v) for k, v in params.items()}  # noqa: E731
+    if name == "sgd":
+        return {}
+    if name in ("momentum", "adagrad", "rmsprop"):
+        return {"buf": zeros()}
+    if name == "adadelta":
+        return {"sq": zeros(), "acc": zeros()}
+    return {"m": zeros(), "v": zeros()}  # adam
+
+
+def optimizer_step(name: str, params, grads, state, lr, momentum, step: int):
+    """One update of every run; the same arithmetic as torch.optim's single-tensor path
+    (checked by tests/test_engine.py against torch.optim). lr, momentum: (K,)."""
+    new_p, new_s = {}, {k: {} for k in state}
+    for k, p in params.items():
+        g, a = grads[k], _bcast(lr, p)
+        if name == "sgd":
+            new_p[k] = p - a * g
+        elif name == "momentum":  # torch SGD(momentum, dampening 0): buf = mu*buf + g
+            buf = state["buf"][k] * _bcast(momentum, p) + g if step > 1 else g
+            new_s["buf"][k], new_p[k] = buf, p - a * buf
+        elif name == "adagrad":  # eps 1e-10, initial accumulator 0
+            s = state["buf"][k] + g * g
+            new_s["buf"][k], new_p[k] = s, p - a * g / (s.sqrt() + 1e-10)
+        elif name == "rmsprop":  # alpha 0.99, eps 1e-8
+            s = 0.99 * state["buf"][k] + 0.01 * g * g
+            new_s["buf"][k], new_p[k] = s, p - a * g / (s.sqrt() + 1e-8)
+        elif name == "adadelta":  # rho 0.9, eps 1e-6
+            sq = 0.9 * state["sq"][k] + 0.1 * g * g
+            delta = (state["acc"][k] + 1e-6).sqrt() / (sq + 1e-6).sqrt() * g
+            new_s["sq"][k], new_s["acc"][k] = sq, 0.9 * state["acc"][k] + 0.1 * delta * delta
+            new_p[k] = p - a * delta
+        else:  # adam: betas (0.9, 0.999), eps 1e-8
+            m = 0.9 * state["m"][k] + 0.1 * g
+            v = 0.999 * state["v"][k] + 0.001 * g * g
+            bc1, bc2 = 1 - 0.9**step, 1 - 0.999**step
+            denom = v.sqrt() / math.sqrt(bc2) + 1e-8
+            new_s["m"][k], new_s["v"][k], new_p[k] = m, v, p - (a / bc1) * m / denom
+    return new_p, new_s
+
+
+def _where(mask: torch.Tensor, new: dict, old: dict) -> dict:
+    return {k: torch.where(_bcast(mask, v), new[k], old[k]) for k, v in old.items()}
+
+
+# ---------------------------------------------------------------- schedules
+def lr_multiplier(schedule: str, epoch: int, epochs: int, plateau_mult: float) -> float:
+    """Multiplier of the base lr for 0-based `epoch`."""
+    if schedule.startswith("step_"):
+        factor = float(schedule.split("_")[1])
+        milestones = (round(0.5 * epochs), round(0.75 * epochs))
+        return factor ** sum(epoch >= m for m in milestones if m > 0)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule.startswith("plateau_"):
+        return plateau_mult
+    return 1.0
+
+
+# ---------------------------------------------------------------- augmentation
+def augment(x: torch.Tensor, kind: str, keys: torch.Tensor) -> torch.Tensor:
+    """On-device augmentation of a (K, B, C, H, W) batch; keys: (K,) int64 per-run streams.
+    shift: random translation by up to H/14 pixels (2 px on 28x28) with zero padding;
+    flip: horizontal flip with probability 1/2."""
+    if kind == "none" or x.dim() != 5:
+        return x
+    K, B, C, H, W = x.shape
+    flat = x.reshape(K * B, C, H, W)
+    u = vmap(lambda key: hash_uniform(key, 7, torch.Size((B, 3)), x.device))(keys).reshape(K * B, 3)
+    if kind in ("shift", "both"):
+        pad = max(1, H // 14)
+        padded = F.pad(flat, (pad, pad, pad, pad))
+        dy = (u[:, 0] * (2 * pad + 1)).long()
+        dx = (u[:, 1] * (2 * pad + 1)).long()
+        rows = (torch.arange(H, device=x.device)[None, :] + dy[:, None])[:, :, None]
+        cols = (torch.arange(W, device=x.device)[None, :] + dx[:, None])[:, None, :]
+        n = torch.arange(K * B, device=x.device)[:, None, None]
+        flat = padded.permute(0, 2, 3, 1)[n, rows, cols].permute(0, 3, 1, 2)
+    if kind in ("flip", "both"):
+        flat = torch.where((u[:, 2] < 0.5)[:, None, None, None], flat.flip(-1), flat)
+    return flat.reshape(K, B, C, H, W)
+
+
+# ---------------------------------------------------------------- the population loop
+def _data_shape(data: DeviceData, cfg: RunConfig) -> DataShape:
+    n_out = output_units(cfg.task, cfg.head, data.n_classes)
+    vocab = int(max(data.x_train.max(), data.x_test.max(), data.x_val.max())) + 1 if cfg.model == "embedbag" else 0
+    return DataShape(tuple(data.x_train.shape[1:]), n_out, vocab)
+
+
+def _subset(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """The training examples a run uses: the first `fraction` of a seed-fixed permutation,
+    so smaller fractions are nested in larger ones."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 * seed + 1))
+    return perm[: max(2, round(fraction * n))]
+
+
+def _order(subset: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % _INT31)
+    return subset[torch.randperm(len(subset), generator=g)]
+
+
+def _evaluate(forward_eval, params, buffers, x, y, cfg, per_run_x: bool, chunk: int):
+    """Mean loss and accuracy of every run on (x, y); x shared by all runs unless per_run_x."""
+    K = next(iter(params.values())).shape[0]
+    loss_sum = torch.zeros(K, device=x.device)
+    correct = torch.zeros(K, device=x.device)
+    n = x.shape[1] if per_run_x else x.shape[0]
+    for start in range(0, n, chunk):
+        if per_run_x:
+            xb, yb = x[:, start : start + chunk], y[:, start : start + chunk]
+            out = vmap(forward_eval, in_dims=(0, 0, 0))(params, buffers, xb)
+        else:
+            xb, yb = x[start : start + chunk], y[start : start + chunk]
+            out = vmap(forward_eval, in_dims=(0, 0, None))(params, buffers, xb)
+            yb = yb.expand(K, *yb.shape)
+        out = out.float()
+        losses = vmap(lambda o, t: task_loss(o, t, cfg))(out, yb)
+        loss_sum += losses.sum(1)
+        if cfg.task != "regression":
+            correct += (predictions(_linear_head_threshold(out, cfg)) == yb).float().sum(1)
+    acc = correct / n if cfg.task != "regression" else torch.full_like(correct, float("nan"))
+    return loss_sum / n, acc
+
+
+def train_group(
+    cfgs: list[RunConfig],
+    seeds: list[int],
+    data: DeviceData,
+    *,
+    precision: str = "fp32",
+    eval_chunk: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[RunResult]:
+    """Train runs that share group_key(config) together; returns one result per run."""
+    assert len({group_key(c) for c in cfgs}) == 1, "runs of one population must share an architecture"
+    device = data.x_train.device
+    cfg0 = cfgs[0]
+    K = len(cfgs)
+    shape = _data_shape(data, cfg0)
+    models = [build(c, shape, s) for c, s in zip(cfgs, seeds)]
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().to(device) for k, v in params.items()}
+    buffers = {k: v.to(device) for k, v in buffers.items()}
+    skeleton = models[0].to(device)
+    weight_names = [k for k, v in params.items() if penalised(k, v[0])]
+    has_stats = any(k != "drop_p" for k in buffers)
+
+    y_train = task_targets(data.y_train, cfg0, data.n_classes)
+    y_val = task_targets(data.y_val, cfg0, data.n_classes)
+    y_test = task_targets(data.y_test, cfg0, data.n_classes)
+    regression = cfg0.task == "regression"
+
+    lr = torch.tensor([c.resolved_lr for c in cfgs], device=device, dtype=torch.float32)
+    l1 = torch.tensor([c.l1 for c in cfgs], device=device, dtype=torch.float32)
+    l2 = torch.tensor([c.l2 for c in cfgs], device=device, dtype=torch.float32)
+    mom = torch.tensor([c.momentum for c in cfgs], device=device, dtype=torch.float32)
+    seed_t = torch.tensor(seeds, device=device, dtype=torch.int64)
+    use_l1, use_l2 = any(c.l1 > 0 for c in cfgs), any(c.l2 > 0 for c in cfgs)
+    opt_state = init_state(cfg0.optimizer, params)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16"))
+
+    def loss_fn(p, b, x, y, key, l1_k, l2_k):
+        with autocast:
+            out = functional_call(skeleton, (p, b), (x, key))
+        data_loss = task_loss(out.float(), y, cfg0).mean()
+        penalty = 0.0
+        if use_l2:  # skipped when no run of the group uses it: the sums cost a pass over weights
+            penalty = penalty + l2_k * sum(p[w].pow(2).sum() for w in weight_names)
+        if use_l1:
+            penalty = penalty + l1_k * sum(p[w].abs().sum() for w in weight_names)
+        return data_loss + penalty, data_loss
+
+    step_fn = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0, 0, 0, 0))
+
+    def forward_eval(p, b, x):
+        with autocast:
+            return functional_call(skeleton, (p, b), (x, torch.zeros((), dtype=torch.int64, device=device)))
+
+    n_train = data.x_train.shape[0]
+    subsets = [_subset(n_train, cfg0.train_fraction, s) for s in seeds]
+    n_sub = len(subsets[0])
+    bs = min(cfg0.batch_size, n_sub)
+    steps_per_epoch = n_sub // bs if (n_sub % bs) < 2 else n_sub // bs + 1  # a batch of 1 breaks batch norm
+    eval_idx = torch.stack([s[:EVAL_TRAIN_EXAMPLES] for s in subsets]).to(device)
+    eval_chunk = eval_chunk or max(64, 32_768 // K)
+
+    results = [RunResult(seed=s, config=c, population=K) for c, s in zip(cfgs, seeds)]
+    active = torch.ones(K, dtype=torch.bool, device=device)
+    diverged = torch.zeros(K, dtype=torch.bool, device=device)
+    plateau_mult = [1.0] * K
+    best_score = [-math.inf] * K
+    since_best = [0] * K  # epochs without improvement (early stopping)
+    since_best_plateau = [0] * K
+    global_step = 0
+    skeleton.train()
+    for epoch in range(cfg0.epochs):
+        t0 = time.perf_counter()
+        mult = [lr_multiplier(c.schedule, epoch, c.epochs, plateau_mult[i]) for i, c in enumerate(cfgs)]
+        lr_epoch = lr * torch.tensor(mult, device=device, dtype=torch.float32)
+        order = torch.stack([_order(s, seed, epoch) for s, seed in zip(subsets, seeds)]).to(device)
+        loss_sum = torch.zeros(K, device=device)
+        grad_sq = torch.zeros(K, len(weight_names), device=device)
+        for i in range(steps_per_epoch):
+            global_step += 1
+            idx = order[:, i * bs : (i + 1) * bs]
+            xb = data.x_train[idx]  # (K, B, ...)
+            yb = y_train[idx]
+            keys = (seed_t * 1_000_003 + global_step) % _INT31
+            xb = augment(xb, cfg0.augment, keys)
+            old_buffers = {k: v.clone() for k, v in buffers.items()} if has_stats else None
+            grads, (_, data_loss) = step_fn(params, buffers, xb, yb, keys, l1, l2)
+            norms = torch.stack([grads[w].flatten(1).pow(2).sum(1) for w in weight_names], 1)
+            finite = torch.isfinite(data_loss) & torch.isfinite(norms.sum(1))
+            newly = active & ~finite
+            diverged |= newly
+            active = active & finite
+            new_params, new_state = optimizer_step(cfg0.optimizer, params, grads, opt_state, lr_epoch, mom, global_step)
+            params = _where(active, new_params, params)
+            opt_state = {k: _where(active, new_state[k], opt_state[k]) for k in opt_state}
+            if has_stats:  # frozen runs keep their batch-norm statistics
+                buffers = _where(active, buffers, old_buffers)
+            loss_sum += torch.where(active, data_loss.detach(), 0.0)
+            grad_sq += torch.where(active[:, None], norms, 0.0)
+        # ---- end of epoch: evaluate on the device, then the one host read of the epoch
+        skeleton.eval()
+        with torch.no_grad():
+            val_loss, val_acc = _evaluate(forward_eval, params, buffers, data.x_val, y_val, cfg0, False, eval_chunk)
+            test_loss, test_acc = _evaluate(forward_eval, params, buffers, data.x_test, y_test, cfg0, False, eval_chunk)
+            tr_loss, tr_acc = _evaluate(
+                forward_eval, params, buffers, data.x_train[eval_idx], y_train[eval_idx], cfg0, True, eval_chunk
+            )
+            # Parameters can overflow to inf without a non-finite loss in the same step.
+            params_finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in params.values()]).all(0)
+        skeleton.train()
+        newly = active & ~params_finite
+        diverged |= newly
+        active = active & params_finite
+        host = {
+            k: v.detach().float().cpu().numpy()
+            for k, v in dict(
+                loss=loss_sum / steps_per_epoch, val_loss=val_loss, val_acc=val_acc, test_loss=test_loss,
+                test_acc=test_acc, train_eval_loss=tr_loss, train_acc=tr_acc, active=active.float(),
+                diverged=diverged.float(), grad=(grad_sq / steps_per_epoch).sqrt(),
+            ).items()
+        }
+        seconds = time.perf_counter() - t0
+        for k, res in enumerate(results):
+            if res.diverged_epoch is not None or res.stopped_epoch is not None:
+                continue
+            if host["diverged"][k]:
+                res.diverged_epoch = epoch + 1
+                res.epochs.append(_diverged_row(epoch + 1, seconds, K))
+                continue
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(host["loss"][k]),
+                "train_acc": float(host["train_acc"][k]),
+                "val_loss": float(host["val_loss"][k]),
+                "val_acc": float(host["val_acc"][k]),
+                "test_loss": float(host["test_loss"][k]),
+                "test_acc": float(host["test_acc"][k]),
+                "lr": float(cfgs[k].resolved_lr * mult[k]),
+                "grad_norms": [float(g) for g in host["grad"][k]],
+                "diverged": False,
+                "epoch_seconds": seconds / K,  # the population's wall time, shared equally
+            }
+            if any(not math.isfinite(row[m]) for m in ("val_loss", "test_loss")):
+                # Finite training loss but non-finite evaluation: overflow at eval time.
+                res.diverged_epoch = epoch + 1
+                res.epochs.append(_diverged_row(epoch + 1, seconds, K))
+                active[k] = False
+                continue
+            res.epochs.append(row)
+            score = -row["val_loss"] if regression else row["val_acc"]
+            improved = score > best_score[k] + 1e-9
+            best_score[k] = max(best_score[k], score)
+            since_best[k] = 0 if improved else since_best[k] + 1
+            since_best_plateau[k] = 0 if improved else since_best_plateau[k] + 1
+            cfg = cfgs[k]
+            if cfg.schedule.startswith("plateau_") and since_best_plateau[k] >= cfg.plateau_patience:
+                plateau_mult[k] *= float(cfg.schedule.split("_")[1])
+                since_best_plateau[k] = 0
+            if cfg.patience is not None and since_best[k] >= cfg.patience:
+                res.stopped_epoch = epoch + 1
+                active[k] = False
+        if log:
+            log(
+                f"  epoch {epoch + 1}/{cfg0.epochs}: {int(host['active'].sum())}/{K} active, "
+                f"{int(host['diverged'].sum())} diverged, {seconds:.2f}s"
+            )
+        if not bool(active.any()):
+            break
+    return results
+
+
+def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
+    nan = float("nan")
+    return {
+        "epoch": epoch, "train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
+        "test_loss": nan, "test_acc": nan, "lr": nan, "grad_norms": [], "diverged": True,
+        "epoch_seconds": seconds / K,
+    }
+
+
+def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32") -> int:
+    """How many runs of this architecture fit at once. On CUDA: measured from one probe
+    step's peak memory against free memory (the prototype died at 256 CNNs x batch 512),
+    and kept under 2**31 elements per activation tensor (32-bit indexing limit). On CPU:
+    a fixed cap; memory there is not the constraint."""
+    if data.x_train.device.type != "cuda":
+        return 256
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    probe = cfg.model_copy(update={"epochs": 1})
+    sample = min(data.x_train.shape[0], 4 * cfg.batch_size)
+    small = DeviceData(
+        data.x_train[:sample], data.y_train[:sample], data.x_val[:256], data.y_val[:256],
+        data.x_test[:256], data.y_test[:256], data.n_classes, data.name,
+    )
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    train_group([probe, probe], [0, 1], small, precision=precision, eval_chunk=256)
+    per_run = max((torch.cuda.max_memory_allocated() - base) / 2, 1)
+    by_memory = int(0.6 * free / per_run)
+    # Largest activation per example ~ width * 2 * H * W (cnn) or width (mlp): bound K*B*that.
+    per_example = max(cfg.width * 2 * math.prod(data.x_train.shape[1:]), cfg.width * 4)
+    by_index = int((2**31 - 1) // (cfg.batch_size * per_example))
+    return max(1, min(by_memory, by_index, 1024))
+
+
+def train_population(
+    cfgs: list[RunConfig],
+    seeds: list[int],
+    data: DeviceData,
+    *,
+    precision: str = "fp32",
+    max_chunk: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[RunResult]:
+    """Train many runs: grouped by architecture, each group in memory-sized chunks.
+    Results come back in the order of `cfgs`."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(group_key(c), []).append(i)
+    results: list[RunResult | None] = [None] * len(cfgs)
+    for members in groups.values():
+        cap = max_chunk or max_population(cfgs[members[0]], data, precision)
+        for start in range(0, len(members), cap):
+            chunk = members[start : start + cap]
+            if log:
+                c = cfgs[chunk[0]]
+                log(f"group {c.model} depth={c.depth} width={c.width} opt={c.optimizer}: {len(chunk)} runs at once")
+            out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision, log=log)
+            for i, r in zip(chunk, out):
+                results[i] = r
+    return results  # type: ignore[return-value]
+
+
+def train(config: RunConfig, data: DeviceData, seed: int = 0, **kw) -> RunResult:
+    """One run: a population of one."""
+    return train_population([config], [seed], data, **kw)[0]

@@ -1,0 +1,78 @@
+"""The experiment grid: params -> runs. One pure function used by the Snakefile, the CLI,
+the tests and the report, so a run that is missing from the results is a DAG error, never
+a silently smaller mean."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from tunebench.config import Params, RunConfig, run_config
+
+
+@dataclass(frozen=True)
+class Run:
+    workload: str
+    dimension: str
+    arm: str  # human label, e.g. "init=xavier_uniform" or "optimizer=adam,depth=8"
+    factors: tuple[tuple[str, Any], ...]  # the arm as (key, value) pairs
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.workload}/{self.dimension}/{self.arm}/s{self.seed}"
+
+
+def arm_label(factors: tuple[tuple[str, Any], ...]) -> str:
+    return ",".join(f"{k}={v}" for k, v in factors)
+
+
+def arms(params: Params, dimension: str) -> list[tuple[tuple[str, Any], ...]]:
+    """Cartesian product of the dimension's grid, in the order params.yaml lists it."""
+    grid = params.dimensions[dimension].grid
+    keys = list(grid)
+    return [tuple(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def base_layers(params: Params, workload: str, dimension: str | None) -> list[tuple[str, dict[str, Any]]]:
+    wl = params.workloads[workload]
+    layers = [
+        ("train", params.train),
+        (f"profiles.{params.profile}.train", params.active.train),
+        (f"workloads.{workload}", {"model": wl.model}),
+        (f"workloads.{workload}.fixed", wl.fixed),
+    ]
+    if dimension is not None:
+        layers += [
+            (f"dimensions.{dimension}.fixed", params.dimensions[dimension].fixed),
+            (f"profiles.{params.profile}.dimensions.{dimension}", params.active.dimensions.get(dimension, {})),
+        ]
+    return layers
+
+
+def job_runs(params: Params, workload: str, dimension: str) -> list[Run]:
+    layers = base_layers(params, workload, dimension)
+    runs = []
+    for factors in arms(params, dimension):
+        label = arm_label(factors)
+        cfg: RunConfig = run_config(layers + [(f"dimensions.{dimension}.grid", dict(factors))])
+        for seed in params.active.seeds:
+            runs.append(Run(workload, dimension, label, factors, seed, cfg))
+    return runs
+
+
+def jobs(params: Params) -> list[tuple[str, str]]:
+    """(workload, dimension) pairs: one Snakemake job each."""
+    return [(wl, dim) for dim, spec in params.dimensions.items() for wl in spec.workloads]
+
+
+def expand(params: Params) -> list[Run]:
+    return [run for wl, dim in jobs(params) for run in job_runs(params, wl, dim)]
+
+
+def datasets_used(params: Params) -> list[str]:
+    names = {params.workloads[wl].dataset for wl, _ in jobs(params)}
+    names |= {params.workloads[wl].dataset for wl in params.search_settings().workloads}
+    return sorted(names)

@@ -1,0 +1,242 @@
+"""Model registry: softmax regression, MLP, small CNN, vanilla RNN over image rows, and an
+EmbeddingBag text classifier. Every model takes the init scheme and activation as
+parameters, and `forward(x, key)` where `key` is an int64 scalar that seeds the dropout
+masks (counter-based, so a population under vmap and a single run draw the same masks
+for the same seed and step; torch's global RNG would give each arm different masks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tunebench.config import RunConfig
+
+_MASK32 = 0xFFFFFFFF
+
+
+def hash_uniform(key: torch.Tensor, salt: int, shape: torch.Size, device) -> torch.Tensor:
+    """Uniform [0, 1) numbers from (key, salt, element index) by an integer hash.
+
+    Pure tensor ops, so it vmaps over a batched `key`; all products stay below 2**63
+    (operands are < 2**32 and < 2**27), so int64 never overflows.
+    """
+    idx = torch.arange(math.prod(shape), device=device, dtype=torch.int64).view(shape)
+    h = (idx + (key * 0x9E3779B1 + salt * 0x85EBCA6B)) & _MASK32
+    for _ in range(3):  # three xor-shift-multiply rounds mix all bits (lowbias32 style)
+        h = ((h ^ (h >> 16)) * 0x45D9F3B) & _MASK32
+    h = h ^ (h >> 16)
+    return h.to(torch.float32) * (1.0 / 4294967296.0)
+
+
+def hash_dropout(h: torch.Tensor, p: torch.Tensor, key: torch.Tensor, salt: int, training: bool) -> torch.Tensor:
+    if not training:
+        return h
+    keep = hash_uniform(key, salt, h.shape, h.device) >= p
+    return torch.where(keep, h / (1.0 - p), torch.zeros_like(h))
+
+
+def activation(name: str):
+    return {
+        "relu": F.relu,
+        "leaky_relu": lambda t: F.leaky_relu(t, 0.01),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "gelu": F.gelu,
+    }[name]
+
+
+@dataclass(frozen=True)
+class DataShape:
+    in_shape: tuple[int, ...]  # per example: (C, H, W) images, (D,) tabular, (L,) tokens
+    n_out: int  # output units
+    vocab: int = 0  # tokens only
+
+
+def output_units(task: str, head: str, n_classes: int) -> int:
+    if task == "multiclass":
+        return n_classes
+    if task == "binary":
+        return 2 if head == "softmax" else 1
+    return 1
+
+
+class Net(nn.Module):
+    """Base: holds the dropout probability as a buffer, so it is per run in a population."""
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.act = activation(cfg.activation)
+        self.residual = cfg.residual
+        self.register_buffer("drop_p", torch.tensor(float(cfg.dropout)))
+
+    def drop(self, h, key, salt):
+        return hash_dropout(h, self.drop_p, key, salt, self.training)
+
+
+class Softmax(Net):
+    def __init__(self, cfg, shape: DataShape):
+        super().__init__(cfg)
+        self.out = nn.Linear(math.prod(shape.in_shape), shape.n_out)
+
+    def forward(self, x, key):
+        return self.out(x.flatten(1))
+
+
+class MLP(Net):
+    def __init__(self, cfg, shape: DataShape):
+        super().__init__(cfg)
+        d_in = math.prod(shape.in_shape)
+        self.hidden = nn.ModuleList(nn.Linear(d_in if i == 0 else cfg.width, cfg.width) for i in range(cfg.depth))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(cfg.width) if cfg.batchnorm else nn.Identity() for _ in range(cfg.depth))
+        self.out = nn.Linear(cfg.width if cfg.depth else d_in, shape.n_out)
+
+    def forward(self, x, key):
+        h = x.flatten(1)
+        for i, (lin, norm) in enumerate(zip(self.hidden, self.norms)):
+            z = self.drop(self.act(norm(lin(h))), key, salt=i)
+            # Residual only where shapes match: every hidden layer after the first.
+            h = h + z if (self.residual and i > 0) else z
+        return self.out(h)
+
+
+class CNN(Net):
+    """depth conv layers in two stages (width, then 2*width channels), a 2x2 max-pool after
+    each stage, then fc(4*width) and the output layer. depth=2, width=32 is the reference
+    conv32-conv64-fc128. Extra layers keep their stage's channels; `residual` adds a skip
+    around each of them."""
+
+    def __init__(self, cfg, shape: DataShape):
+        super().__init__(cfg)
+        c_in, h, w = shape.in_shape
+        extra = cfg.depth - 2
+        n1, n2 = 1 + extra // 2, 1 + extra - extra // 2
+        chans = [(c_in, cfg.width)] + [(cfg.width, cfg.width)] * (n1 - 1)
+        chans += [(cfg.width, 2 * cfg.width)] + [(2 * cfg.width, 2 * cfg.width)] * (n2 - 1)
+        self.stage_ends = {n1 - 1, n1 + n2 - 1}  # pool after these layer indices
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in chans)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(b) if cfg.batchnorm else nn.Identity() for _, b in chans)
+        self.fc = nn.Linear(2 * cfg.width * (h // 4) * (w // 4), 4 * cfg.width)
+        self.fc_norm = nn.BatchNorm1d(4 * cfg.width) if cfg.batchnorm else nn.Identity()
+        self.out = nn.Linear(4 * cfg.width, shape.n_out)
+        self.same_shape = [a == b for a, b in chans]
+
+    def forward(self, x, key):
+        h = x
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            z = self.act(norm(conv(h)))
+            h = h + z if (self.residual and self.same_shape[i] and i > 0) else z
+            if i in self.stage_ends:
+                h = F.max_pool2d(h, 2)
+        h = self.drop(self.act(self.fc_norm(self.fc(h.flatten(1)))), key, salt=100)
+        return self.out(h)
+
+
+class RNN(Net):
+    """Vanilla (Elman) RNN reading an image row by row: h_t = act(W x_t + U h_{t-1} + b).
+    Written out because nn.RNN offers no sigmoid."""
+
+    def __init__(self, cfg, shape: DataShape):
+        super().__init__(cfg)
+        row = shape.in_shape[-1]
+        self.inp = nn.ModuleList(nn.Linear(row if i == 0 else cfg.width, cfg.width) for i in range(max(cfg.depth, 1)))
+        self.rec = nn.ModuleList(nn.Linear(cfg.width, cfg.width, bias=False) for _ in range(max(cfg.depth, 1)))
+        self.out = nn.Linear(cfg.width, shape.n_out)
+
+    def forward(self, x, key):
+        seq = x.flatten(1, -2) if x.dim() > 3 else x  # (N, C*H, W): rows as time steps
+        for layer, (inp, rec) in enumerate(zip(self.inp, self.rec)):
+            h = seq.new_zeros(seq.shape[0], rec.in_features)
+            outs = []
+            for t in range(seq.shape[1]):
+                h = self.act(inp(seq[:, t]) + rec(h))
+                outs.append(h)
+            seq = torch.stack(outs, 1)
+        return self.out(self.drop(h, key, salt=200))
+
+
+class EmbedBag(Net):
+    """Mean of token embeddings, optional hidden layers, linear output (fastText-like)."""
+
+    def __init__(self, cfg, shape: DataShape):
+        super().__init__(cfg)
+        self.embed = nn.Embedding(shape.vocab, cfg.embed_dim)
+        self.hidden = nn.ModuleList(nn.Linear(cfg.embed_dim if i == 0 else cfg.width, cfg.width) for i in range(cfg.depth))
+        self.out = nn.Linear(cfg.width if cfg.depth else cfg.embed_dim, shape.n_out)
+
+    def forward(self, x, key):
+        h = F.embedding(x, self.embed.weight).mean(1)
+        for i, lin in enumerate(self.hidden):
+            h = self.drop(self.act(lin(h)), key, salt=300 + i)
+        return self.out(h)
+
+
+MODELS = {"softmax": Softmax, "mlp": MLP, "cnn": CNN, "rnn": RNN, "embedbag": EmbedBag}
+
+
+def _init_weight(w: torch.Tensor, scheme: str, activation_name: str, gen: torch.Generator):
+    if scheme == "normal_1":
+        nn.init.normal_(w, 0.0, 1.0, generator=gen)
+    elif scheme == "normal_0.01":
+        nn.init.normal_(w, 0.0, 0.01, generator=gen)
+    elif scheme == "zeros":
+        nn.init.zeros_(w)
+    elif scheme == "xavier_uniform":
+        nn.init.xavier_uniform_(w, generator=gen)
+    elif scheme == "xavier_normal":
+        nn.init.xavier_normal_(w, generator=gen)
+    elif scheme == "kaiming_normal":
+        nonlin = "leaky_relu" if activation_name == "leaky_relu" else "relu"
+        nn.init.kaiming_normal_(w, nonlinearity=nonlin, generator=gen)
+    elif scheme == "orthogonal":
+        nn.init.orthogonal_(w, generator=gen)
+    else:
+        raise ValueError(f"unknown init scheme {scheme!r}")
+
+
+def _init_embedding(w: torch.Tensor, scheme: str, gen: torch.Generator):
+    if scheme == "glorot_uniform":  # TensorFlow's default initializer for embeddings
+        nn.init.xavier_uniform_(w, generator=gen)
+    elif scheme == "uniform_0.05":  # Keras' Embedding default
+        nn.init.uniform_(w, -0.05, 0.05, generator=gen)
+    elif scheme == "normal_1":  # torch.nn.Embedding's default
+        nn.init.normal_(w, 0.0, 1.0, generator=gen)
+    else:
+        raise ValueError(f"unknown embedding init {scheme!r}")
+
+
+def apply_init(model: nn.Module, cfg: RunConfig, gen: torch.Generator) -> None:
+    """Apply cfg.init to every weight matrix/kernel; biases follow the scheme (normal_*
+    draws them too, as the post's TensorFlow example did; others zero them).
+    'default' keeps PyTorch's layer defaults. Embeddings follow cfg.embed_init."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                _init_embedding(module.weight, cfg.embed_init, gen)
+            elif isinstance(module, (nn.Linear, nn.Conv2d)) and cfg.init != "default":
+                _init_weight(module.weight, cfg.init, cfg.activation, gen)
+                if module.bias is not None:
+                    if cfg.init.startswith("normal"):
+                        _init_weight(module.bias, cfg.init, cfg.activation, gen)
+                    else:
+                        nn.init.zeros_(module.bias)
+
+
+def build(cfg: RunConfig, shape: DataShape, seed: int) -> nn.Module:
+    """A freshly initialised model; deterministic for (cfg, shape, seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # PyTorch's default layer init draws from the global RNG
+        model = MODELS[cfg.model](cfg, shape)
+    gen = torch.Generator().manual_seed(seed)
+    apply_init(model, cfg, gen)
+    return model
+
+
+def penalised(name: str, p: torch.Tensor) -> bool:
+    """Weights that L1/L2 act on and whose gradient norms we report: matrices, kernels and
+    embeddings, not biases or batch-norm scales."""
+    return p.dim() >= 2
