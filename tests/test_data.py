@@ -287,7 +287,7 @@ def test_prepare_caps_and_labels_remapped():
     raw = toy_raw()
     raw.y_train, raw.y_test = raw.y_train + 5, raw.y_test + 5      # labels 5..8 -> 0..3
     p = prepare(raw, "toy", "multiclass", "tabular", 0.2, 0, max_train=40, max_test=12)
-    assert len(p.x_train) == 40 and len(p.x_test) == 12 and len(p.x_val) == 40
+    assert len(p.x_train) == 40 and len(p.x_test) == 12 and len(p.x_val) == 12  # validation capped like test
     assert np.bincount(p.y_train).tolist() == [10, 10, 10, 10]
 
 

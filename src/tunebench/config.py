@@ -135,6 +135,7 @@ class Profile(_Strict):
     max_test: int | None = Field(None, ge=10)
     train: dict[str, Any] = Field(default_factory=dict)  # RunConfig overrides for every run
     dimensions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-dimension overrides
+    grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # per-dimension grid overrides
     search: dict[str, Any] = Field(default_factory=dict)  # SearchSettings overrides
 
     @field_validator("seeds")
@@ -215,6 +216,14 @@ def run_config(layers: list[tuple[str, dict[str, Any]]]) -> RunConfig:
             if key not in RUN_FIELDS:
                 raise ConfigError(f"{name}.{key}: unknown run setting (value: {value!r}); known: {', '.join(RUN_FIELDS)}")
             merged[key] = value
+        # A bad value is an error even where a later layer overrides it.
+        try:
+            RunConfig.model_validate(layer)
+        except ValidationError as err:
+            bad = [e for e in err.errors() if e["loc"] and e["loc"][0] in layer]
+            if bad:
+                e = bad[0]
+                raise ConfigError(f"{name}.{e['loc'][0]}: {e['msg']} (value: {e.get('input')!r})") from None
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
@@ -240,9 +249,16 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
         if wl.dataset not in datasets:
             raise ConfigError(f"workloads.{name}.dataset: unknown dataset {wl.dataset!r}; known: {', '.join(sorted(datasets))}")
     for pname, prof in params.profiles.items():
-        for dim in prof.dimensions:
-            if dim not in params.dimensions:
-                raise ConfigError(f"profiles.{pname}.dimensions.{dim}: unknown dimension {dim!r}")
+        for section in ("dimensions", "grids"):
+            for dim in getattr(prof, section):
+                if dim not in params.dimensions:
+                    raise ConfigError(f"profiles.{pname}.{section}.{dim}: unknown dimension {dim!r}")
+        for dim, grid in prof.grids.items():
+            for key, values in grid.items():
+                if key not in params.dimensions[dim].grid:
+                    raise ConfigError(f"profiles.{pname}.grids.{dim}.{key}: not a key of dimensions.{dim}.grid")
+                if not values:
+                    raise ConfigError(f"profiles.{pname}.grids.{dim}.{key}: empty list of arms")
     for dname, dim in params.dimensions.items():
         for wl in dim.workloads:
             if wl not in params.workloads:

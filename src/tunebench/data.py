@@ -483,6 +483,9 @@ def prepare(raw: RawData, spec_name: str, task: str, kind: str, val_fraction: fl
     te = np.arange(len(y_test))
     if max_test is not None and max_test < len(te):
         te = _pick(y_test, max_test, split_seed, cls)
+    # Validation is evaluated every epoch, so a quick profile caps it like test.
+    if max_test is not None and max_test < len(va):
+        va = va[_pick(ytr_all[va], max_test, split_seed, cls)]
 
     x_tr, x_va, x_te = raw.x_train[tr], raw.x_train[va], raw.x_test[te]
     y_tr, y_va, y_te = ytr_all[tr], ytr_all[va], y_test[te]

@@ -31,7 +31,7 @@ def arm_label(factors: tuple[tuple[str, Any], ...]) -> str:
 
 def arms(params: Params, dimension: str) -> list[tuple[tuple[str, Any], ...]]:
     """Cartesian product of the dimension's grid, in the order params.yaml lists it."""
-    grid = params.dimensions[dimension].grid
+    grid = {**params.dimensions[dimension].grid, **params.active.grids.get(dimension, {})}
     keys = list(grid)
     return [tuple(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 

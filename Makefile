@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine (both idempotent):
+#   make report   set up, then run the default pipeline -> reports/report.md
+#   make test     set up, then run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: setup report test bench clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	bash scripts/install_data.sh
+	touch $@
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m tunebench.bench throughput
+
+clean-results:
+	rm -rf results/ablations results/search results/runs.parquet .snakemake/incomplete

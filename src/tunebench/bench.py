@@ -1,0 +1,326 @@
+"""Throughput and profile timing: `python -m tunebench.bench [throughput|profile] ...`.
+
+throughput (default): samples/s on one device, in one process, for the reference CNN
+(conv32-conv64-fc128) and an MLP (2x256) on Fashion-MNIST-shaped data:
+  (a) the PyTorch tutorial loop: torchvision FashionMNIST + DataLoader(batch 64) + torch.optim.SGD,
+  (b) the engine with one run (engine.train_population, batch 512),
+  (c) the engine with populations of K runs (model-samples/s = K x samples/s).
+profile: wall time of every ablation job of a params.yaml profile, trained in-process.
+Results go to results/bench/*.json (written atomically)."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tunebench import data, engine, models
+from tunebench.config import RunConfig
+
+ARCHS = {  # the reference CNN of the tutorial-era posts, and a mid-sized MLP
+    "cnn": RunConfig(model="cnn", depth=2, width=32, optimizer="sgd", lr=0.05, batch_size=512, epochs=1),
+    "mlp": RunConfig(model="mlp", depth=2, width=256, optimizer="sgd", lr=0.05, batch_size=512, epochs=1),
+}
+EVAL_N = 128  # val/test examples per run: tiny, so the timed epoch is almost all training
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def device_slug(dev: torch.device) -> str:
+    name = "cpu" if dev.type == "cpu" else torch.cuda.get_device_name(dev)
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def set_precision(precision: str | None) -> None:
+    """None: PyTorch's defaults (what a tutorial user gets: TF32 off for matmuls, on for
+    cuDNN convs). fp32/bf16: strict fp32 outside autocast. tf32: TF32 for matmuls and convs."""
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = True if precision is None else tf32
+
+
+def atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+        os.replace(tmp, path)  # readers see the old or the new file, never half of one
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def forward_flops(cfg: RunConfig, shape: models.DataShape) -> float:
+    """FLOPs of one example's forward pass (FlopCounterMode counts 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = models.build(cfg, shape, 0)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, *shape.in_shape), torch.zeros((), dtype=torch.int64))
+    return float(fc.get_total_flops())
+
+
+# ---------------------------------------------------------------- (a) the tutorial loop
+def torchvision_root(raw_dir: Path, tmp: Path) -> tuple[Path | None, str]:
+    """A root that torchvision.datasets.FashionMNIST(root, download=False) can read: it wants
+    root/FashionMNIST/raw/<name>-ubyte unpacked, so .gz files are unpacked into `tmp`."""
+    names = [f.removesuffix(".gz") for f in data.IDX_FILES.values()]
+    base = raw_dir / "fashion_mnist"
+    if all((base / "FashionMNIST" / "raw" / n).is_file() for n in names):
+        return base, f"torchvision layout in {base}"
+    for d in (base, base / "FashionMNIST" / "raw", *data.FASHION_MNIST_SYSTEM_DIRS):
+        if all((d / f).is_file() for f in data.IDX_FILES.values()):
+            out = tmp / "FashionMNIST" / "raw"
+            out.mkdir(parents=True, exist_ok=True)
+            for f in data.IDX_FILES.values():
+                with gzip.open(d / f, "rb") as src, open(out / f.removesuffix(".gz"), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            return tmp, f"{d}/*.gz unpacked into a temporary torchvision root"
+    return None, "NO Fashion-MNIST files found: random TensorDataset of the same shape"
+
+
+def tutorial_loop(cfg: RunConfig, dev: torch.device, dataset, samples: int, warmup: int = 10) -> tuple[int, float]:
+    """The PyTorch quickstart loop: batches of 64 from a DataLoader (0 workers, shuffled,
+    PIL -> ToTensor per image), moved to the device each step. Returns (samples, seconds)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=0)
+    net = models.build(cfg, models.DataShape((1, 28, 28), 10), 0).to(dev).train()
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.resolved_lr)
+    key = torch.zeros((), dtype=torch.int64, device=dev)
+
+    def batches():
+        while True:
+            yield from loader
+
+    def step(x, y):
+        x, y = x.to(dev), y.to(dev)
+        loss = F.cross_entropy(net(x, key), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    it = batches()
+    for _ in range(warmup):
+        step(*next(it))
+    sync(dev)
+    t0, n = time.perf_counter(), 0
+    while n < samples:
+        x, y = next(it)
+        step(x, y)
+        n += len(y)
+    sync(dev)
+    return n, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- (b), (c) the engine
+def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str) -> tuple[int, float]:
+    """One timed epoch of K runs after a short warm-up call of the same shape (kernel
+    selection, allocator). Timed: the epoch as the engine reports it (epoch_seconds x K:
+    all training steps + end-of-epoch eval on EVAL_N val + EVAL_N test + up to
+    engine.EVAL_TRAIN_EXAMPLES train examples per run), not model building or stacking."""
+    cfgs, seeds = [cfg] * K, list(range(K))
+    p = "bf16" if precision == "bf16" else "fp32"
+    warm = engine.DeviceData(dd.x_train[: 3 * cfg.batch_size], dd.y_train[: 3 * cfg.batch_size],
+                             dd.x_val, dd.y_val, dd.x_test, dd.y_test, dd.n_classes)
+    engine.train_population(cfgs, seeds, warm, precision=p, max_chunk=K)
+    res = engine.train_population(cfgs, seeds, dd, precision=p, max_chunk=K)
+    n = len(dd.y_train)
+    steps = n // cfg.batch_size if n % cfg.batch_size < 2 else n // cfg.batch_size + 1
+    return K * min(n, steps * cfg.batch_size), res[0].epochs[0]["epoch_seconds"] * K
+
+
+def fmnist_device_data(raw_dir: Path, n: int, dev: torch.device) -> tuple[engine.DeviceData, str]:
+    ctx = data.LoadContext(raw_dir, False, 1.0)
+    try:
+        raw = data.load_raw("fashion_mnist", ctx)
+        # max_train/max_test keep just what is timed; prepare() standardises like a real run.
+        p = data.prepare(raw, "fashion_mnist", "multiclass", "image", 0.1, 0, max_train=max(n, 10), max_test=EVAL_N)
+        return engine.to_device(p, dev), raw.source
+    except data.DataError as err:
+        log(f"warning: {err}; using random data")
+        g = torch.Generator().manual_seed(0)
+        t = lambda m: (torch.randn(m, 1, 28, 28, generator=g).to(dev), torch.randint(0, 10, (m,), generator=g).to(dev))  # noqa: E731
+        return engine.DeviceData(*t(n), *t(EVAL_N), *t(EVAL_N), 10, "random"), "RANDOM data (no Fashion-MNIST files)"
+
+
+def throughput(args, dev: torch.device) -> dict:
+    import torchvision
+
+    cpu = dev.type == "cpu"
+    samples = args.samples or (4096 if cpu else 60_000)
+    pops = [int(k) for k in (args.populations or ("4,8" if cpu else "4,16,64")).split(",") if int(k) > 1]
+    shape = models.DataShape((1, 28, 28), 10)
+    meta = {"device": device_slug(dev), "torch": torch.__version__, "precision": args.precision,
+            "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    dd, meta["engine_data"] = fmnist_device_data(Path(args.raw_dir), samples, dev)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root, meta["tutorial_data"] = torchvision_root(Path(args.raw_dir), Path(tmp))
+        if root is not None:
+            ds = torchvision.datasets.FashionMNIST(str(root), train=True, download=False,
+                                                   transform=torchvision.transforms.ToTensor())
+        else:
+            g = torch.Generator().manual_seed(0)
+            ds = torch.utils.data.TensorDataset(torch.rand(60_000, 1, 28, 28, generator=g),
+                                                torch.randint(0, 10, (60_000,), generator=g))
+        for arch in args.models.split(","):
+            cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
+            flops = 3 * forward_flops(cfg, shape)  # a training step ~ forward + 2x forward for backward
+            set_precision(None)
+            log(f"{arch}: tutorial loop ...")
+            n, s = tutorial_loop(cfg, dev, ds, min(samples, 20_000 if cpu else samples))
+            base = n / s
+            rows.append(dict(model=arch, row="(a) tutorial DataLoader+SGD", K=1, batch=64, precision="torch default",
+                             samples=n, seconds=s))
+            set_precision(args.precision)
+            # Largest activation: the first conv's output (cnn) or the input (mlp), per example.
+            per_ex = cfg.width * 28 * 28 if arch == "cnn" else max(28 * 28, cfg.width)
+            for K in [1] + pops:
+                label = "(b) engine, one run" if K == 1 else f"(c) engine, population {K}"
+                if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
+                    rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
+                                     skipped="an activation tensor would exceed 2**31 elements"))
+                    continue
+                log(f"{arch}: engine K={K} ...")
+                try:
+                    n, s = engine_epoch(cfg, K, dd, args.precision)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
+                                     skipped="CUDA out of memory"))
+                    continue
+                rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
+                                 samples=n, seconds=s))
+            for r in rows:
+                if r["model"] == arch and "seconds" in r:
+                    r["samples_per_s"] = r["samples"] / r["seconds"]
+                    r["vs_tutorial"] = r["samples_per_s"] / base
+                    r["tflops"] = r["samples_per_s"] * flops / 1e12
+                    r["train_flops_per_sample"] = flops
+    meta["timed"] = ("(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
+                     "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
+                     f"({EVAL_N} val + {EVAL_N} test + up to {engine.EVAL_TRAIN_EXAMPLES} train examples/run)")
+    return {"meta": meta, "rows": rows}
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ("model", "row", "K", "batch", "precision", "samples", "seconds", "samples/s", "x tutorial", "TFLOP/s")
+    lines = [head]
+    for r in rows:
+        if "seconds" not in r:
+            lines.append((r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"], "-", "-",
+                          f"skipped: {r['skipped']}", "", ""))
+            continue
+        lines.append((r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"], str(r["samples"]),
+                      f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
+                      f"{r['tflops']:.3f}"))
+    widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(len(head))]
+    for line in lines:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+
+
+# ---------------------------------------------------------------- profile mode
+def profile(args, dev: torch.device) -> dict:
+    from tunebench import config
+
+    params = config.load(args.params, profile=args.profile)
+    return profile_params(params, dev, args.precision, Path(args.raw_dir))
+
+
+def profile_params(params, dev: torch.device, precision: str, raw_dir: Path) -> dict:
+    """Train every ablation job of params' active profile, one train_population call per
+    (workload, dimension) as the pipeline does; seconds per job include building the
+    models and every epoch's evaluation, not data loading (timed separately)."""
+    from tunebench import grid
+
+    set_precision(precision)
+    ds, prof = params.data, params.active
+    cache: dict[str, engine.DeviceData] = {}
+    jobs, load_s, t_all = [], {}, time.perf_counter()
+    for wl, dim in grid.jobs(params):
+        name = params.workloads[wl].dataset
+        if name not in cache:
+            t0 = time.perf_counter()
+            user = ds.user.get(name)
+            spec = data.DATASETS.get(name)
+            task = spec.task if spec else user["task"]
+            kind = spec.kind if spec else user["kind"]
+            ctx = data.LoadContext(raw_dir, ds.allow_download, ds.download_timeout_s, ds.synthetic_seed)
+            raw = data.load_raw(name, ctx, user)
+            p = data.prepare(raw, name, task, kind, ds.val_fraction, ds.split_seed, prof.max_train, prof.max_test)
+            cache[name] = engine.to_device(p, dev)
+            load_s[name] = time.perf_counter() - t0
+        runs = grid.job_runs(params, wl, dim)
+        t0 = time.perf_counter()
+        res = engine.train_population([r.config for r in runs], [r.seed for r in runs], cache[name],
+                                      precision="bf16" if precision == "bf16" else "fp32")
+        sync(dev)
+        s = time.perf_counter() - t0
+        jobs.append(dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
+                         epochs=sum(len(r.epochs) for r in res), seconds=s))
+        log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
+    total = time.perf_counter() - t_all
+    meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s, "total_seconds": total}
+    return {"meta": meta, "jobs": jobs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tunebench.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile"))
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 4096 CPU, 60000 CUDA)")
+    ap.add_argument("--populations", default=None, help="comma list of K (default 4,8 CPU; 4,16,64 CUDA)")
+    ap.add_argument("--models", default="cnn,mlp")
+    ap.add_argument("--batch", type=int, default=512, help="engine batch size")
+    ap.add_argument("--raw-dir", default="data/raw")
+    ap.add_argument("--out-dir", default="results/bench")
+    ap.add_argument("--profile", default="quick", help="profile mode: which params.yaml profile")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device) if args.device else engine.default_device()
+    out_dir = Path(args.out_dir)
+    if args.mode == "throughput":
+        result = throughput(args, dev)
+        path = out_dir / f"throughput-{result['meta']['device']}.json"
+        # One file per device, one entry per precision: reruns at other precisions add to it.
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_json(path, {**(old if isinstance(old, dict) else {}), args.precision: result})
+        m = result["meta"]
+        print(f"device {m['device']}, torch {m['torch']}, {m['threads']} CPU threads, precision {args.precision}")
+        print(f"tutorial data: {m['tutorial_data']}\nengine data: {m['engine_data']}")
+        print_table(result["rows"])
+        print(f"timed: {m['timed']}\nwrote {path}")
+    else:
+        result = profile(args, dev)
+        path = out_dir / f"profile-{result['meta']['profile']}-{result['meta']['device']}.json"
+        atomic_json(path, result)
+        for j in result["jobs"]:
+            print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
+        print(f"total {result['meta']['total_seconds']:.1f}s (data loading {sum(result['meta']['data_seconds'].values()):.1f}s)")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

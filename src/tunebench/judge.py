@@ -1,0 +1,130 @@
+"""Claims x runs -> one row per (claim, contrast, workload) with the paired effect, its
+interval, Holm-adjusted p and a verdict; then one verdict per claim and workload, and
+one per claim (combined across workloads: 'mixed' when they disagree)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tunebench import stats
+from tunebench.claims import CLAIMS, METRICS, Arms, Contrast
+from tunebench.config import Params
+
+POST_DATASET = "mnist"  # the post's stated magnitudes apply to its own data set
+
+
+def matching(runs: pd.DataFrame, workload: str, arms: Arms) -> pd.DataFrame:
+    sel = runs[(runs["workload"] == workload) & (runs["dimension"] == arms.dimension)]
+    for key, values in arms.where:
+        col = f"arm_{key}"
+        if col not in sel:
+            return sel.iloc[0:0]
+        sel = sel[sel[col].astype(str).isin(values)]
+    return sel
+
+
+def pick(runs: pd.DataFrame, regression: bool) -> str | None:
+    """The arm with the best mean validation score (accuracy; loss for regression)."""
+    if runs.empty:
+        return None
+    score = -runs["final_val_loss"] if regression else runs["best_val_acc"]
+    by_arm = {arm: score[g.index].to_numpy() for arm, g in runs.groupby("arm", sort=False)}
+    return stats.best_of(by_arm, higher_is_better=True)
+
+
+def per_seed(runs: pd.DataFrame, workload: str, arms: Arms, metric: str, regression: bool):
+    sel = matching(runs, workload, arms)
+    arm = pick(sel, regression)
+    if arm is None:
+        return None, pd.Series(dtype=float), float("nan")
+    chosen = sel[sel["arm"] == arm].set_index("seed")
+    return arm, chosen[metric].astype(float), float(chosen["diverged"].mean())
+
+
+def contrast_row(runs: pd.DataFrame, claim_id: str, c: Contrast, workload: str, regression: bool) -> dict | None:
+    t_arm, t, t_div = per_seed(runs, workload, c.treatment, c.metric, regression)
+    c_arm, k, c_div = per_seed(runs, workload, c.control, c.metric, regression)
+    if t_arm is None or c_arm is None:
+        return None
+    seeds = sorted(set(t.index) & set(k.index))
+    tv, cv = t.loc[seeds].to_numpy(), k.loc[seeds].to_numpy()
+    label_t, label_c = t_arm, c_arm
+    if c.minus is not None:  # interaction: (T - C) - (T2 - C2), paired by seed
+        t2_arm, t2, _ = per_seed(runs, workload, c.minus[0], c.metric, regression)
+        c2_arm, k2, _ = per_seed(runs, workload, c.minus[1], c.metric, regression)
+        if t2_arm is None or c2_arm is None:
+            return None
+        seeds = sorted(set(seeds) & set(t2.index) & set(k2.index))
+        tv = (t.loc[seeds] - k.loc[seeds]).to_numpy()
+        cv = (t2.loc[seeds] - k2.loc[seeds]).to_numpy()
+        label_t, label_c = f"({t_arm}) - ({c_arm})", f"({t2_arm}) - ({c2_arm})"
+    return {
+        "claim": claim_id, "contrast": c.label, "workload": workload, "metric": c.metric,
+        "treatment": label_t, "control": label_c, "expected": c.expected, "margin": c.margin,
+        "stated": c.stated, "treatment_values": list(map(float, tv)), "control_values": list(map(float, cv)),
+        "seeds": list(map(int, seeds)), "treatment_diverged": t_div, "control_diverged": c_div,
+    }
+
+
+def ablation_rows(runs: pd.DataFrame, params: Params) -> list[dict]:
+    rows = []
+    for claim in CLAIMS:
+        for c in claim.contrasts:
+            if c.treatment.dimension not in params.dimensions:
+                continue
+            workloads = c.workloads or tuple(params.dimensions[c.treatment.dimension].workloads)
+            for wl in workloads:
+                if wl not in params.dimensions[c.treatment.dimension].workloads:
+                    continue
+                regression = params.workloads[wl].fixed.get("task") == "regression"
+                row = contrast_row(runs, claim.id, c, wl, regression)
+                if row is not None:
+                    row["dataset"] = params.workloads[wl].dataset
+                    rows.append(row)
+    return rows
+
+
+def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
+    """Effects, intervals, Holm across every row, verdicts."""
+    out = []
+    for r in rows:
+        t = np.asarray(r["treatment_values"], float)
+        k = np.asarray(r["control_values"], float)
+        shift = r["margin"] or 0.0  # non-inferiority: test (d + margin) > 0
+        eff = stats.paired_effect(t + shift * r["expected"], k)
+        out.append({**r, "n": eff.n, "effect": eff.mean_diff - shift * r["expected"],
+                    "ci_low": eff.ci_low - shift * r["expected"], "ci_high": eff.ci_high - shift * r["expected"],
+                    "p": eff.p_value, "p_wilcoxon": eff.p_wilcoxon, "has_infinite": eff.has_infinite, "_eff": eff})
+    df = pd.DataFrame(out)
+    if df.empty:
+        return df
+    df["p_holm"] = stats.holm(df["p"].to_numpy())
+    verdicts, reasons = [], []
+    for _, r in df.iterrows():
+        stated = r["stated"] if (r.get("dataset") == POST_DATASET and pd.notna(r["stated"])) else None
+        v, why = stats.verdict(r["_eff"], r["p_holm"], int(r["expected"]), alpha=alpha, stated_effect=stated)
+        verdicts.append(v)
+        reasons.append(why)
+    df["verdict"], df["reason"] = verdicts, reasons
+    return df.drop(columns=["_eff"])
+
+
+def claim_verdicts(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim x workload (combined over its contrasts), and per claim overall."""
+    rows = []
+    for claim in CLAIMS:
+        sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
+        if sub.empty:
+            rows.append({"claim": claim.id, "workload": "all", "verdict": "inconclusive", "detail": "no runs"})
+            continue
+        per_wl = {wl: stats.combine(g["verdict"].tolist()) for wl, g in sub.groupby("workload", sort=False)}
+        for wl, v in per_wl.items():
+            rows.append({"claim": claim.id, "workload": wl, "verdict": v, "detail": ""})
+        split = ", ".join(f"{wl}: {v}" for wl, v in per_wl.items())
+        rows.append({"claim": claim.id, "workload": "all", "verdict": stats.combine(list(per_wl.values())), "detail": split})
+    return pd.DataFrame(rows)
+
+
+def metric_label(metric: str) -> str:
+    return METRICS.get(metric, (metric, True))[0]

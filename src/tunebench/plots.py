@@ -1,0 +1,105 @@
+"""Seaborn figures: pure functions from tables to matplotlib Figures (the CLI saves them)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI or cluster nodes
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from tunebench.claims import METRICS  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="paper")
+
+
+def _numeric(values: pd.Series) -> pd.Series | None:
+    out = pd.to_numeric(values, errors="coerce")
+    return None if out.isna().any() else out
+
+
+def factors(runs: pd.DataFrame) -> list[str]:
+    return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
+
+
+def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
+    """Arms of one dimension with 95% bootstrap intervals over seeds, one panel per
+    workload. One numeric factor: a line over it (log axis when it spans decades), the
+    other factor as hue; diverged arms marked with x. Categorical: a point plot."""
+    label = METRICS.get(metric, (metric, True))[0]
+    cols = factors(runs)
+    workloads = list(dict.fromkeys(runs["workload"]))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
+    num = {c: _numeric(runs[c]) for c in cols}
+    x = next((c for c in cols if num[c] is not None), None) if len(cols) <= 2 else None
+    hue = next((c for c in cols if c != x), None)
+    for ax, wl in zip(axes[0], workloads):
+        d = runs[runs["workload"] == wl].copy()
+        d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
+        if x is not None:
+            d["_x"] = num[x][d.index]
+            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=("ci", 95), marker="o", ax=ax)
+            span = d["_x"][d["_x"] > 0]
+            if len(span) and span.max() / span.min() > 100:
+                ax.set_xscale("log")
+            div = d.groupby([c for c in ["_x", hue] if c], dropna=False)["diverged"].mean().reset_index()
+            div = div[div["diverged"] > 0]
+            if len(div):
+                ymin = ax.get_ylim()[0]
+                ax.scatter(div["_x"], [ymin] * len(div), marker="x", color="crimson", s=40, label="diverged (any seed)")
+                ax.legend(fontsize=7)
+            ax.set_xlabel(x.removeprefix("arm_"))
+        else:
+            d["arm_label"] = d["arm"].str.replace(r"[a-z_]+=", "", regex=True)
+            sns.pointplot(d, x="arm_label", y=metric, errorbar=("ci", 95), linestyle="none", ax=ax, color="C0")
+            ax.tick_params(axis="x", rotation=45)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+            ax.set_xlabel("")
+        ax.set_title(wl)
+        ax.set_ylabel(label if ax is axes[0][0] else "")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(runs: pd.DataFrame, metric: str) -> plt.Figure | None:
+    """Two-way dimensions (optimizer x depth, batch norm x lr, width x data): mean over
+    seeds per cell, one panel per workload."""
+    cols = factors(runs)
+    if len(cols) != 2:
+        return None
+    workloads = list(dict.fromkeys(runs["workload"]))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
+    for ax, wl in zip(axes[0], workloads):
+        d = runs[runs["workload"] == wl].copy()
+        d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
+        table = d.pivot_table(index=cols[0], columns=cols[1], values=metric, aggfunc="mean", sort=False)
+        sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar=False)
+        ax.set_title(wl)
+        ax.set_ylabel(cols[0].removeprefix("arm_"))
+        ax.set_xlabel(cols[1].removeprefix("arm_"))
+    fig.suptitle(METRICS.get(metric, (metric, True))[0] + " (mean over seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None:
+    """Validation accuracy (loss for regression) per epoch, mean and 95% interval over
+    seeds, one line per arm, one panel per workload."""
+    if epochs.empty or epochs["arm"].nunique() > max_arms:
+        return None
+    workloads = list(dict.fromkeys(epochs["workload"]))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
+    for ax, wl in zip(axes[0], workloads):
+        d = epochs[epochs["workload"] == wl]
+        y = "val_loss" if (d["n_classes"] == 0).all() else "val_acc"
+        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=("ci", 95), ax=ax)
+        if y == "val_loss":
+            ax.set_yscale("log")
+        ax.set_title(wl)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,306 @@
+"""The report: verdict table on top, then one section per claim with its setup, figure,
+table and (C01, C03, C04) the post's numbers beside ours; the search section; provenance."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tunebench import judge, plots
+from tunebench.claims import CLAIMS, SOURCE
+from tunebench.config import Params
+
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "statsmodels", "optuna", "seaborn", "snakemake", "dvc")
+
+
+def _fmt(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    if isinstance(x, float) and np.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _p(x) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def provenance(params: Params, datasets: list[dict], devices: list[str], wall: dict) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", ""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "absent"
+    return {
+        "commit": (commit or "unknown") + (" (with local changes)" if dirty else ""),
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "profile": params.profile,
+        "seeds": params.active.seeds,
+        "devices": sorted(set(devices)),
+        "precision": "fp32 (tf32 matmul allowed on CUDA)",
+        "python": platform.python_version(),
+        "versions": versions,
+        "datasets": datasets,
+        **wall,
+    }
+
+
+def render_header(prov: dict) -> str:
+    ds = pd.DataFrame(prov["datasets"])
+    lines = [
+        "# tunebench report",
+        "",
+        f"Tuning advice from {SOURCE}, put to an empirical test: every claim is an ablation with paired seeds, "
+        "a 95% bootstrap interval, a paired t-test and Holm-corrected p-values.",
+        "",
+        "## Provenance",
+        "",
+        f"- commit `{prov['commit']}`, generated {prov['generated']}",
+        f"- profile **{prov['profile']}**, seeds {prov['seeds']} (paired: seed s gives every arm the same data order, "
+        "initial draw stream, dropout masks and augmentation)",
+        f"- device: {', '.join(prov['devices'])}; precision: {prov['precision']}",
+        f"- compute: {prov['ablation_seconds']:.0f} s of training in ablation jobs, {prov['search_seconds']:.0f} s in search jobs; "
+        f"pipeline wall time {prov['wall_seconds']:.0f} s (first prepared data set to this report)",
+        f"- Python {prov['python']}; " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+        "",
+    ]
+    if not ds.empty:
+        lines += [md_table(ds), ""]
+    return "\n".join(lines)
+
+
+VERDICT_RULE = """## How a verdict is reached
+
+For each claim, workload and contrast: the per-seed difference treatment - control on the
+claim's metric (seeds paired), its mean with a 95% percentile bootstrap interval
+(scipy.stats.bootstrap), a two-sided paired t-test, and Holm's correction across every
+contrast in this report (statsmodels). Where an arm set holds several arms (e.g. "adam at
+its best lr"), the arm with the best mean *validation* score is picked and compared on
+*test*. Then:
+- **supported**: the effect has the predicted sign, its interval excludes 0, and the Holm-adjusted p < 0.05;
+- **refuted**: the interval lies wholly on the other side of 0 (adjusted p < 0.05), or wholly below half the magnitude the post states (on MNIST, the post's data);
+- **inconclusive**: anything else, with the reason.
+"At least as good" claims are non-inferiority tests: supported when the interval of the
+difference lies above -margin. A claim is **mixed** when its workloads (or contrasts)
+disagree; the split is shown. Diverged runs (non-finite loss) count at chance accuracy and
+infinite loss; divergence rates are listed per arm. Epochs-to-target is censored at the
+budget + 1 when the target is never reached. The interval alone is not trusted with 3 seeds
+(all three differences share a sign 25% of the time under no effect), hence the p gate.
+"""
+
+
+def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -> str:
+    rows = []
+    for claim in CLAIMS:
+        overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")]
+        v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
+        sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
+        effects, ps = [], []
+        for wl, g in sub.groupby("workload", sort=False) if len(sub) else []:
+            r = g.iloc[0]  # the claim's first (primary) contrast on this workload
+            effects.append(f"{wl}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+            ps.append(_p(r["p_holm"]))
+        n = int(sub["n"].max()) if len(sub) else seeds
+        rows.append({"claim": f"[{claim.id}](#{claim.id.lower()})", "advice": claim.advice, "verdict": f"**{v}**",
+                     "primary effect [95% CI] per workload": "<br>".join(effects) or "–",
+                     "adj. p": "<br>".join(ps) or "–", "seeds": n})
+    return md_table(pd.DataFrame(rows))
+
+
+def contrast_table(sub: pd.DataFrame) -> str:
+    rows = []
+    for _, r in sub.iterrows():
+        rows.append({
+            "workload": r["workload"], "contrast": r["contrast"],
+            "arms (treatment vs control)": f"`{r['treatment']}` vs `{r['control']}`",
+            "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})",
+            "diverged T/C": f"{_fmt(r.get('treatment_diverged'), 2)}/{_fmt(r.get('control_diverged'), 2)}",
+            "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else r["verdict"],
+        })
+    return md_table(pd.DataFrame(rows))
+
+
+def arm_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    g = runs.groupby(["workload", "arm"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), mean=(metric, "mean"), sd=(metric, "std"), diverged=("diverged", "mean"),
+                seconds=("seconds", "sum")).reset_index()
+    for c in ("mean", "sd"):
+        out[c] = out[c].map(_fmt)
+    out["diverged"] = out["diverged"].map(lambda x: f"{x:.0%}")
+    out["seconds"] = out["seconds"].map(lambda x: f"{x:.1f}")
+    return out.rename(columns={"mean": f"{metric} mean", "sd": "sd"})
+
+
+def post_vs_ours(claim_id: str, runs: pd.DataFrame) -> str:
+    def mean(dim, wl, arm, metric):
+        d = runs[(runs["dimension"] == dim) & (runs["workload"] == wl) & (runs["arm"] == arm)]
+        return d[metric].mean() if len(d) else float("nan")
+
+    lines = []
+    if claim_id == "C01":
+        for wl in ("mnist_cnn", "fmnist_cnn"):
+            lines.append(f"- {wl}: normal(0,1) {_fmt(mean('init', wl, 'init=normal_1', 'final_test_acc'))}, "
+                         f"xavier_uniform {_fmt(mean('init', wl, 'init=xavier_uniform', 'final_test_acc'))} final test accuracy")
+    elif claim_id == "C03":
+        for wl in ("mnist_softmax", "fmnist_softmax"):
+            lines.append(
+                f"- {wl}: normal(0,1) {_fmt(mean('init', wl, 'init=normal_1', 'test_acc_epoch1'))} after epoch 1, "
+                f"{_fmt(mean('init', wl, 'init=normal_1', 'final_test_acc'))} at the end; zeros "
+                f"{_fmt(mean('init', wl, 'init=zeros', 'test_acc_epoch1'))} after epoch 1, "
+                f"{_fmt(mean('init', wl, 'init=zeros', 'final_test_acc'))} at the end")
+    elif claim_id == "C04":
+        for wl, g in runs[runs["dimension"] == "lr_regression"].groupby("workload", sort=False):
+            rate = g.groupby(g["arm_lr"].astype(float))["diverged"].mean()
+            edge = rate[rate >= 0.5]
+            stable = rate[rate == 0]
+            lines.append(f"- {wl}: divergence rate by lr: " + ", ".join(f"{lr:g}: {r:.0%}" for lr, r in rate.items())
+                         + f". Measured stability edge: largest lr with no divergence {stable.index.max() if len(stable) else '–'}, "
+                         f"smallest lr diverging in most seeds {edge.index.min() if len(edge) else 'none in the grid'}")
+    return "\n".join(lines)
+
+
+def build(params: Params, args, atomic_path, log) -> None:
+    """Read the tables, judge, draw, render; write every output atomically."""
+    from tunebench import search_report
+
+    t_start = time.time()
+    runs = pd.read_parquet(args.runs)
+    epochs = pd.concat([pd.read_parquet(p) for p in args.ablations], ignore_index=True) if args.ablations else pd.DataFrame()
+    search_df = pd.concat([pd.read_parquet(p) for p in args.search], ignore_index=True) if args.search else pd.DataFrame()
+    importance = {}
+    for p in args.importance:
+        importance.update(json.loads(Path(p).read_text()))
+    rows = judge.ablation_rows(runs, params)
+    target = params.search_settings().target_accuracy
+    if not search_df.empty:
+        for r in search_report.comparisons(search_df, target, params):
+            rows.append({**r, "margin": None, "stated": None, "treatment_diverged": np.nan, "control_diverged": np.nan,
+                         "dataset": params.workloads[r["workload"]].dataset})
+    contrasts = judge.judge(rows)
+    claims_v = judge.claim_verdicts(contrasts)
+
+    fig_dir = Path(args.figures)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+
+    def save(name, fig):
+        if fig is None:
+            return None
+        path = fig_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plots.plt.close(fig)
+        figures[name] = f"figures/{name}.png"
+        return figures[name]
+
+    # ---- figures per dimension
+    first_metric = {}
+    for claim in CLAIMS:
+        for c in claim.contrasts:
+            first_metric.setdefault(c.treatment.dimension, c.metric)
+    for dim in params.dimensions:
+        d = runs[runs["dimension"] == dim]
+        if d.empty:
+            continue
+        metric = first_metric.get(dim, "final_test_acc")
+        save(f"{dim}-arms", plots.dimension_figure(d, metric))
+        save(f"{dim}-heatmap", plots.heatmap_figure(d, metric))
+        if not epochs.empty:
+            save(f"{dim}-curves", plots.curves_figure(epochs[epochs["dimension"] == dim]))
+    search_summary = pd.DataFrame()
+    if not search_df.empty:
+        search_summary = search_report.summary(search_df, target, params)
+        for name, fig in search_report.figures(search_df, target, params).items():
+            save(f"search-{name}", fig)
+
+    # ---- render
+    datasets = []
+    for p in args.datasets:
+        from tunebench.data import load_prepared
+
+        prep = load_prepared(Path(p))
+        datasets.append({"dataset": prep.name, "source": prep.source, "train/val/test": f"{len(prep.y_train)}/{len(prep.y_val)}/{len(prep.y_test)}",
+                         "content sha256": f"`{prep.content_hash[:16]}`", "raw sha256": f"`{prep.raw_hash[:16]}`"})
+    first_data = min((Path(p).stat().st_mtime for p in args.datasets), default=t_start)
+    wall = {"ablation_seconds": float(epochs["epoch_seconds"].sum()) if not epochs.empty else 0.0,
+            "search_seconds": float(search_df["seconds"].sum()) if not search_df.empty else 0.0,
+            "wall_seconds": time.time() - first_data}
+    devices = list(epochs["device"].unique()) if "device" in epochs else []
+    prov = provenance(params, datasets, devices or ["unknown"], wall)
+    seeds = len(params.active.seeds)
+    parts = [render_header(prov), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), "", VERDICT_RULE]
+    for claim in CLAIMS:
+        sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
+        overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
+        parts += [f"## {claim.id}", "", f"**Advice** ({SOURCE}): {claim.advice}", "",
+                  f"**Prediction:** {claim.expect}. **Verdict: {overall['verdict']}**" + (f" ({overall['detail']})" if overall["detail"] else ""), ""]
+        if claim.notes:
+            parts += [claim.notes, ""]
+        if claim.post_numbers:
+            parts += [f"**The post reported:** {claim.post_numbers}. **We measured:**", "", post_vs_ours(claim.id, runs), ""]
+        dims = list(dict.fromkeys(c.treatment.dimension for c in claim.contrasts))
+        for dim in dims:
+            if dim not in params.dimensions:
+                continue
+            spec = params.dimensions[dim]
+            d = runs[runs["dimension"] == dim]
+            grid = {**spec.grid, **params.active.grids.get(dim, {})}
+            parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(grid)}, fixed {json.dumps(spec.fixed)}, "
+                      f"workloads {', '.join(spec.workloads)}; {seeds} seeds; compute {d['seconds'].sum():.0f} s.", ""]
+            for kind in ("arms", "heatmap", "curves"):
+                if f"{dim}-{kind}" in figures:
+                    parts += [f"![{dim} {kind}]({figures[f'{dim}-{kind}']})", ""]
+            if not d.empty:
+                parts += ["<details><summary>Per-arm table</summary>", "", md_table(arm_summary(d, first_metric.get(dim, "final_test_acc"))), "", "</details>", ""]
+        if claim.search and not search_summary.empty:
+            parts += [f"See [the search section](#automatic-tuning-c25c28).", ""]
+        if len(sub):
+            parts += [contrast_table(sub), ""]
+    if not search_df.empty:
+        parts += search_report.render(search_df, search_summary, importance, figures, params)
+    text = "\n".join(parts) + "\n"
+
+    metrics = {
+        "profile": params.profile,
+        "verdicts": {r["claim"]: r["verdict"] for _, r in claims_v[claims_v["workload"] == "all"].iterrows()},
+        "counts": claims_v[claims_v["workload"] == "all"]["verdict"].value_counts().to_dict(),
+        "effects": {f"{r['claim']}/{r['workload']}/{r['contrast']}": round(float(r["effect"]), 6)
+                    for _, r in contrasts.iterrows() if np.isfinite(r["effect"])},
+        "seconds": {"ablation": round(wall["ablation_seconds"], 1), "search": round(wall["search_seconds"], 1)},
+    }
+    out_cols = [c for c in contrasts.columns if c not in ("treatment_values", "control_values", "seeds")]
+    with atomic_path(Path(args.contrasts)) as tmp:
+        contrasts[out_cols].to_csv(tmp, index=False)
+    with atomic_path(Path(args.verdicts)) as tmp:
+        claims_v.to_csv(tmp, index=False)
+    with atomic_path(Path(args.metrics)) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True, default=str))
+    with atomic_path(Path(args.report)) as tmp:
+        tmp.write_text(text)
+    log(f"report: {len(contrasts)} contrasts, {len(figures)} figures -> {args.report}")

@@ -1,0 +1,539 @@
+"""Hyperparameter search studies (claims C25-C28): grid, random, coarse-to-fine random, QMC,
+TPE and GP, all as Optuna samplers over the same four-parameter space, trained in batches.
+
+One study = (workload, strategy, study_seed), named f"{workload}.{strategy}.s{study_seed}",
+kept in an Optuna storage (a journal file by default, an RDB URL if settings.storage is set)
+so an interrupted job resumes where it stopped.
+
+The search space (SearchSpace): lr (log-uniform), l2 (log-uniform), dropout (uniform),
+width (categorical). Everything else of a trial's RunConfig comes from the workload's layers
+(grid.base_layers) and settings.fixed; the trial's overrides are the last layer.
+
+Objective: the best validation accuracy over the epochs of the run (and the test accuracy at
+that epoch, reported but never seen by the sampler). All trials of a study train with the
+same training seed (the study seed), so within a study they differ only by hyperparameters.
+
+Diverged trials are *told* to the sampler with the value chance accuracy (1/n_classes; 1/2 for
+a binary task) and user_attr diverged=True, rather than marked FAIL: a FAIL trial is ignored
+by TPE's and GP's models, which could then keep proposing the failing region (huge learning
+rates) again and again; a penalised value teaches them to avoid it. Their val_acc/test_acc
+attrs keep the best finite epoch before the divergence (NaN if none), for information only.
+
+Seeding and resume: random, coarse_to_fine, tpe and gp get a fresh sampler for every batch,
+seeded by (study_seed, number of trials already in the study); grid and qmc keep the study
+seed (the grid's shuffled order and the Sobol sequence must stay the same across batches;
+QMC keeps its position in the study's storage). An Optuna sampler's RNG state is not stored,
+so a sampler that was simply re-created with the study seed after a crash would replay the
+first draws; with per-batch seeds an interrupted-and-resumed study proposes exactly the
+trials an uninterrupted one would (given deterministic training). A side effect, kept on
+purpose: random, coarse_to_fine, tpe and gp studies of one study seed share their first batch
+(TPE's and GP's start-up trials are random's first trials, coarse_to_fine's first stage
+starts like random), common random numbers that make their paired comparisons sharper.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from tunebench import engine, grid
+from tunebench.config import ConfigError, Params, SearchSettings, SearchSpace, run_config
+from tunebench.engine import DeviceData, RunResult
+
+STRATEGIES = ("grid", "random", "coarse_to_fine", "qmc", "tpe", "gp")
+PARAMS = ("lr", "l2", "dropout", "width")  # the searched RunConfig fields, in grid priority order
+LOG_PARAMS = ("lr", "l2")
+TOP_FRACTION = 0.25  # coarse_to_fine: share of stage-1 trials that define the box
+MIN_TOP = 2  # ... and at least this many
+WIDEN = 0.1  # ... box widened on each side by this share of the space's range (log/linear)
+STAGE_SINGLE, STAGE_COARSE, STAGE_FINE = "single", "coarse", "fine"
+FRAME_COLUMNS = (
+    "workload", "strategy", "study_seed", "trial", "lr", "l2", "dropout", "width", "stage",
+    "value", "val_acc", "test_acc", "diverged", "epochs", "seconds", "state", "study",
+)
+_META_KEY = "tunebench"  # study user attr: the settings the study was created with
+
+Log = Callable[[str], None] | None
+
+
+# ----------------------------------------------------------------------------- the space
+def check_space(space: SearchSpace) -> None:
+    """Fail early, naming the key, on a space Optuna or RunConfig would reject later."""
+    for name in LOG_PARAMS:
+        lo, hi = getattr(space, name)
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise ConfigError(f"search.space.{name}: need 0 < low <= high (log scale), got ({lo}, {hi})")
+    lo, hi = space.dropout
+    if not (0.0 <= lo <= hi < 1.0):
+        raise ConfigError(f"search.space.dropout: need 0 <= low <= high < 1, got ({lo}, {hi})")
+    if not space.width or len(set(space.width)) != len(space.width) or min(space.width) < 1:
+        raise ConfigError(f"search.space.width: need distinct positive widths, got {space.width}")
+
+
+def _to_unit(name: str, value: float) -> float:
+    """The scale a parameter is searched in: log10 for lr and l2, linear for dropout."""
+    return math.log10(value) if name in LOG_PARAMS else float(value)
+
+
+def _from_unit(name: str, value: float) -> float:
+    return 10.0**value if name in LOG_PARAMS else float(value)
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def grid_levels(trials: int, space: SearchSpace) -> dict[str, int]:
+    """How many levels each parameter gets in a grid of at most `trials` points.
+
+    Among all (n_lr, n_l2, n_dropout, n_width) with product <= trials (n_width <= number of
+    widths; a parameter whose range is a single value gets 1 level), pick the largest product;
+    among those the most balanced one (the levels sorted in decreasing order, smallest
+    lexicographically: 2x2x2x2 before 4x2x2x1 before 16x1x1x1); among permutations of the
+    same levels, extra levels go to lr first, then l2, then dropout, then width.
+    Examples with 4 widths: 8 -> 2,2,2,1; 16 -> 2,2,2,2; 32 -> 4,2,2,2; 64 -> 4,4,2,2.
+    A budget with few factors gives a lopsided grid (a prime p: p lr levels, the rest at
+    one level): choose budgets such as powers of two.
+    """
+    caps = [
+        trials if space.lr[0] < space.lr[1] else 1,
+        trials if space.l2[0] < space.l2[1] else 1,
+        trials if space.dropout[0] < space.dropout[1] else 1,
+        len(space.width),
+    ]
+    best_key, best = None, (1, 1, 1, 1)
+    for a in range(1, min(caps[0], trials) + 1):
+        for b in range(1, min(caps[1], trials // a) + 1):
+            for c in range(1, min(caps[2], trials // (a * b)) + 1):
+                for d in range(1, min(caps[3], trials // (a * b * c)) + 1):
+                    levels = (a, b, c, d)
+                    key = (a * b * c * d, tuple(-x for x in sorted(levels, reverse=True)), levels)
+                    if best_key is None or key > best_key:
+                        best_key, best = key, levels
+    return dict(zip(PARAMS, best))
+
+
+def grid_values(trials: int, space: SearchSpace) -> dict[str, list]:
+    """The grid of the `grid` strategy: as large as the budget (grid_levels).
+
+    lr and l2: k log-spaced levels at the centres of k equal cells of [low, high] in log
+    scale, i.e. low * (high/low) ** ((i + 0.5) / k); dropout: the same in linear scale; width:
+    the categories at indices floor((i + 0.5) * n / k) of the n widths (k = n: all of them).
+    Cell centres, not the end points, so k = 1 is the middle of the range and no level sits on
+    an extreme edge of the space (a grid with lr = 1e-4 and lr = 1 as its only two levels
+    would be a straw man). With the default space and 16 trials: lr {1e-3, 1e-1},
+    l2 {5.62e-6, 1.78e-2}, dropout {0.15, 0.45}, width {64, 256}.
+    """
+    check_space(space)
+    levels = grid_levels(trials, space)
+    out: dict[str, list] = {}
+    for name in ("lr", "l2", "dropout"):
+        k = levels[name]
+        lo, hi = (_to_unit(name, v) for v in getattr(space, name))
+        vals = [_round(_from_unit(name, lo + (hi - lo) * (i + 0.5) / k)) for i in range(k)]
+        lo_v, hi_v = getattr(space, name)
+        out[name] = [min(max(v, lo_v), hi_v) for v in vals]  # rounding never leaves the range
+    n, k = len(space.width), levels["width"]
+    out["width"] = [int(space.width[int(math.floor((i + 0.5) * n / k))]) for i in range(k)]
+    return out
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler whose after_trial does not call study.stop(): that call only works inside
+    study.optimize and raises RuntimeError under ask/tell. run_study stops by counting."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D401
+        return None
+
+
+def n_startup(trials: int) -> int:
+    """Random start-up trials of TPE and GP: max(4, trials // 4)."""
+    return max(4, trials // 4)
+
+
+def make_sampler(strategy: str, space: SearchSpace, trials: int, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of a strategy.
+
+    grid: GridSampler over grid_values(trials, space) (shuffled order, fixed by `seed`);
+    random and coarse_to_fine: RandomSampler(seed) (coarse_to_fine's stages differ only in
+    the distributions suggest() is given); qmc: scrambled Sobol QMCSampler(seed) (its first
+    trial is drawn by its independent random sampler, as Optuna does);
+    tpe: TPESampler(seed, n_startup_trials=n_startup(trials)) with Optuna 5's defaults
+    (multivariate, constant liar for the running trials of a batch);
+    gp: GPSampler(seed, n_startup_trials=n_startup(trials)) - the same start-up as TPE so the
+    two Bayesian samplers are compared on equal terms (Optuna's default is 10). GPSampler
+    needs torch and scipy (both installed); it conditions on the running trials of a batch.
+    """
+    check_space(space)
+    if strategy == "grid":
+        return _AskTellGridSampler(grid_values(trials, space), seed=seed)
+    if strategy in ("random", "coarse_to_fine"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy == "qmc":
+        with warnings.catch_warnings():  # "QMCSampler is experimental": known, not news each batch
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+    if strategy == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup(trials))
+    if strategy == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup(trials))
+    raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+
+
+class BoxSampler(optuna.samplers.RandomSampler):
+    """coarse_to_fine's second stage: a RandomSampler (the numeric box comes in through the
+    distributions suggest() is given), except that width is drawn uniformly from the box's
+    widths. Optuna forbids a categorical's choices to change within a study ("does not support
+    dynamic value space"), so width keeps the space's full CategoricalDistribution and the
+    restriction lives here."""
+
+    def __init__(self, widths: Sequence[int], seed: int):
+        super().__init__(seed=seed)
+        self._widths = [int(w) for w in widths]
+        self._width_rng = np.random.default_rng(seed)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name == "width" and isinstance(param_distribution, CategoricalDistribution):
+            return self._widths[int(self._width_rng.integers(len(self._widths)))]
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def _batch_seed(study_seed: int, n_trials: int) -> int:
+    return int(np.random.SeedSequence([study_seed & 0xFFFFFFFF, n_trials]).generate_state(1)[0])
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace, box: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Suggest the four searched settings; returns RunConfig overrides {lr, l2, dropout, width}.
+
+    `box` (coarse_to_fine's second stage, see narrow_box) replaces the ranges of lr, l2 and
+    dropout: {"lr": (lo, hi), "l2": (lo, hi), "dropout": (lo, hi), "width": [...]}; those
+    distributions are the trial's, so Optuna records the box with every trial. width always
+    gets the space's full categories (Optuna does not allow a categorical's choices to change
+    within a study); the box's widths are enforced by the sampler (BoxSampler).
+    """
+    b = box or {}
+    lr = b.get("lr", space.lr)
+    l2 = b.get("l2", space.l2)
+    dropout = b.get("dropout", space.dropout)
+    widths = list(space.width)
+    return {
+        "lr": trial.suggest_float("lr", float(lr[0]), float(lr[1]), log=True),
+        "l2": trial.suggest_float("l2", float(l2[0]), float(l2[1]), log=True),
+        "dropout": trial.suggest_float("dropout", float(dropout[0]), float(dropout[1])),
+        "width": int(trial.suggest_categorical("width", [int(w) for w in widths])),
+    }
+
+
+def full_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    return {
+        "lr": FloatDistribution(space.lr[0], space.lr[1], log=True),
+        "l2": FloatDistribution(space.l2[0], space.l2[1], log=True),
+        "dropout": FloatDistribution(space.dropout[0], space.dropout[1]),
+        "width": CategoricalDistribution([int(w) for w in space.width]),
+    }
+
+
+def narrow_box(trials: Sequence[optuna.trial.FrozenTrial], space: SearchSpace) -> dict[str, Any]:
+    """coarse_to_fine's second-stage box from the (complete) first-stage trials.
+
+    The top TOP_FRACTION of them by value (at least MIN_TOP; ties by trial number): for lr and
+    l2 (log10 scale) and dropout (linear) the [min, max] of those trials widened on each side
+    by WIDEN times the *space's* range in that scale (so the box has some width even when the
+    top trials agree), clipped to the space; width: the categories the top trials used, in the
+    space's order.
+    """
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not done:
+        raise ValueError("narrow_box: no complete first-stage trials")
+    done.sort(key=lambda t: (-float(t.value), t.number))
+    top = done[: max(MIN_TOP, math.ceil(TOP_FRACTION * len(done)))]
+    box: dict[str, Any] = {}
+    for name in ("lr", "l2", "dropout"):
+        s_lo, s_hi = getattr(space, name)
+        u_lo, u_hi = _to_unit(name, s_lo), _to_unit(name, s_hi)
+        vals = [_to_unit(name, t.params[name]) for t in top]
+        pad = WIDEN * (u_hi - u_lo)
+        lo = _from_unit(name, max(u_lo, min(vals) - pad))
+        hi = _from_unit(name, min(u_hi, max(vals) + pad))
+        # Back from log scale can be off by an ulp: clip to the space and keep the top trials in.
+        lo = max(s_lo, min(lo, *(t.params[name] for t in top)))
+        hi = min(s_hi, max(hi, *(t.params[name] for t in top)))
+        box[name] = (float(lo), float(hi))
+    used = {int(t.params["width"]) for t in top}
+    box["width"] = [int(w) for w in space.width if int(w) in used]
+    return box
+
+
+# ----------------------------------------------------------------------------- storage
+def open_storage(settings: SearchSettings, journal_path: str | Path) -> optuna.storages.BaseStorage:
+    """settings.storage (an RDB URL, e.g. postgresql://...) if set, else a journal file at
+    journal_path (its folder is created). An RDB storage connects now, so a bad URL fails here."""
+    if settings.storage:
+        return optuna.storages.RDBStorage(settings.storage)
+    path = Path(journal_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def study_name(workload: str, strategy: str, study_seed: int) -> str:
+    return f"{workload}.{strategy}.s{study_seed}"
+
+
+# ----------------------------------------------------------------------------- one trial
+def chance_accuracy(cfg, data: DeviceData) -> float:
+    return 0.5 if cfg.task == "binary" else 1.0 / data.n_classes
+
+
+def trial_outcome(result: RunResult, chance: float) -> dict[str, Any]:
+    """The objective of a trained run: the best validation accuracy over its finite epochs
+    (earliest epoch on ties) and the test accuracy at that epoch. A diverged run (or one with
+    no finite validation accuracy) gets value = chance; see the module docstring."""
+    finite = [e for e in result.epochs if not e["diverged"] and math.isfinite(e["val_acc"])]
+    best = max(finite, key=lambda e: e["val_acc"]) if finite else None  # max keeps the first
+    diverged = result.diverged or best is None
+    val_acc = float(best["val_acc"]) if best else math.nan
+    return {
+        "value": float(chance) if diverged else val_acc,
+        "val_acc": val_acc,
+        "test_acc": float(best["test_acc"]) if best else math.nan,
+        "best_epoch": int(best["epoch"]) if best else None,
+        "diverged": bool(diverged),
+        "epochs": len(result.epochs),
+        "seconds": float(sum(e["epoch_seconds"] for e in result.epochs)),
+    }
+
+
+# ----------------------------------------------------------------------------- a study
+def _meta(params: Params, workload: str, strategy: str, settings: SearchSettings) -> dict[str, Any]:
+    base = run_config(grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)])
+    return {
+        "workload": workload,
+        "strategy": strategy,
+        "trials": settings.trials,
+        "batch": settings.batch,
+        "coarse_fraction": settings.coarse_fraction,
+        "space": settings.space.model_dump(mode="json"),
+        "base_config": base.model_dump(mode="json"),
+    }
+
+
+def _check_meta(study: optuna.Study, meta: dict[str, Any]) -> None:
+    """A resumed study must have been started with the same settings, or its trials would
+    mix two experiments; the message names what changed."""
+    old = study.user_attrs.get(_META_KEY)
+    if old is None:
+        study.set_user_attr(_META_KEY, meta)
+        return
+    new = json.loads(json.dumps(meta))  # the storage's JSON round trip (tuples -> lists)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        details = "; ".join(f"{k}: stored {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"study {study.study_name!r} exists with other settings ({details}); "
+            "delete its storage (journal file) or restore the settings to resume it"
+        )
+
+
+def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: SearchSettings, log: Log) -> int:
+    """Trials left RUNNING by an interrupted job: tell them FAIL (user_attr interrupted=True),
+    then queue the work they lost so it is redone, not redrawn: for grid every grid point no
+    complete or queued trial covers; for the other strategies the params of each interrupted
+    trial that had all of them (QMC's Sobol set stays intact, TPE/GP's proposals are kept).
+    Assumes no other process works on this study at the same time."""
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if not running:
+        return 0
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in running:
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(tid, "interrupted", True)
+        study.tell(t.number, state=TrialState.FAIL)
+    if strategy == "grid":
+        g = grid_values(settings.trials, settings.space)
+        points = [dict(zip(g, vals)) for vals in itertools.product(*g.values())]
+        covered = {  # a queued (WAITING) trial keeps its params in system_attrs["fixed_params"]
+            tuple(t.system_attrs.get("fixed_params", t.params).get(k) for k in g)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
+        }
+        redo = [p for p in points if tuple(p[k] for k in g) not in covered]
+    else:
+        redo = [dict(t.params) for t in running if set(PARAMS) <= set(t.params)]
+    for p in redo:
+        study.enqueue_trial(p, user_attrs={"requeued": True})
+    if log:
+        log(f"{study.study_name}: {len(running)} interrupted trial(s) marked FAIL, {len(redo)} re-queued")
+    return len(running)
+
+
+def run_study(
+    params: Params,
+    workload: str,
+    strategy: str,
+    study_seed: int,
+    data: DeviceData,
+    storage,
+    *,
+    log: Log = None,
+    stop_after_batches: int | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) one study until it has settings.trials COMPLETE trials; returns its
+    tidy frame (trials_frame).
+
+    Each batch asks settings.batch trials (fewer at the end, and coarse_to_fine cuts a batch
+    at its stage boundary), builds each RunConfig from the workload's layers, settings.fixed
+    and the trial's overrides, trains them together with engine.train_population (training
+    seed = study_seed for every trial), and tells each its value (see trial_outcome).
+    coarse_to_fine: the first round(coarse_fraction * trials) trials (at least 2, at most
+    trials - 1) sample the whole space (stage "coarse"), the rest sample narrow_box() of the
+    complete coarse trials (stage "fine", sampled by BoxSampler; the box is also stored as
+    user_attr "box").
+    `stop_after_batches` stops after that many batches (tests: an interrupted job).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if workload not in params.workloads:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(params.workloads)}")
+    if data.regression:
+        raise ConfigError(f"search on {workload!r}: the objective is validation accuracy, dataset {data.name!r} is regression")
+    settings = params.search_settings()
+    space, trials = settings.space, settings.trials
+    check_space(space)
+    storage = optuna.storages.get_storage(storage)
+    name = study_name(workload, strategy, study_seed)
+    fixed_seed = strategy in ("grid", "qmc")
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=make_sampler(strategy, space, trials, study_seed),
+        direction="maximize", load_if_exists=True,
+    )
+    _check_meta(study, _meta(params, workload, strategy, settings))
+    _requeue_interrupted(study, storage, strategy, settings, log)
+    layers = grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)]
+    n_coarse = min(max(MIN_TOP, round(settings.coarse_fraction * trials)), trials - 1)
+
+    batches = 0
+    while True:
+        all_trials = study.get_trials(deepcopy=False)
+        complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+        if len(complete) >= trials or (stop_after_batches is not None and batches >= stop_after_batches):
+            break
+        n = min(settings.batch, trials - len(complete))
+        stage, box = STAGE_SINGLE, None
+        if strategy == "coarse_to_fine":
+            coarse = [t for t in complete if t.user_attrs.get("stage") == STAGE_COARSE]
+            if len(coarse) < n_coarse:
+                stage, n = STAGE_COARSE, min(n, n_coarse - len(coarse))
+            else:
+                stage, box = STAGE_FINE, narrow_box(coarse, space)
+        if not fixed_seed:
+            seed = _batch_seed(study_seed, len(all_trials))
+            study.sampler = BoxSampler(box["width"], seed) if box else make_sampler(strategy, space, trials, seed)
+        asked, cfgs = [], []
+        for _ in range(n):
+            trial = study.ask()
+            overrides = suggest(trial, space, box)
+            trial.set_user_attr("stage", stage)
+            if box is not None:
+                trial.set_user_attr("box", {k: list(v) for k, v in box.items()})
+            try:
+                cfgs.append(run_config(layers + [("trial", overrides)]))
+            except ConfigError:
+                study.tell(trial, state=TrialState.FAIL)
+                for t in asked:
+                    study.tell(t, state=TrialState.FAIL)
+                raise
+            asked.append(trial)
+        if log:
+            log(f"{name}: batch {batches + 1}, trials {asked[0].number}-{asked[-1].number} ({stage}), "
+                f"{len(complete)}/{trials} complete")
+        results = engine.train_population(cfgs, [study_seed] * n, data, log=log)
+        for trial, cfg, res in zip(asked, cfgs, results):
+            out = trial_outcome(res, chance_accuracy(cfg, data))
+            for key in ("val_acc", "test_acc", "best_epoch", "diverged", "epochs", "seconds"):
+                trial.set_user_attr(key, out[key])
+            study.tell(trial, out["value"])
+        batches += 1
+    return trials_frame(study, workload, strategy, study_seed)
+
+
+def trials_frame(study: optuna.Study, workload: str, strategy: str, study_seed: int) -> pd.DataFrame:
+    """One row per trial of the study (all states), columns FRAME_COLUMNS, by trial number.
+    value is what the sampler was told (NaN unless COMPLETE); stage is "single", or "coarse" /
+    "fine" for coarse_to_fine; study is the Optuna study name (for importances())."""
+    rows = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        a = t.user_attrs
+        rows.append({
+            "workload": workload, "strategy": strategy, "study_seed": study_seed, "trial": t.number,
+            "lr": t.params.get("lr", math.nan), "l2": t.params.get("l2", math.nan),
+            "dropout": t.params.get("dropout", math.nan),
+            "width": t.params.get("width", pd.NA),
+            "stage": a.get("stage"),
+            "value": float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else math.nan,
+            "val_acc": _num(a.get("val_acc")), "test_acc": _num(a.get("test_acc")),
+            "diverged": bool(a.get("diverged", False)),
+            "epochs": int(a.get("epochs", 0)), "seconds": _num(a.get("seconds", 0.0)),
+            "state": t.state.name, "study": study.study_name,
+        })
+    df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+    df["width"] = df["width"].astype("Int64")
+    return df
+
+
+def _num(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def run_job(
+    params: Params, workload: str, strategy: str, data: DeviceData, storage, log: Log = None
+) -> pd.DataFrame:
+    """All studies (settings.study_seeds) of one (workload, strategy): one tidy frame."""
+    seeds = params.search_settings().study_seeds
+    frames = [run_study(params, workload, strategy, s, data, storage, log=log) for s in seeds]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FRAME_COLUMNS))
+
+
+def importances(storage, study_names: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, float]]:
+    """fANOVA parameter importances (optuna.importance.get_param_importances, seeded) per
+    study, over its COMPLETE trials. The trials are copied into an in-memory study with the
+    full space's distributions, so coarse_to_fine's two stages (different ranges) count as
+    one space. A study that cannot be evaluated (missing, too few trials, constant values)
+    gives {}."""
+    storage = optuna.storages.get_storage(storage)
+    out: dict[str, dict[str, float]] = {}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" lines
+    try:
+        for name in study_names:
+            out[name] = _importance(storage, name, seed)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return out
+
+
+def _importance(storage, name: str, seed: int) -> dict[str, float]:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        space = SearchSpace.model_validate(study.user_attrs[_META_KEY]["space"])
+        dists = full_distributions(space)
+        copy = optuna.create_study(direction="maximize")
+        copy.add_trials([
+            optuna.trial.create_trial(params=dict(t.params), distributions=dists, value=t.value)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ])
+        imp = optuna.importance.get_param_importances(
+            copy, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        )
+        return {k: float(v) for k, v in imp.items()}
+    except Exception:  # noqa: BLE001 - degenerate study: missing, too few trials, constant values
+        return {}

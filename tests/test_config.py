@@ -1,0 +1,98 @@
+"""params.yaml validation: every bad input names its key and value and fails before training."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunebench import config, grid
+from tunebench.data import DATASETS
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def validate(raw):
+    return config.validate(raw, tuple(DATASETS))
+
+
+def test_shipped_params_are_valid_for_every_profile():
+    for profile in PARAMS["profiles"]:
+        p = validate({**PARAMS, "profile": profile})
+        runs = grid.expand(p)
+        assert runs and len({r.run_id for r in runs}) == len(runs)  # no duplicate runs
+
+
+def mutate(path: str, value):
+    raw = copy.deepcopy(PARAMS)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+# (mutation path, value, text the message must contain)
+BAD = [
+    ("bogus_top_level", 1, "bogus_top_level"),
+    ("data.allow_downlaod", True, "allow_downlaod"),
+    ("train.learning_rate", 0.1, "learning_rate"),
+    ("train.lr", -0.1, "lr"),
+    ("train.lr", 0, "lr"),
+    ("train.epochs", "five", "epochs"),
+    ("train.batch_size", 0, "batch_size"),
+    ("profiles.quick.seeds", [], "seeds"),
+    ("profiles.quick.seeds", [0, 0], "seeds"),
+    ("dimensions.init.grid.init", [], "init"),
+    ("dimensions.init.grid.init", ["he_magic"], "he_magic"),
+    ("dimensions.lr.grid.lr", [0.1, -1.0], "lr"),
+    ("workloads.fmnist_mlp.dataset", "imagenet", "imagenet"),
+    ("workloads.fmnist_mlp.model", "transformer", "transformer"),
+    ("dimensions.init.workloads", ["no_such_workload"], "no_such_workload"),
+    ("dimensions.bogus_dim", {"workloads": ["fmnist_mlp"], "grid": {"nonsense": [1]}}, "nonsense"),
+    ("profiles.quick.dimensions.no_dim", {}, "no_dim"),
+    ("profile", "huge", "huge"),
+    ("workloads.fmnist_mlp.fixed.activation", "swishy", "swishy"),
+]
+
+
+@pytest.mark.parametrize("path,value,needle", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
+def test_bad_input_names_key(path, value, needle):
+    with pytest.raises(config.ConfigError) as err:
+        validate(mutate(path, value))
+    assert needle in str(err.value)
+
+
+def test_layering_later_wins():
+    p = validate(PARAMS)
+    runs = grid.job_runs(p, "fmnist_cnn", "init")
+    assert {r.config.optimizer for r in runs} == {"sgd"}  # dimension fixed beats train
+    assert {r.config.width for r in runs} == {8}  # workload fixed
+    assert {r.config.init for r in runs} == set(PARAMS["dimensions"]["init"]["grid"]["init"])
+    assert {r.seed for r in runs} == set(PARAMS["profiles"]["quick"]["seeds"])
+
+
+def test_profile_grid_override():
+    p = validate(PARAMS)
+    depths = {r.config.depth for r in grid.job_runs(p, "fmnist_mlp", "residual")}
+    assert depths == set(PARAMS["profiles"]["quick"]["grids"]["residual"]["depth"])
+    full = validate({**PARAMS, "profile": "full"})
+    assert {r.config.depth for r in grid.job_runs(full, "fmnist_mlp", "residual")} == set(PARAMS["dimensions"]["residual"]["grid"]["depth"])
+
+
+def test_load_reports_file_and_yaml_errors(tmp_path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("profile: [unclosed")
+    with pytest.raises(config.ConfigError, match="p.yaml"):
+        config.load(bad)

@@ -1,0 +1,161 @@
+"""End to end: Snakemake (and DVC) on a tiny config in a temporary folder.
+
+The tiny project is the real Snakefile and workflow/ with a small params.yaml (digits and
+diabetes, which scikit-learn bundles: nothing is downloaded)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "profile": "tiny",
+    "profiles": {"tiny": {"seeds": [0, 1, 2], "max_train": 300, "max_test": 150, "train": {"epochs": 2},
+                          "search": {"trials": 4, "batch": 4, "study_seeds": [0, 1]}}},
+    "data": {"val_fraction": 0.2},
+    "train": {"optimizer": "momentum", "lr": 0.05, "batch_size": 64},
+    "workloads": {
+        "digits_softmax": {"dataset": "digits", "model": "softmax", "fixed": {"target_accuracy": 0.5}},
+        "digits_mlp": {"dataset": "digits", "model": "mlp", "fixed": {"depth": 1, "width": 16, "target_accuracy": 0.5}},
+        "diabetes_linear": {"dataset": "diabetes", "model": "softmax", "fixed": {"task": "regression", "head": "linear", "batch_size": 32}},
+    },
+    "dimensions": {
+        "init": {"workloads": ["digits_softmax", "digits_mlp"], "grid": {"init": ["normal_1", "zeros", "xavier_uniform"]},
+                 "fixed": {"optimizer": "sgd", "lr": 0.1}},
+        "lr_regression": {"workloads": ["diabetes_linear"], "grid": {"lr": [0.1, 0.3, 3.0]}, "fixed": {"optimizer": "sgd"}},
+    },
+    "search": {"workloads": ["digits_mlp"], "strategies": ["grid", "random"], "trials": 4, "batch": 4,
+               "study_seeds": [0], "space": {"lr": [0.001, 0.5], "l2": [1e-6, 1e-2], "dropout": [0.0, 0.5], "width": [8, 16]}},
+}
+
+
+def make_project(tmp: Path, params: dict = TINY) -> Path:
+    shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
+    shutil.copytree(ROOT / "workflow", tmp / "workflow")
+    shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
+    (tmp / "data" / "raw").mkdir(parents=True)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e["PATH"] = str(BIN) + os.pathsep + e["PATH"]
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check=True, timeout=600) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+    return out
+
+
+def snakemake(cwd: Path, *args, check=True):
+    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check=check)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".snakemake" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    tmp = make_project(tmp_path_factory.mktemp("tiny"))
+    snakemake(tmp)
+    return tmp
+
+
+def test_pipeline_produces_report(project):
+    report = (project / "reports" / "report.md").read_text()
+    for needle in ("## Provenance", "## Verdicts", "C01", "C03", "C04", "C25", "C26", "digits", "The post reported"):
+        assert needle in report, needle
+    assert list((project / "reports" / "figures").glob("init-*.png"))
+    verdicts = pd.read_csv(project / "results" / "verdicts.csv")
+    assert set(verdicts["verdict"]) <= {"supported", "refuted", "inconclusive", "mixed"}
+    runs = pd.read_parquet(project / "results" / "runs.parquet")
+    # Every run of the grid is there: 2 workloads x 3 inits x 3 seeds + 3 lrs x 3 seeds.
+    assert len(runs) == 2 * 3 * 3 + 3 * 3
+    # lr 3.0 on the regression diverges: recorded as data, not a crash or a silent zero.
+    big = runs[(runs["dimension"] == "lr_regression") & (runs["arm"] == "lr=3.0")]
+    assert big["diverged"].eq(1.0).all() and (big["final_test_loss"] == float("inf")).all()
+    assert (project / "results" / "metrics.json").exists()
+    assert list((project / "results" / "search" / "digits_mlp").glob("grid-*.journal"))
+
+
+def test_dry_run_after_success_has_nothing_to_do(project):
+    out = snakemake(project, "-n")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_bad_params_fail_naming_key_and_keep_results(project, tmp_path):
+    before = digest(project / "results")
+    good = (project / "params.yaml").read_text()
+    bad = yaml.safe_load(good)
+    bad["dimensions"]["init"]["fixed"]["lr"] = -1
+    (project / "params.yaml").write_text(yaml.safe_dump(bad))
+    try:
+        out = snakemake(project, check=False)
+    finally:
+        (project / "params.yaml").write_text(good)
+    assert out.returncode != 0
+    assert "dimensions.init.fixed.lr" in out.stdout + out.stderr
+    assert digest(project / "results") == before
+
+
+def test_changing_one_value_reruns_only_its_jobs(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dimensions"]["lr_regression"]["grid"]["lr"] = [0.1, 0.3, 2.0]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = snakemake(project, "-n", "--quiet", "rules")
+        text = out.stdout + out.stderr
+        assert "run_ablation" in text and "report" in text
+        assert "prepare_data" not in text and "run_search" not in text
+        jobs = snakemake(project, "-n", "--summary").stdout
+        assert "results/ablations/diabetes_linear/lr_regression.parquet" in jobs
+    finally:
+        params["dimensions"]["lr_regression"]["grid"]["lr"] = [0.1, 0.3, 3.0]
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_cli_bad_data_file_names_it(tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not a zip")
+    project = make_project(tmp_path / "p", TINY) if (tmp_path / "p").mkdir() is None else None
+    out = run([sys.executable, "-m", "tunebench.cli", "ablate", "--workload", "digits_mlp", "--dimension", "init",
+               "--data", str(bad), "--out", str(tmp_path / "out.parquet")], project, check=False)
+    assert out.returncode != 0 and "broken.npz" in out.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
+def test_dvc_repro_twice_second_does_nothing(tmp_path):
+    tmp = make_project(tmp_path)
+    run(["git", "init", "-q"], tmp)
+    run([str(BIN / "dvc"), "init", "-q"], tmp)
+    run([str(BIN / "dvc"), "config", "core.analytics", "false"], tmp)
+    # The stages list source files as deps; give them a src/ to point at.
+    shutil.copytree(ROOT / "src", tmp / "src")
+    run([str(BIN / "dvc"), "repro"], tmp, timeout=900)
+    assert (tmp / "reports" / "report.md").exists()
+    second = run([str(BIN / "dvc"), "repro"], tmp)
+    assert "didn't change" in second.stdout or "is cached" in second.stdout or "up to date" in second.stdout
+    assert "Running stage" not in second.stdout
+    metrics = run([str(BIN / "dvc"), "metrics", "show"], tmp)
+    assert "metrics.json" in metrics.stdout

@@ -1,0 +1,33 @@
+rule aggregate:
+    input:
+        ablation_tables(),
+    output:
+        "results/runs.parquet",
+    log:
+        "logs/aggregate.log",
+    shell:
+        "python -m tunebench.cli aggregate --out {output} {input} 2> {log}"
+
+
+rule report:
+    input:
+        runs="results/runs.parquet",
+        ablations=ablation_tables(),
+        search=search_tables(),
+        importance=search_importances(),
+        data=all_prepared(),
+    output:
+        report="reports/report.md",
+        figures=directory("reports/figures"),
+        verdicts="results/verdicts.csv",
+        contrasts="results/contrasts.csv",
+        metrics="results/metrics.json",
+    params:
+        profile=profile_flag(),
+    log:
+        "logs/report.log",
+    shell:
+        "python -m tunebench.cli report {params.profile} --runs {input.runs} --ablations {input.ablations} --search {input.search}"
+        " --importance {input.importance} --datasets {input.data} --verdicts {output.verdicts}"
+        " --contrasts {output.contrasts} --metrics {output.metrics} --report {output.report}"
+        " --figures {output.figures} 2> {log}"

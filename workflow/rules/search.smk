@@ -1,0 +1,26 @@
+# One job per (workload, strategy): all study seeds. The Optuna journal is deliberately not
+# an output (Snakemake deletes outputs before a rerun): an interrupted job resumes from it.
+rule run_search:
+    input:
+        workload_data,
+    output:
+        table="results/search/{workload}/{strategy}.parquet",
+        importance="results/search/{workload}/{strategy}.importance.json",
+    params:
+        settings=search_job_settings,
+        profile=profile_flag(),
+        journal=search_journal,
+    resources:
+        gpu=1,
+    threads: workflow.cores  # one training job at a time (gpu=1) gets every core
+    log:
+        "logs/search/{workload}/{strategy}.log",
+    shell:
+        "python -m tunebench.cli search {params.profile} --workload {wildcards.workload}"
+        " --strategy {wildcards.strategy} --data {input} --out {output.table}"
+        " --importance {output.importance} --journal {params.journal} --threads {threads} 2> {log}"
+
+
+rule search_all:
+    input:
+        search_tables(),
