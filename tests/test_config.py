@@ -76,7 +76,7 @@ def test_layering_later_wins():
     p = validate(PARAMS)
     runs = grid.job_runs(p, "fmnist_cnn", "init")
     assert {r.config.optimizer for r in runs} == {"sgd"}  # dimension fixed beats train
-    assert {r.config.width for r in runs} == {8}  # workload fixed
+    assert {r.config.width for r in runs} == {16}  # workload fixed
     assert {r.config.init for r in runs} == set(PARAMS["dimensions"]["init"]["grid"]["init"])
     assert {r.seed for r in runs} == set(PARAMS["profiles"]["quick"]["seeds"])
 

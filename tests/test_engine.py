@@ -1,6 +1,7 @@
 """Tests for tunebench.engine: the vmapped population step against a plain sequential
 torch.optim loop, population vs single runs, determinism, divergence handling, early
-stopping, schedules and augmentation. Tiny data (sklearn digits / random tensors), CPU."""
+stopping, schedules and augmentation. Tiny data (sklearn digits / random tensors), on CUDA
+when available (the golden numbers and the unit checks stay on CPU)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from tunebench.config import RunConfig
 from tunebench.engine import DeviceData
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-# fp32 on CUDA: keep TF32 off so the reference loop and the engine compute alike.
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
 # Losses drift apart by float rounding only (vmap batches the matmuls differently): ~1e-7
 # relative on CPU; CUDA picks different kernels for batched and single matmuls.
 RTOL, ATOL = (1e-5, 1e-6) if DEVICE.type == "cpu" else (1e-4, 1e-5)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def strict_fp32():
+    """On CUDA keep TF32 off so the reference loop and the engine compute alike (restored
+    afterwards, so other test modules see PyTorch's defaults)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def make_digits() -> DeviceData:
@@ -248,12 +256,6 @@ def test_other_models_and_heads_match_reference(kw, digits):
     check_population_against_reference(cfgs, [0, 1], digits)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="engine bug: task_loss calls F.one_hot, which fails under vmap(grad_and_value) "
-    "('vmap: ... calling .item()'), so multiclass sigmoid/linear heads crash; fix: "
-    "target = (y[:, None] == torch.arange(out.shape[1], device=out.device)).to(out.dtype)",
-)
 @pytest.mark.parametrize("head", ["sigmoid", "linear"])
 def test_multiclass_sigmoid_and_linear_heads_match_reference(head, digits):
     cfgs = [cfg(model="softmax", head=head, lr=lr) for lr in (0.05, 0.02)]
@@ -280,6 +282,19 @@ def _metrics(r: engine.RunResult) -> np.ndarray:
     return np.array([[e[k] for k in keys] + e["grad_norms"] for e in r.epochs], dtype=np.float64)
 
 
+def assert_same_run(a: engine.RunResult, b: engine.RunResult):
+    """Same numbers up to float rounding: on CPU to 1e-5; on CUDA (other kernels for other
+    batch shapes) losses to 1e-4 and accuracies within one example of the 120."""
+    ma, mb = _metrics(a), _metrics(b)
+    assert ma.shape == mb.shape
+    if DEVICE.type == "cpu":
+        np.testing.assert_allclose(ma, mb, rtol=1e-5, atol=1e-6)
+    else:
+        acc = [1, 3, 5]
+        np.testing.assert_allclose(np.delete(ma, acc, 1), np.delete(mb, acc, 1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ma[:, acc], mb[:, acc], atol=1 / 120 + 1e-6)
+
+
 def test_population_equals_single_runs(digits):
     cfgs = [cfg(depth=2, dropout=0.3, lr=lr, optimizer="adam", l2=1e-4) for lr in (0.001, 0.003, 0.01)]
     seeds = [5, 6, 7]
@@ -287,7 +302,7 @@ def test_population_equals_single_runs(digits):
     for c, s, r in zip(cfgs, seeds, together):
         alone = engine.train(c, digits, s, max_chunk=1)
         assert alone.population == 1 and r.population == 3
-        np.testing.assert_allclose(_metrics(r), _metrics(alone), rtol=1e-5, atol=1e-6)
+        assert_same_run(r, alone)
 
 
 def test_chunking_does_not_change_results(digits):
@@ -295,7 +310,7 @@ def test_chunking_does_not_change_results(digits):
     a = engine.train_population(cfgs, [0, 1, 2, 3], digits, max_chunk=4)
     b = engine.train_population(cfgs, [0, 1, 2, 3], digits, max_chunk=3)
     for ra, rb in zip(a, b):
-        np.testing.assert_allclose(_metrics(ra), _metrics(rb), rtol=1e-5, atol=1e-6)
+        assert_same_run(ra, rb)
 
 
 def test_mixed_groups_come_back_in_order(digits):
@@ -312,7 +327,7 @@ def test_same_seed_is_deterministic(digits):
     if DEVICE.type == "cpu":
         assert np.array_equal(_metrics(a), _metrics(b))
     else:  # CUDA kernels may reduce in a different order
-        np.testing.assert_allclose(_metrics(a), _metrics(b), rtol=1e-5, atol=1e-6)
+        assert_same_run(a, b)
     c2 = engine.train(c, digits, 12, max_chunk=1)
     assert not np.allclose(_metrics(a), _metrics(c2))
 
@@ -345,7 +360,7 @@ def test_divergence_is_contained(case, digits, regression_data):
     for i, s in ((0, 0), (2, 2)):
         assert not out[i].diverged and len(out[i].epochs) == cfgs[i].epochs
         alone = engine.train(cfgs[i], data, s, max_chunk=1)
-        np.testing.assert_allclose(_metrics(out[i]), _metrics(alone), rtol=1e-5, atol=1e-6)
+        assert_same_run(out[i], alone)
 
 
 def test_all_runs_diverging_ends_the_loop(digits):
@@ -363,7 +378,7 @@ def test_early_stopping_with_tiny_lr(digits):
     assert out[0].stopped_epoch < stop.epochs and not out[0].diverged
     assert out[1].stopped_epoch is None and len(out[1].epochs) == 5
     alone = engine.train(go, digits, 1, max_chunk=1)
-    np.testing.assert_allclose(_metrics(out[1]), _metrics(alone), rtol=1e-5, atol=1e-6)
+    assert_same_run(out[1], alone)
 
 
 def test_plateau_schedule_decays_lr(digits):
@@ -437,6 +452,12 @@ def test_shift_moves_content():
     # Zero padding: content shifted in from outside the image is zero.
     ones = engine.augment(torch.ones(1, 200, 1, 28, 28), "shift", torch.tensor([9]))
     assert ones.min().item() == 0.0 and ones.max().item() == 1.0
+
+
+def test_shift_never_indexes_out_of_bounds():
+    # Key 203722 (e.g. seed 0 at global step 203722) gives u == 1.0 for example 58's column shift.
+    out = engine.augment(torch.randn(1, 64, 1, 28, 28), "shift", torch.tensor([203722]))
+    assert out.shape == (1, 64, 1, 28, 28)
 
 
 # ---------------------------------------------------------------- misc

@@ -234,6 +234,12 @@ def test_hash_uniform_streams_differ_by_key_and_salt():
         assert abs(torch.corrcoef(torch.stack([a.flatten(), other.flatten()]))[0, 1].item()) < 0.05
 
 
+def test_hash_uniform_never_returns_one():
+    # Regression: with 32-bit floats, key 203722 / salt 7 once hashed to 2**32 - 1xx and gave u == 1.0.
+    u = hash_uniform(torch.tensor(203722), 7, torch.Size((64, 3)), "cpu")
+    assert u.max().item() < 1.0
+
+
 def test_hash_uniform_extreme_keys_do_not_overflow():
     big = torch.tensor(2**31 - 2)
     u = hash_uniform(big, 300, torch.Size((1000,)), "cpu")

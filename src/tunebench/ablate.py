@@ -1,17 +1,24 @@
 """One ablation job: all arms x seeds of one (workload, dimension) in one process,
-returned as a tidy table with one row per run-epoch."""
+returned as a tidy table with one row per run-epoch.
+
+Checkpoints: each architecture group's rows are saved (atomically) under a checkpoint
+folder as soon as the group finishes, keyed by a hash of its runs and the data; a job
+killed part-way and rerun loads the finished groups instead of training them again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import torch
 
 from tunebench.config import Params
-from tunebench.engine import DeviceData, RunResult, train_population
+from tunebench.engine import DeviceData, RunResult, group_key, train_population
 from tunebench.grid import Run, job_runs
 
 
@@ -22,8 +29,9 @@ def rows(run: Run, result: RunResult, n_classes: int) -> list[dict]:
         "arm": run.arm,
         "seed": run.seed,
         **{f"arm_{k}": str(v) for k, v in run.factors},
-        "diverged_epoch": result.diverged_epoch if result.diverged else pd.NA,
-        "stopped_epoch": result.stopped_epoch if result.stopped_epoch is not None else pd.NA,
+        # float columns (NaN = never) so the table's types survive a parquet round trip
+        "diverged_epoch": float(result.diverged_epoch) if result.diverged else float("nan"),
+        "stopped_epoch": float(result.stopped_epoch) if result.stopped_epoch is not None else float("nan"),
         "n_classes": n_classes,
         "target_accuracy": run.config.target_accuracy,
         "population": result.population,
@@ -32,15 +40,46 @@ def rows(run: Run, result: RunResult, n_classes: int) -> list[dict]:
     return [{**base, **epoch} for epoch in result.epochs]
 
 
+def groups(runs: list[Run]) -> list[list[Run]]:
+    out: dict[tuple, list[Run]] = {}
+    for r in runs:
+        out.setdefault(group_key(r.config), []).append(r)
+    return list(out.values())
+
+
+def group_id(group: list[Run], data_hash: str, precision: str) -> str:
+    spec = [[r.run_id, r.config.model_dump()] for r in group] + [data_hash, precision, torch.__version__]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, precision: str = "fp32",
+            data_hash: str = "", checkpoint_dir: Path | None = None,
             log: Callable[[str], None] | None = None) -> pd.DataFrame:
     runs = job_runs(params, workload, dimension)
     t0 = time.perf_counter()
-    results = train_population([r.config for r in runs], [r.seed for r in runs], data, precision=precision, log=log)
-    table = [row for run, res in zip(runs, results) for row in rows(run, res, data.n_classes)]
-    df = pd.DataFrame(table)
-    n_div = sum(r.diverged for r in results)
+    frames, n_div = [], 0
+    device = str(data.x_train.device) if data.x_train.device.type == "cpu" else torch.cuda.get_device_name()
+    for group in groups(runs):
+        ckpt = checkpoint_dir / f"{group_id(group, data_hash, precision)}.parquet" if checkpoint_dir else None
+        if ckpt is not None and ckpt.exists():
+            frames.append(pd.read_parquet(ckpt))
+            if log:
+                log(f"{len(group)} runs loaded from checkpoint {ckpt}")
+            continue
+        results = train_population([r.config for r in group], [r.seed for r in group], data, precision=precision, log=log)
+        n_div += sum(r.diverged for r in results)
+        df = pd.DataFrame([row for run, res in zip(group, results) for row in rows(run, res, data.n_classes)])
+        df["device"] = device
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".tmp")
+            df.to_parquet(tmp, index=False)
+            tmp.replace(ckpt)  # atomic: a checkpoint is complete or absent
+        frames.append(df)
     if log:
-        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} diverged, {time.perf_counter() - t0:.1f}s on {data.x_train.device}")
-    df["device"] = str(data.x_train.device) if data.x_train.device.type == "cpu" else torch.cuda.get_device_name()
-    return df
+        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}")
+    # Restore the grid's run order (arms x seeds as params.yaml lists them).
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    df = pd.concat(frames, ignore_index=True)
+    key = df["workload"] + "/" + df["dimension"] + "/" + df["arm"] + "/s" + df["seed"].astype(str)
+    return df.assign(_o=key.map(order)).sort_values(["_o", "epoch"], kind="stable").drop(columns="_o").reset_index(drop=True)

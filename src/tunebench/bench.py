@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import os
 import shutil
 import sys
@@ -21,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -132,17 +130,24 @@ def tutorial_loop(cfg: RunConfig, dev: torch.device, dataset, samples: int, warm
 
 
 # ---------------------------------------------------------------- (b), (c) the engine
-def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str) -> tuple[int, float]:
+def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int) -> tuple[int, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
     selection, allocator). Timed: the epoch as the engine reports it (epoch_seconds x K:
-    all training steps + end-of-epoch eval on EVAL_N val + EVAL_N test + up to
-    engine.EVAL_TRAIN_EXAMPLES train examples per run), not model building or stacking."""
+    all training steps + end-of-epoch eval on EVAL_N val, test and train examples per
+    run, forward only: about EVAL_N training-sample equivalents), not model building.
+    n: training samples per run (the first n of dd)."""
     cfgs, seeds = [cfg] * K, list(range(K))
+    dd = engine.DeviceData(dd.x_train[:n], dd.y_train[:n], dd.x_val, dd.y_val, dd.x_test, dd.y_test, dd.n_classes)
     p = "bf16" if precision == "bf16" else "fp32"
-    warm = engine.DeviceData(dd.x_train[: 3 * cfg.batch_size], dd.y_train[: 3 * cfg.batch_size],
+    warm = engine.DeviceData(dd.x_train[: cfg.batch_size], dd.y_train[: cfg.batch_size],
                              dd.x_val, dd.y_val, dd.x_test, dd.y_test, dd.n_classes)
-    engine.train_population(cfgs, seeds, warm, precision=p, max_chunk=K)
-    res = engine.train_population(cfgs, seeds, dd, precision=p, max_chunk=K)
+    saved = engine.EVAL_TRAIN_EXAMPLES
+    engine.EVAL_TRAIN_EXAMPLES = EVAL_N  # shrink the per-epoch train-accuracy eval, as val/test
+    try:
+        engine.train_population(cfgs, seeds, warm, precision=p, max_chunk=K)
+        res = engine.train_population(cfgs, seeds, dd, precision=p, max_chunk=K)
+    finally:
+        engine.EVAL_TRAIN_EXAMPLES = saved
     n = len(dd.y_train)
     steps = n // cfg.batch_size if n % cfg.batch_size < 2 else n // cfg.batch_size + 1
     return K * min(n, steps * cfg.batch_size), res[0].epochs[0]["epoch_seconds"] * K
@@ -162,17 +167,22 @@ def fmnist_device_data(raw_dir: Path, n: int, dev: torch.device) -> tuple[engine
         return engine.DeviceData(*t(n), *t(EVAL_N), *t(EVAL_N), 10, "random"), "RANDOM data (no Fashion-MNIST files)"
 
 
-def throughput(args, dev: torch.device) -> dict:
+def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
+    """All rows of the table; `save` gets the partial result after every row, so a run cut
+    short by a timeout still leaves what it measured."""
     import torchvision
 
     cpu = dev.type == "cpu"
-    samples = args.samples or (4096 if cpu else 60_000)
+    samples = args.samples or (2048 if cpu else 60_000)
     pops = [int(k) for k in (args.populations or ("4,8" if cpu else "4,16,64")).split(",") if int(k) > 1]
     shape = models.DataShape((1, 28, 28), 10)
     meta = {"device": device_slug(dev), "torch": torch.__version__, "precision": args.precision,
-            "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "timed": "(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
+                     "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
+                     f"({EVAL_N} val + {EVAL_N} test + {EVAL_N} train examples/run, forward only); model building excluded"}
     dd, meta["engine_data"] = fmnist_device_data(Path(args.raw_dir), samples, dev)
-    rows = []
+    result = {"meta": meta, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         root, meta["tutorial_data"] = torchvision_root(Path(args.raw_dir), Path(tmp))
         if root is not None:
@@ -185,67 +195,60 @@ def throughput(args, dev: torch.device) -> dict:
         for arch in args.models.split(","):
             cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
             flops = 3 * forward_flops(cfg, shape)  # a training step ~ forward + 2x forward for backward
+            base = None
+
+            def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None):
+                nonlocal base
+                r = dict(model=arch, row=row, K=K, batch=batch, precision=precision)
+                if skipped:
+                    r["skipped"] = skipped
+                else:
+                    base = base or n / s
+                    r.update(samples=n, seconds=s, samples_per_s=n / s, vs_tutorial=n / s / base,
+                             tflops=n / s * flops / 1e12, train_flops_per_sample=flops)
+                result["rows"].append(r)
+                log(f"  {arch} {row}: " + (f"skipped ({skipped})" if skipped else f"{n / s:,.0f} samples/s"))
+                save(result)
+
             set_precision(None)
-            log(f"{arch}: tutorial loop ...")
-            n, s = tutorial_loop(cfg, dev, ds, min(samples, 20_000 if cpu else samples))
-            base = n / s
-            rows.append(dict(model=arch, row="(a) tutorial DataLoader+SGD", K=1, batch=64, precision="torch default",
-                             samples=n, seconds=s))
+            n, s = tutorial_loop(cfg, dev, ds, args.tutorial_samples or min(samples, 10_000))
+            add("(a) tutorial DataLoader+SGD", 1, 64, "torch default", n, s)
             set_precision(args.precision)
             # Largest activation: the first conv's output (cnn) or the input (mlp), per example.
             per_ex = cfg.width * 28 * 28 if arch == "cnn" else max(28 * 28, cfg.width)
             for K in [1] + pops:
                 label = "(b) engine, one run" if K == 1 else f"(c) engine, population {K}"
                 if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
-                    rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
-                                     skipped="an activation tensor would exceed 2**31 elements"))
+                    add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
                     continue
-                log(f"{arch}: engine K={K} ...")
+                # --max-model-samples bounds a row's work (K x samples) so big populations
+                # stay within a time budget; 20+ steps per run are still steady state.
+                n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
+                n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 try:
-                    n, s = engine_epoch(cfg, K, dd, args.precision)
+                    n, s = engine_epoch(cfg, K, dd, args.precision, n_run)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
-                                     skipped="CUDA out of memory"))
+                    add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
                     continue
-                rows.append(dict(model=arch, row=label, K=K, batch=cfg.batch_size, precision=args.precision,
-                                 samples=n, seconds=s))
-            for r in rows:
-                if r["model"] == arch and "seconds" in r:
-                    r["samples_per_s"] = r["samples"] / r["seconds"]
-                    r["vs_tutorial"] = r["samples_per_s"] / base
-                    r["tflops"] = r["samples_per_s"] * flops / 1e12
-                    r["train_flops_per_sample"] = flops
-    meta["timed"] = ("(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
-                     "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
-                     f"({EVAL_N} val + {EVAL_N} test + up to {engine.EVAL_TRAIN_EXAMPLES} train examples/run)")
-    return {"meta": meta, "rows": rows}
+                add(label, K, cfg.batch_size, args.precision, n, s)
+    return result
 
 
 def print_table(rows: list[dict]) -> None:
     head = ("model", "row", "K", "batch", "precision", "samples", "seconds", "samples/s", "x tutorial", "TFLOP/s")
     lines = [head]
     for r in rows:
-        if "seconds" not in r:
-            lines.append((r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"], "-", "-",
-                          f"skipped: {r['skipped']}", "", ""))
-            continue
-        lines.append((r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"], str(r["samples"]),
-                      f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
-                      f"{r['tflops']:.3f}"))
-    widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(len(head))]
+        first = (r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"])
+        lines.append(first + (("-", "-", f"skipped: {r['skipped']}", "", "") if "skipped" in r else (
+            str(r["samples"]), f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
+            f"{r['tflops']:.3f}")))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
         print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
 
 
 # ---------------------------------------------------------------- profile mode
-def profile(args, dev: torch.device) -> dict:
-    from tunebench import config
-
-    params = config.load(args.params, profile=args.profile)
-    return profile_params(params, dev, args.precision, Path(args.raw_dir))
-
-
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does; seconds per job include building the
@@ -289,30 +292,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile"))
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
-    ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 4096 CPU, 60000 CUDA)")
+    ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 2048 CPU, 60000 CUDA; at most 54000 engine)")
     ap.add_argument("--populations", default=None, help="comma list of K (default 4,8 CPU; 4,16,64 CUDA)")
+    ap.add_argument("--max-model-samples", type=int, default=None, help="cap K x samples of a row (time budget)")
+    ap.add_argument("--tutorial-samples", type=int, default=None, help="timed samples of (a) (default min(samples, 10000))")
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--batch", type=int, default=512, help="engine batch size")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
-    ap.add_argument("--profile", default="quick", help="profile mode: which params.yaml profile")
+    ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     dev = torch.device(args.device) if args.device else engine.default_device()
     out_dir = Path(args.out_dir)
     if args.mode == "throughput":
-        result = throughput(args, dev)
-        path = out_dir / f"throughput-{result['meta']['device']}.json"
+        path = out_dir / f"throughput-{device_slug(dev)}.json"
         # One file per device, one entry per precision: reruns at other precisions add to it.
         old = json.loads(path.read_text()) if path.is_file() else {}
-        atomic_json(path, {**(old if isinstance(old, dict) else {}), args.precision: result})
+        old = old if isinstance(old, dict) else {}
+        result = throughput(args, dev, save=lambda r: atomic_json(path, {**old, args.precision: r}))
         m = result["meta"]
         print(f"device {m['device']}, torch {m['torch']}, {m['threads']} CPU threads, precision {args.precision}")
         print(f"tutorial data: {m['tutorial_data']}\nengine data: {m['engine_data']}")
         print_table(result["rows"])
         print(f"timed: {m['timed']}\nwrote {path}")
     else:
-        result = profile(args, dev)
+        from tunebench import config
+
+        result = profile_params(config.load(args.params, profile=args.profile), dev, args.precision, Path(args.raw_dir))
         path = out_dir / f"profile-{result['meta']['profile']}-{result['meta']['device']}.json"
         atomic_json(path, result)
         for j in result["jobs"]:

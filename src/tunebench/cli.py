@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -82,7 +83,8 @@ def cmd_prepare(args) -> None:
 def _device_data(path: str):
     from tunebench import data, engine
 
-    return engine.to_device(data.load_prepared(Path(path)), engine.default_device())
+    prepared = data.load_prepared(Path(path))
+    return engine.to_device(prepared, engine.default_device()), prepared.content_hash
 
 
 def cmd_ablate(args) -> None:
@@ -92,10 +94,15 @@ def cmd_ablate(args) -> None:
     if args.workload not in params.workloads or args.dimension not in params.dimensions:
         raise ConfigError(f"unknown workload {args.workload!r} or dimension {args.dimension!r}")
     _threads(args.threads)
-    dd = _device_data(args.data)
-    df = run_job(params, args.workload, args.dimension, dd, precision=args.precision, log=log)
-    with atomic_path(Path(args.out)) as tmp:
+    dd, data_hash = _device_data(args.data)
+    out = Path(args.out)
+    # Per-group checkpoints beside the results: a killed job resumes at the group level.
+    ckpt = out.parent.parent / ".checkpoints" / out.parent.name / out.stem
+    df = run_job(params, args.workload, args.dimension, dd, precision=args.precision, data_hash=data_hash,
+                 checkpoint_dir=ckpt, log=log)
+    with atomic_path(out) as tmp:
         df.to_parquet(tmp, index=False)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the job's table now holds every group
 
 
 def cmd_search(args) -> None:
@@ -103,7 +110,7 @@ def cmd_search(args) -> None:
 
     params = _params(args)
     _threads(args.threads)
-    dd = _device_data(args.data)
+    dd, _ = _device_data(args.data)
     settings = params.search_settings()
     storage = search.open_storage(settings, Path(args.journal))
     df = search.run_job(params, args.workload, args.strategy, dd, storage, log=log)

@@ -35,7 +35,8 @@ from tunebench.models import DataShape, build, hash_uniform, output_units, penal
 PER_RUN_FIELDS = frozenset(
     {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience", "target_accuracy"}
 )
-EVAL_TRAIN_EXAMPLES = 1024  # train accuracy (for the train-test gap) on this many, eval mode
+EVAL_TRAIN_EXAMPLES = 1024
+AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)  # train accuracy (for the train-test gap) on this many, eval mode
 _INT31 = 2**31 - 1
 
 
@@ -105,7 +106,9 @@ def task_loss(out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tenso
         return (pred - y) ** 2
     if cfg.head == "softmax":
         return F.cross_entropy(out, y, reduction="none")
-    target = F.one_hot(y, out.shape[1]).to(out.dtype) if out.shape[1] > 1 else y[:, None].to(out.dtype)
+    # One-hot by comparison: F.one_hot calls .item() (its class count), which grad-of-vmap rejects.
+    classes = torch.arange(out.shape[1], device=out.device)
+    target = (y[:, None] == classes).to(out.dtype) if out.shape[1] > 1 else y[:, None].to(out.dtype)
     if cfg.head == "sigmoid":
         return F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(1)
     return ((out - target) ** 2).sum(1)
@@ -196,7 +199,7 @@ def augment(x: torch.Tensor, kind: str, keys: torch.Tensor) -> torch.Tensor:
         return x
     K, B, C, H, W = x.shape
     flat = x.reshape(K * B, C, H, W)
-    u = vmap(lambda key: hash_uniform(key, 7, torch.Size((B, 3)), x.device))(keys).reshape(K * B, 3)
+    u = vmap(lambda key: hash_uniform(key, AUGMENT_SALT, torch.Size((B, 3)), x.device))(keys).reshape(K * B, 3)
     if kind in ("shift", "both"):
         pad = max(1, H // 14)
         padded = F.pad(flat, (pad, pad, pad, pad))
@@ -433,13 +436,41 @@ def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
     }
 
 
+_CPU_CHOICE: dict[tuple, int] = {}
+
+
+def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
+    """On a CPU, whether stacking runs pays depends on the model: vmapped convolutions
+    become grouped convolutions, which oneDNN runs slower than K separate ones on large
+    images (measured: reference-size CNN on 28x28, 2 cores: 2.3k samples/s alone vs 1.6k
+    per run in a population of 8), while MLPs and RNNs gain 2-5x. So time one short
+    epoch of 1 run and of `probe_k` runs (a few batches each) and keep the faster; the
+    choice is cached per architecture for the process."""
+    key = (group_key(cfg), tuple(data.x_train.shape[1:]))
+    if key in _CPU_CHOICE:
+        return _CPU_CHOICE[key]
+    sample = min(data.x_train.shape[0], 3 * cfg.batch_size)
+    small = DeviceData(
+        data.x_train[:sample], data.y_train[:sample], data.x_val[:32], data.y_val[:32],
+        data.x_test[:32], data.y_test[:32], data.n_classes, data.name,
+    )
+    probe = cfg.model_copy(update={"epochs": 1})
+    rates = {}
+    for k in (1, probe_k, 1, probe_k):  # twice each: the first call of a shape pays warm-up
+        t0 = time.perf_counter()
+        train_group([probe] * k, list(range(k)), small)
+        rates[k] = k * sample / (time.perf_counter() - t0)
+    _CPU_CHOICE[key] = 256 if rates[probe_k] >= rates[1] else 1
+    return _CPU_CHOICE[key]
+
+
 def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32") -> int:
     """How many runs of this architecture fit at once. On CUDA: measured from one probe
     step's peak memory against free memory (the prototype died at 256 CNNs x batch 512),
     and kept under 2**31 elements per activation tensor (32-bit indexing limit). On CPU:
     a fixed cap; memory there is not the constraint."""
     if data.x_train.device.type != "cuda":
-        return 256
+        return _cpu_population(cfg, data)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info()
@@ -454,8 +485,15 @@ def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32") ->
     train_group([probe, probe], [0, 1], small, precision=precision, eval_chunk=256)
     per_run = max((torch.cuda.max_memory_allocated() - base) / 2, 1)
     by_memory = int(0.6 * free / per_run)
-    # Largest activation per example ~ width * 2 * H * W (cnn) or width (mlp): bound K*B*that.
-    per_example = max(cfg.width * 2 * math.prod(data.x_train.shape[1:]), cfg.width * 4)
+    # Largest activation tensor per example: a CNN's second stage (2*width channels at full
+    # resolution), else the input, a hidden layer, or an RNN's/EmbeddingBag's sequence.
+    n_in = math.prod(data.x_train.shape[1:])
+    if cfg.model == "cnn":
+        per_example = 2 * cfg.width * n_in
+    elif cfg.model in ("rnn", "embedbag"):
+        per_example = max(n_in, data.x_train.shape[-1] * max(cfg.width, cfg.embed_dim))
+    else:
+        per_example = max(n_in, cfg.width)
     by_index = int((2**31 - 1) // (cfg.batch_size * per_example))
     return max(1, min(by_memory, by_index, 1024))
 

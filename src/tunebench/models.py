@@ -30,7 +30,9 @@ def hash_uniform(key: torch.Tensor, salt: int, shape: torch.Size, device) -> tor
     for _ in range(3):  # three xor-shift-multiply rounds mix all bits (lowbias32 style)
         h = ((h ^ (h >> 16)) * 0x45D9F3B) & _MASK32
     h = h ^ (h >> 16)
-    return h.to(torch.float32) * (1.0 / 4294967296.0)
+    # Top 24 bits: exactly representable in float32, so u < 1 always (a 32-bit value would
+    # round up to 2**32 and give u == 1.0, which indexes past a shifted image).
+    return (h >> 8).to(torch.float32) * (1.0 / 16777216.0)
 
 
 def hash_dropout(h: torch.Tensor, p: torch.Tensor, key: torch.Tensor, salt: int, training: bool) -> torch.Tensor:
