@@ -52,6 +52,7 @@ def start_or_skip(name: str, extra_env: dict) -> subprocess.CompletedProcess:
 def slurm():
     """A single-node SLURM cluster with 2 pretend GPUs (so the profile's GPU requests are
     scheduled as on a GPU node); stopped at the end unless it was already running."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -r requirements-cluster.txt")
     state = os.environ.get("TUNEBENCH_SLURM_DIR", "/tmp/tunebench-slurm")
     extra = {"TUNEBENCH_SLURM_DIR": state, "TUNEBENCH_SLURM_GPUS": "2"}
     was_running = script("slurm.sh", "status", extra_env=extra, timeout=30).returncode == 0
@@ -105,6 +106,7 @@ def test_snakemake_on_slurm(slurm, tmp_path):
 @pytest.fixture(scope="module")
 def postgres():
     """A fresh PostgreSQL server; yields its URL (database `tunebench`, user postgres)."""
+    pytest.importorskip("psycopg2", reason="pip install -r requirements-cluster.txt")
     state = f"/tmp/tunebench-pg-test-{os.getpid()}"  # the postgres user must reach it: not under pytest's 0700 tmp
     extra = {"TUNEBENCH_PG_DIR": state}
     out = start_or_skip("postgres.sh", extra)
@@ -237,12 +239,15 @@ def test_pipeline_search_jobs_share_postgres(postgres, tmp_path):
     run([str(BIN / "snakemake"), "search_all", "--cores", "2", "--resources", "gpu=2"], project)
 
     settings = config.validate(params, tuple(D.DATASETS)).search_settings()
-    for strategy in TINY["search"]["strategies"]:
+    assert len(settings.study_seeds) == 2
+    for strategy in settings.strategies:
         table = pd.read_parquet(project / "results" / "search" / "digits_mlp" / f"{strategy}.parquet")
-        study = optuna.load_study(study_name=search.study_name("digits_mlp", strategy, 0), storage=postgres)
-        frame = search.trials_frame(study, "digits_mlp", strategy, 0)
-        assert (frame["state"] == "COMPLETE").sum() == settings.trials
-        pd.testing.assert_frame_equal(table.reset_index(drop=True), frame)
+        frames = []
+        for seed in settings.study_seeds:
+            study = optuna.load_study(study_name=search.study_name("digits_mlp", strategy, seed), storage=postgres)
+            frames.append(search.trials_frame(study, "digits_mlp", strategy, seed))
+            assert (frames[-1]["state"] == "COMPLETE").sum() == settings.trials
+        pd.testing.assert_frame_equal(table, pd.concat(frames, ignore_index=True))
     assert not list((project / "results" / "search").rglob("*.journal"))
 
 

@@ -35,7 +35,7 @@ from tunebench.models import DataShape, build, hash_uniform, output_units, penal
 PER_RUN_FIELDS = frozenset(
     {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience", "target_accuracy"}
 )
-EVAL_TRAIN_EXAMPLES = 1024
+EVAL_TRAIN_EXAMPLES = 512
 AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)  # train accuracy (for the train-test gap) on this many, eval mode
 _INT31 = 2**31 - 1
 
@@ -276,6 +276,7 @@ def train_group(
     params = {k: v.detach().to(device) for k, v in params.items()}
     buffers = {k: v.to(device) for k, v in buffers.items()}
     skeleton = models[0].to(device)
+    skeleton.use_dropout = any(c.dropout > 0 for c in cfgs)
     weight_names = [k for k, v in params.items() if penalised(k, v[0])]
     has_stats = any(k != "drop_p" for k in buffers)
 
@@ -446,7 +447,8 @@ def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
     per run in a population of 8), while MLPs and RNNs gain 2-5x. So time one short
     epoch of 1 run and of `probe_k` runs (a few batches each) and keep the faster; the
     choice is cached per architecture for the process."""
-    key = (group_key(cfg), tuple(data.x_train.shape[1:]))
+    arch = ("model", "depth", "width", "embed_dim", "batchnorm", "residual", "batch_size", "augment")
+    key = tuple(getattr(cfg, f) for f in arch) + tuple(data.x_train.shape[1:])
     if key in _CPU_CHOICE:
         return _CPU_CHOICE[key]
     sample = min(data.x_train.shape[0], 3 * cfg.batch_size)

@@ -75,8 +75,13 @@ class Net(nn.Module):
         self.act = activation(cfg.activation)
         self.residual = cfg.residual
         self.register_buffer("drop_p", torch.tensor(float(cfg.dropout)))
+        # Static switch: masks cost a hash per activation, so a population where no run
+        # uses dropout skips them (the engine sets it for the whole population).
+        self.use_dropout = cfg.dropout > 0
 
     def drop(self, h, key, salt):
+        if not self.use_dropout:
+            return h
         return hash_dropout(h, self.drop_p, key, salt, self.training)
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# CI: what the cluster tests need beyond `make setup` (tests/test_cluster.py: a single-node
+# SLURM and a throwaway PostgreSQL from Debian packages; the Snakemake SLURM executor plugin and
+# psycopg2 in .venv). Idempotent and quiet: a second call installs nothing.
+#   bash .ci/cluster.sh          # after `make setup` (needs .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(slurm-wlm munge postgresql)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
+            echo ".ci/cluster.sh: need root (or passwordless sudo) to apt-get install ${missing[*]}" >&2; exit 1
+        fi
+    fi
+    echo ".ci/cluster.sh: apt-get install ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq >/dev/null
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=.venv/.cluster-installed
+if [[ ! -f $stamp || requirements-cluster.txt -nt $stamp ]]; then
+    .venv/bin/pip install -q -r requirements-cluster.txt
+    touch "$stamp"
+fi
