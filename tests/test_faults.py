@@ -200,8 +200,6 @@ def test_read_only_results_folder_is_a_clear_error(tmp_path, read_only):
     assert {p: p.stat().st_mtime_ns for p in result_files(project)} == before
 
 
-@pytest.mark.xfail(strict=True, reason="data.save_prepared makes its temp file without atomic_path's OSError "
-                                       "handling: a read-only folder gives a traceback, not 'error: cannot write'")
 def test_cli_prepare_into_a_read_only_folder_names_the_file(tmp_path, read_only):
     project = make_project(tmp_path)
     out_dir = project / "data" / "prepared"
@@ -251,14 +249,15 @@ KILL["dimensions"]["init"]["fixed"]["epochs"] = 12  # init jobs train long enoug
 
 
 def test_sigkill_of_a_training_job_then_rerun(tmp_path):
-    project = make_project(tmp_path / "killed", KILL) if (tmp_path / "killed").mkdir() is None else None
+    (tmp_path / "killed").mkdir()
+    project = make_project(tmp_path / "killed", KILL)
     res = project / "results" / "ablations"
     proc = popen_sm(project, TARGET)
     try:
         # Kill the first training job that is part-way (its log shows epoch 3 of 12) while an
         # earlier training job has already finished (so there is finished work to keep).
         def victim():
-            done = [p for p in result_files(project)]
+            done = result_files(project)
             for pid, out in training_processes(project).items():
                 log = project / "logs" / "ablations" / Path(out).relative_to("results/ablations").with_suffix(".log")
                 if done and log.exists() and "epoch 3/" in log.read_text() and not (project / out).exists():
@@ -288,7 +287,8 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     assert len(pd.read_parquet(project / TARGET)) == N_RUNS
 
     # The redone job's table equals one from an uninterrupted run of that job.
-    clean = make_project(tmp_path / "clean", KILL) if (tmp_path / "clean").mkdir() is None else None
+    (tmp_path / "clean").mkdir()
+    clean = make_project(tmp_path / "clean", KILL)
     sm(clean, victim_out)
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(project / victim_out)),
                                   comparable(pd.read_parquet(clean / victim_out)), check_exact=True)

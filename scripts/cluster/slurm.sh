@@ -21,7 +21,8 @@
 # links to /dev/null) so that jobs asking for `--gpus=1` are accepted and scheduled like on
 # a GPU node, N at a time; they still train on the CPU.
 #
-# Exit status: 0 ok; 1 start failed / not running; 3 SLURM not installed and not installable.
+# Exit status: 0 ok; 1 start failed / not running; 3 SLURM not installed and not installable,
+# or not root (start needs root).
 set -euo pipefail
 
 STATE=${TUNEBENCH_SLURM_DIR:-/tmp/tunebench-slurm}
@@ -137,7 +138,7 @@ start_munge() {
     fi
     chown munge:munge "$key" && chmod 0400 "$key"
     chown munge:munge "$STATE/munge" && chmod 0755 "$STATE/munge"
-    # munged refuses to run as root; /tmp (sticky, world-writable) is fine for its checks with --force
+    # As the munge user; --force: do not refuse over the (world-writable, sticky) /tmp above the socket
     runuser -u munge -- munged --force \
         --socket="$STATE/munge/munge.socket.2" --pid-file="$STATE/munge/munged.pid" \
         --log-file="$STATE/munge/munged.log" --seed-file="$STATE/munge/munged.seed" --key-file="$key"
@@ -145,6 +146,10 @@ start_munge() {
 
 start() {
     ensure_installed
+    if [[ $(id -u) -ne 0 ]]; then  # munged runs as the munge user, slurmd as root
+        say "starting the test cluster needs root"
+        exit 3
+    fi
     if status >/dev/null 2>&1; then say "already running ($CONF)"; return 0; fi
     stop >/dev/null 2>&1 || true
     rm -rf "$STATE/ctld" "$STATE/spool"

@@ -515,13 +515,16 @@ def save_prepared(p: Prepared, path: Path) -> None:
     path = Path(path)
     if path.suffix != ".npz":
         raise DataError(f"{path}: prepared data path must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"name": p.name, "task": p.task, "kind": p.kind, "source": p.source,
             "content_hash": p.content_hash, "raw_hash": p.raw_hash,
             "n_classes": p.n_classes, "format": _FORMAT_VERSION}
     # Temp file in the same directory so os.replace is an atomic rename: readers see
     # either the old complete file or the new complete file, never a partial one.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DataError(f"cannot write {path}: {err.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **{k: getattr(p, k) for k in _ARRAYS})

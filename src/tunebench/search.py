@@ -19,6 +19,15 @@ by TPE's and GP's models, which could then keep proposing the failing region (hu
 rates) again and again; a penalised value teaches them to avoid it. Their val_acc/test_acc
 attrs keep the best finite epoch before the divergence (NaN if none), for information only.
 
+Several workers on one study (an RDB storage, e.g. PostgreSQL, shared by processes or
+cluster jobs): trial numbers come from the storage, so each trial is recorded once; a worker
+counts the RUNNING trials of the others against the budget (it waits rather than overshoot,
+and a trial asked past the budget in a race is told FAIL with user_attr surplus=True); each
+worker records a heartbeat for its RUNNING trials every HEARTBEAT_S seconds, and only a
+trial without one for GRACE_S seconds (its worker died) counts as interrupted. A journal file
+has no heartbeats: one worker per study, and every RUNNING trial found at start is
+interrupted.
+
 Seeding and resume: random, coarse_to_fine, tpe and gp get a fresh sampler for every batch,
 seeded by (study_seed, number of trials already in the study); grid and qmc keep the study
 seed (the grid's shuffled order and the Sobol sequence must stay the same across batches;
@@ -33,9 +42,13 @@ starts like random), common random numbers that make their paired comparisons sh
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import itertools
 import json
 import math
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -43,6 +56,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
@@ -62,6 +76,9 @@ FRAME_COLUMNS = (
     "value", "val_acc", "test_acc", "diverged", "epochs", "seconds", "state", "study",
 )
 _META_KEY = "tunebench"  # study user attr: the settings the study was created with
+HEARTBEAT_S = 20  # RDB storage: a worker records a heartbeat for its RUNNING trials this often
+GRACE_S = 90  # ... and a RUNNING trial without one for this long belongs to a dead worker
+WAIT_S = 2.0  # a worker whose remaining budget other workers are training polls this often
 
 Log = Callable[[str], None] | None
 
@@ -279,10 +296,55 @@ def open_storage(settings: SearchSettings, journal_path: str | Path) -> optuna.s
     """settings.storage (an RDB URL, e.g. postgresql://...) if set, else a journal file at
     journal_path (its folder is created). An RDB storage connects now, so a bad URL fails here."""
     if settings.storage:
-        return optuna.storages.RDBStorage(settings.storage)
+        return rdb_storage(settings.storage)
     path = Path(journal_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (see the module docstring: several workers per study).
+    Optuna creates its schema on first use, not atomically: workers that reach an empty
+    database at the same moment race on CREATE TYPE / CREATE TABLE and the losers fail with
+    UniqueViolation / DuplicateTable; they retry, and by then the schema exists."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna (since 2.9)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            if attempt == attempts - 1 or not any(k in str(e) for k in ("already exists", "duplicate key")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _heartbeat_interval(storage) -> int | None:
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
+@contextlib.contextmanager
+def _heartbeats(storage, trial_ids: Sequence[int]):
+    """While training: record a heartbeat for each trial every heartbeat interval."""
+    interval = _heartbeat_interval(storage)
+    if not interval or not trial_ids:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(interval):
+            for tid in trial_ids:
+                storage.record_heartbeat(tid)
+
+    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def study_name(workload: str, strategy: str, study_seed: int) -> str:
@@ -347,24 +409,41 @@ def _check_meta(study: optuna.Study, meta: dict[str, Any]) -> None:
 def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: SearchSettings, log: Log) -> int:
     """Trials left RUNNING by an interrupted job: tell them FAIL (user_attr interrupted=True),
     then queue the work they lost so it is redone, not redrawn: for grid every grid point no
-    complete or queued trial covers; for the other strategies the params of each interrupted
-    trial that had all of them (QMC's Sobol set stays intact, TPE/GP's proposals are kept).
-    Assumes no other process works on this study at the same time."""
-    trials = study.get_trials(deepcopy=False)
-    running = [t for t in trials if t.state == TrialState.RUNNING]
+    complete, queued or running trial covers; for the other strategies the params of each
+    interrupted trial that had all of them (QMC's Sobol set stays intact, TPE/GP's proposals
+    are kept). Interrupted: with heartbeats (an RDB storage), a RUNNING trial whose heartbeat
+    is older than GRACE_S (other workers' live trials are left alone; of two workers that find
+    the same stale trial, only the one whose FAIL lands requeues it); without (a journal file,
+    one worker per study), every RUNNING trial."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    if _heartbeat_interval(storage):
+        stale = set(storage._get_stale_trial_ids(study_id))  # what optuna.storages.fail_stale_trials uses
+        if not stale:
+            return 0
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if storage.get_trial_id_from_study_id_trial_number(study_id, t.number) in stale]
+    else:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return 0
-    study_id = storage.get_study_id_from_name(study.study_name)
+    failed = []
     for t in running:
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(tid, "interrupted", True)
-        study.tell(t.number, state=TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(tid, "interrupted", True)
+            study.tell(t.number, state=TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+            continue  # finished meanwhile, or another worker failed it first
+        failed.append(t)
+    running = failed
+    if not running:
+        return 0
     if strategy == "grid":
         g = grid_values(settings.trials, settings.space)
         points = [dict(zip(g, vals)) for vals in itertools.product(*g.values())]
         covered = {  # a queued (WAITING) trial keeps its params in system_attrs["fixed_params"]
             tuple(t.system_attrs.get("fixed_params", t.params).get(k) for k in g)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
         }
         redo = [p for p in points if tuple(p[k] for k in g) not in covered]
     else:
@@ -399,6 +478,7 @@ def run_study(
     complete coarse trials (stage "fine", sampled by BoxSampler; the box is also stored as
     user_attr "box").
     `stop_after_batches` stops after that many batches (tests: an interrupted job).
+    Several workers may run the same study at once on an RDB storage (module docstring).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -409,13 +489,17 @@ def run_study(
     settings = params.search_settings()
     space, trials = settings.space, settings.trials
     check_space(space)
+    if isinstance(storage, str):  # a URL: with heartbeats, so workers can share the study
+        storage = rdb_storage(storage)
     storage = optuna.storages.get_storage(storage)
+    shared = bool(_heartbeat_interval(storage))
     name = study_name(workload, strategy, study_seed)
     fixed_seed = strategy in ("grid", "qmc")
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=make_sampler(strategy, space, trials, study_seed),
         direction="maximize", load_if_exists=True,
     )
+    study_id = storage.get_study_id_from_name(name)
     _check_meta(study, _meta(params, workload, strategy, settings))
     _requeue_interrupted(study, storage, strategy, settings, log)
     layers = grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)]
@@ -423,24 +507,34 @@ def run_study(
 
     batches = 0
     while True:
+        if shared and batches:
+            _requeue_interrupted(study, storage, strategy, settings, log)  # a worker died meanwhile
         all_trials = study.get_trials(deepcopy=False)
         complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
         if len(complete) >= trials or (stop_after_batches is not None and batches >= stop_after_batches):
             break
-        n = min(settings.batch, trials - len(complete))
+        running = [t for t in all_trials if t.state == TrialState.RUNNING]  # other workers' (ours are told)
+        n = min(settings.batch, trials - len(complete) - len(running))
         stage, box = STAGE_SINGLE, None
         if strategy == "coarse_to_fine":
             coarse = [t for t in complete if t.user_attrs.get("stage") == STAGE_COARSE]
             if len(coarse) < n_coarse:
-                stage, n = STAGE_COARSE, min(n, n_coarse - len(coarse))
-            else:
+                in_flight = sum(t.user_attrs.get("stage") != STAGE_FINE for t in running)
+                stage, n = STAGE_COARSE, min(n, n_coarse - len(coarse) - in_flight)
+            elif n > 0:
                 stage, box = STAGE_FINE, narrow_box(coarse, space)
+        if n <= 0:  # the rest of the budget is being trained by other workers
+            time.sleep(WAIT_S)
+            _requeue_interrupted(study, storage, strategy, settings, log)
+            continue
         if not fixed_seed:
             seed = _batch_seed(study_seed, len(all_trials))
             study.sampler = BoxSampler(box["width"], seed) if box else make_sampler(strategy, space, trials, seed)
         asked, cfgs = [], []
         for _ in range(n):
             trial = study.ask()
+            if shared:
+                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
             overrides = suggest(trial, space, box)
             trial.set_user_attr("stage", stage)
             if box is not None:
@@ -453,10 +547,24 @@ def run_study(
                     study.tell(t, state=TrialState.FAIL)
                 raise
             asked.append(trial)
+        if shared:  # two workers that asked at the same moment may have overshot the budget
+            live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+            keep = [bisect.bisect_left(live, t.number) < trials for t in asked]
+            for trial, k in zip(asked, keep):
+                if not k:
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=TrialState.FAIL)
+            asked = [t for t, k in zip(asked, keep) if k]
+            cfgs = [c for c, k in zip(cfgs, keep) if k]
+            n = len(asked)
+            if not asked:
+                continue
         if log:
             log(f"{name}: batch {batches + 1}, trials {asked[0].number}-{asked[-1].number} ({stage}), "
                 f"{len(complete)}/{trials} complete")
-        results = engine.train_population(cfgs, [study_seed] * n, data, log=log)
+        ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in asked] if shared else []
+        with _heartbeats(storage, ids):
+            results = engine.train_population(cfgs, [study_seed] * n, data, log=log)
         for trial, cfg, res in zip(asked, cfgs, results):
             out = trial_outcome(res, chance_accuracy(cfg, data))
             for key in ("val_acc", "test_acc", "best_epoch", "diverged", "epochs", "seconds"):
