@@ -22,6 +22,9 @@ report: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 test: setup
+	@# SLURM, munge, PostgreSQL and the SLURM executor plugin for tests/test_cluster.py; where
+	@# they cannot be installed (no root/apt) those tests skip and say why.
+	-bash scripts/install_cluster.sh
 	$(BIN)/python -m pytest
 
 bench: setup

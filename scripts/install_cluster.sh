@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# CI: what the cluster tests need beyond `make setup` (tests/test_cluster.py: a single-node
+# What the cluster tests need beyond `make setup` (tests/test_cluster.py: a single-node
 # SLURM and a throwaway PostgreSQL from Debian packages; the Snakemake SLURM executor plugin and
 # psycopg2 in .venv). Idempotent and quiet: a second call installs nothing.
-#   bash .ci/cluster.sh          # after `make setup` (needs .venv)
+#   bash scripts/install_cluster.sh   # after `make setup` (needs .venv); `make test` calls it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +15,10 @@ if ((${#missing[@]})); then
     SUDO=()
     if [[ $(id -u) -ne 0 ]]; then
         if sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
-            echo ".ci/cluster.sh: need root (or passwordless sudo) to apt-get install ${missing[*]}" >&2; exit 1
+            echo "install_cluster.sh: need root (or passwordless sudo) to apt-get install ${missing[*]}" >&2; exit 1
         fi
     fi
-    echo ".ci/cluster.sh: apt-get install ${missing[*]}" >&2
+    echo "install_cluster.sh: apt-get install ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     "${SUDO[@]}" apt-get update -qq >/dev/null
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
