@@ -296,6 +296,8 @@ def test_holm_keeps_nan_and_excludes_it_from_family():
         (["supported", "refuted"], "mixed"),
         (["supported", "inconclusive"], "mixed"),
         (["refuted", "inconclusive", "inconclusive"], "mixed"),
+        (["mixed", "inconclusive"], "mixed"),  # a workload whose contrasts disagree
+        (["mixed", "mixed"], "mixed"),
     ],
 )
 def test_combine(words, expected):

@@ -26,6 +26,8 @@ def _fmt(x, digits=3) -> str:
     if isinstance(x, float) and np.isinf(x):
         return "∞" if x > 0 else "-∞"
     if isinstance(x, (float, np.floating)):
+        if abs(x) < 1e-12:  # float noise of a zero difference (e.g. 4e-18)
+            return f"{0.0:.{digits}f}"
         return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
     return str(x)
 

@@ -288,12 +288,14 @@ def combine(workload_verdicts: Sequence[str]) -> str:
     workload is supported or refuted and another disagrees (with only three
     words, any disagreement involves supported or refuted).  A claim that
     holds on one workload and is unresolved on another is reported as mixed,
-    not supported, since generality is part of the claim.
+    not supported, since generality is part of the claim. A "mixed" input
+    (contrasts of one workload disagreeing) makes the result mixed.
     """
     words = list(workload_verdicts)
     if not words:
         raise ValueError("combine() needs at least one workload verdict")
-    unknown = set(words) - set(VERDICTS)
+    # "mixed" may come in from a level below (a workload whose contrasts disagree).
+    unknown = set(words) - set(VERDICTS) - {"mixed"}
     if unknown:
         raise ValueError(f"unknown verdict(s) {sorted(unknown)}; expected one of {VERDICTS}")
     return words[0] if len(set(words)) == 1 else "mixed"
