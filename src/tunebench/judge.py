@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tunebench import stats
-from tunebench.claims import CLAIMS, METRICS, Arms, Contrast
+from tunebench.claims import CLAIMS, Arms, Contrast
 from tunebench.config import Params
 
 POST_DATASET = "mnist"  # the post's stated magnitudes apply to its own data set
@@ -124,7 +124,3 @@ def claim_verdicts(contrasts: pd.DataFrame) -> pd.DataFrame:
         split = ", ".join(f"{wl}: {v}" for wl, v in per_wl.items())
         rows.append({"claim": claim.id, "workload": "all", "verdict": stats.combine(list(per_wl.values())), "detail": split})
     return pd.DataFrame(rows)
-
-
-def metric_label(metric: str) -> str:
-    return METRICS.get(metric, (metric, True))[0]
