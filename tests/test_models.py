@@ -270,3 +270,53 @@ def test_hash_dropout_keep_rate_and_scaling(p):
 def test_hash_dropout_p_zero_is_identity():
     h = torch.randn(50, 20)
     assert torch.equal(hash_dropout(h, torch.tensor(0.0), KEY, 0, training=True), h)
+
+
+# ---------------------------------------------------------------- the GEMM convolution
+@pytest.mark.parametrize("n,c_in,c_out,h,w,bias", [(4, 1, 8, 8, 8, True), (3, 5, 7, 6, 9, True), (2, 16, 32, 14, 14, False)])
+def test_conv3x3_gemm_equals_conv2d(n, c_in, c_out, h, w, bias):
+    """Fresh random inputs each shape; every output element compared (none left unwritten)."""
+    g = torch.Generator().manual_seed(n * 100 + c_in)
+    x = torch.randn(n, c_in, h, w, generator=g)
+    weight = torch.randn(c_out, c_in, 3, 3, generator=g)
+    b = torch.randn(c_out, generator=g) if bias else None
+    out = models.conv3x3_gemm(x, weight, b)
+    ref = torch.nn.functional.conv2d(x.double(), weight.double(), b.double() if bias else None, padding=1)
+    assert out.shape == ref.shape
+    rel = (out.double() - ref).norm() / ref.norm()
+    assert rel < 1e-6, rel
+
+
+def test_conv3x3_gemm_gradients_and_vmap_match_conv2d():
+    g = torch.Generator().manual_seed(3)
+    xs, ws, bs = torch.randn(3, 4, 6, 7, 7, generator=g), torch.randn(3, 5, 6, 3, 3, generator=g), torch.randn(3, 5, generator=g)
+
+    def loss(conv, x, w, b):
+        return (conv(x, w, b) ** 2).sum()
+
+    native = lambda x, w, b: torch.nn.functional.conv2d(x, w, b, padding=1)  # noqa: E731
+    ours = torch.func.vmap(torch.func.grad(lambda x, w, b: loss(models.conv3x3_gemm, x, w, b), argnums=(0, 1, 2)))(xs, ws, bs)
+    ref = [torch.func.grad(lambda x, w, b: loss(native, x, w, b), argnums=(0, 1, 2))(xs[k], ws[k], bs[k]) for k in range(3)]
+    for i in range(3):  # gradients of x, weight, bias; fp32 summation order differs
+        want = torch.stack([r[i] for r in ref])
+        assert (ours[i] - want).norm() / want.norm() < 1e-6
+
+
+def test_conv3x3_gemm_under_bf16_autocast_is_close():
+    g = torch.Generator().manual_seed(4)
+    x, w, b = torch.randn(2, 8, 10, 10, generator=g), torch.randn(16, 8, 3, 3, generator=g), torch.randn(16, generator=g)
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = models.conv3x3_gemm(x, w, b)
+    assert out.dtype == torch.bfloat16
+    rel = (out.double() - ref).norm() / ref.norm()
+    assert 0 < rel < 1e-2, rel  # bf16 operands: 1e-3..1e-2, never exact
+
+
+@pytest.mark.parametrize("kw", [{}, {"batchnorm": True}, {"depth": 4, "residual": True, "dropout": 0.3}])
+def test_cnn_gemm_forward_equals_native(kw):
+    net = build(cfg_for("cnn", **kw), IMAGE, 0).train()
+    x = input_for("cnn", 6)
+    native = net(x, KEY)
+    net.conv_impl = "gemm"
+    torch.testing.assert_close(net(x, KEY), native, rtol=1e-5, atol=1e-5)

@@ -130,7 +130,8 @@ def tutorial_loop(cfg: RunConfig, dev: torch.device, dataset, samples: int, warm
 
 
 # ---------------------------------------------------------------- (b), (c) the engine
-def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int) -> tuple[int, float]:
+def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
+                 conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
     selection, allocator). Timed: the epoch as the engine reports it (epoch_seconds x K:
     all training steps + end-of-epoch eval on EVAL_N val, test and train examples per
@@ -144,8 +145,9 @@ def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, 
     saved = engine.EVAL_TRAIN_EXAMPLES
     engine.EVAL_TRAIN_EXAMPLES = EVAL_N  # shrink the per-epoch train-accuracy eval, as val/test
     try:
-        engine.train_population(cfgs, seeds, warm, precision=p, max_chunk=K)
-        res = engine.train_population(cfgs, seeds, dd, precision=p, max_chunk=K)
+        kw = dict(precision=p, max_chunk=K, conv_impl=conv_impl, cuda_graphs=cuda_graphs)
+        engine.train_population(cfgs, seeds, warm, **kw)
+        res = engine.train_population(cfgs, seeds, dd, **kw)
     finally:
         engine.EVAL_TRAIN_EXAMPLES = saved
     n = len(dd.y_train)
@@ -216,22 +218,31 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             set_precision(args.precision)
             # Largest activation: the first conv's output (cnn) or the input (mlp), per example.
             per_ex = cfg.width * 28 * 28 if arch == "cnn" else max(28 * 28, cfg.width)
-            for K in [1] + pops:
-                label = "(b) engine, one run" if K == 1 else f"(c) engine, population {K}"
-                if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
-                    add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
-                    continue
-                # --max-model-samples bounds a row's work (K x samples) so big populations
-                # stay within a time budget; 20+ steps per run are still steady state.
-                n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
-                n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
-                try:
-                    n, s = engine_epoch(cfg, K, dd, args.precision, n_run)
-                except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
-                    continue
-                add(label, K, cfg.batch_size, args.precision, n, s)
+            convs = (args.conv or "native").split(",") if arch == "cnn" else ["native"]
+            graph_modes = {"on": [True], "off": [False], "both": [False, True]}[args.graphs]
+            graph_modes = graph_modes if dev.type == "cuda" else [False]  # graphs are CUDA-only
+            for conv_impl in convs:
+                for graphs in graph_modes:
+                    how = (f" [{conv_impl} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
+                    for K in [1] + pops:
+                        label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
+                        if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
+                            add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
+                            continue
+                        # --max-model-samples bounds a row's work (K x samples) so big populations
+                        # stay within a time budget; 20+ steps per run are still steady state.
+                        n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
+                        n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
+                        try:
+                            n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
+                        except torch.cuda.OutOfMemoryError:
+                            torch.cuda.empty_cache()
+                            add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
+                            continue
+                        except RuntimeError as err:  # e.g. a kernel limit: the row says so, the table goes on
+                            add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}")
+                            continue
+                        add(label, K, cfg.batch_size, args.precision, n, s)
     return result
 
 
@@ -249,17 +260,28 @@ def print_table(rows: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------- profile mode
-def profile_params(params, dev: torch.device, precision: str, raw_dir: Path) -> dict:
+def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
+                   max_seconds: float | None = None, save=lambda result: None) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does; seconds per job include building the
-    models and every epoch's evaluation, not data loading (timed separately)."""
+    models and every epoch's evaluation, not data loading (timed separately).
+    max_seconds: start no job after this much wall time (the result says how many ran);
+    `save` gets the partial result after every job."""
     from tunebench import grid
 
     set_precision(precision)
     ds, prof = params.data, params.active
     cache: dict[str, engine.DeviceData] = {}
     jobs, load_s, t_all = [], {}, time.perf_counter()
-    for wl, dim in grid.jobs(params):
+    all_jobs = list(grid.jobs(params))
+    meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
+            "conv_impl": conv_impl, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s,
+            "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs)}
+    result = {"meta": meta, "jobs": jobs}
+    for wl, dim in all_jobs:
+        if max_seconds is not None and time.perf_counter() - t_all > max_seconds:
+            log(f"time budget of {max_seconds:.0f}s spent: {len(jobs)} of {len(all_jobs)} jobs ran")
+            break
         name = params.workloads[wl].dataset
         if name not in cache:
             t0 = time.perf_counter()
@@ -275,16 +297,16 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path) -> 
         runs = grid.job_runs(params, wl, dim)
         t0 = time.perf_counter()
         res = engine.train_population([r.config for r in runs], [r.seed for r in runs], cache[name],
-                                      precision="bf16" if precision == "bf16" else "fp32")
+                                      precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl)
         sync(dev)
         s = time.perf_counter() - t0
         jobs.append(dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
                          epochs=sum(len(r.epochs) for r in res), seconds=s))
         log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
-    total = time.perf_counter() - t_all
-    meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s, "total_seconds": total}
-    return {"meta": meta, "jobs": jobs}
+        meta.update(total_seconds=time.perf_counter() - t_all, complete=len(jobs) == len(all_jobs),
+                    runs_done=sum(j["runs"] for j in jobs))
+        save(result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tutorial-samples", type=int, default=None, help="timed samples of (a) (default min(samples, 10000))")
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--batch", type=int, default=512, help="engine batch size")
+    ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
+                    "native,gemm; profile: the one to train with (default: the engine's choice)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
+    ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only)")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
@@ -319,12 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from tunebench import config
 
-        result = profile_params(config.load(args.params, profile=args.profile), dev, args.precision, Path(args.raw_dir))
-        path = out_dir / f"profile-{result['meta']['profile']}-{result['meta']['device']}.json"
-        atomic_json(path, result)
+        params = config.load(args.params, profile=args.profile)
+        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}.json"
+        conv = args.conv or "auto"
+        result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
+                                save=lambda r: atomic_json(path, r))
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
-        print(f"total {result['meta']['total_seconds']:.1f}s (data loading {sum(result['meta']['data_seconds'].values()):.1f}s)")
+        m = result["meta"]
+        print(f"total {m.get('total_seconds', 0):.1f}s for {len(result['jobs'])} of {m['jobs_total']} jobs "
+              f"({m.get('runs_done', 0)} of {m['runs_total']} runs; data loading {sum(m['data_seconds'].values()):.1f}s)")
         print(f"wrote {path}")
     return 0
 

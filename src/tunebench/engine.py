@@ -38,6 +38,9 @@ PER_RUN_FIELDS = frozenset(
 EVAL_TRAIN_EXAMPLES = 512
 AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)  # train accuracy (for the train-test gap) on this many, eval mode
 _INT31 = 2**31 - 1
+# The CNN convolution on CUDA, chosen by `python -m tunebench.bench` on an H100 (see the
+# README's engine section); CPUs always use F.conv2d (oneDNN), the faster there.
+CUDA_CONV_IMPL = "native"
 
 
 @dataclass
@@ -141,16 +144,23 @@ def init_state(name: str, params: dict) -> dict:
     return {"m": zeros(), "v": zeros()}  # adam
 
 
-def optimizer_step(name: str, params, grads, state, lr, momentum, step: int):
+def optimizer_step(name: str, params, grads, state, lr, momentum, step: torch.Tensor):
     """One update of every run; the same arithmetic as torch.optim's single-tensor path
-    (checked by tests/test_engine.py against torch.optim). lr, momentum: (K,)."""
+    (checked by tests/test_engine.py against torch.optim). lr, momentum: (K,); step: the
+    1-based step count as a 0-dim device tensor (a Python int would be baked into a
+    captured CUDA graph)."""
     new_p, new_s = {}, {k: {} for k in state}
+    if name == "adam":  # bias corrections in float64, as torch.optim computes them on the host
+        stepf = step.double()
+        bc1 = 1 - torch.pow(0.9, stepf)
+        sqrt_bc2 = (1 - torch.pow(0.999, stepf)).sqrt()
     for k, p in params.items():
         g, a = grads[k], _bcast(lr, p)
         if name == "sgd":
             new_p[k] = p - a * g
-        elif name == "momentum":  # torch SGD(momentum, dampening 0): buf = mu*buf + g
-            buf = state["buf"][k] * _bcast(momentum, p) + g if step > 1 else g
+        elif name == "momentum":  # torch SGD(momentum, dampening 0): buf = g, then mu*buf + g
+            # The buffer starts at zero, so mu*0 + g == g exactly on the first step.
+            buf = state["buf"][k] * _bcast(momentum, p) + g
             new_s["buf"][k], new_p[k] = buf, p - a * buf
         elif name == "adagrad":  # eps 1e-10, initial accumulator 0
             s = state["buf"][k] + g * g
@@ -166,14 +176,16 @@ def optimizer_step(name: str, params, grads, state, lr, momentum, step: int):
         else:  # adam: betas (0.9, 0.999), eps 1e-8
             m = 0.9 * state["m"][k] + 0.1 * g
             v = 0.999 * state["v"][k] + 0.001 * g * g
-            bc1, bc2 = 1 - 0.9**step, 1 - 0.999**step
-            denom = v.sqrt() / math.sqrt(bc2) + 1e-8
+            denom = v.sqrt() / sqrt_bc2 + 1e-8
             new_s["m"][k], new_s["v"][k], new_p[k] = m, v, p - (a / bc1) * m / denom
     return new_p, new_s
 
 
-def _where(mask: torch.Tensor, new: dict, old: dict) -> dict:
-    return {k: torch.where(_bcast(mask, v), new[k], old[k]) for k, v in old.items()}
+def _assign_where(mask: torch.Tensor, dst: dict, new: dict) -> None:
+    """dst[k] <- new[k] where mask (per run), in place: the tensors keep their storage, so a
+    captured CUDA graph reads and writes the same addresses on every replay."""
+    for k, v in dst.items():
+        v.copy_(torch.where(_bcast(mask, v), new[k], v))
 
 
 # ---------------------------------------------------------------- schedules
@@ -264,8 +276,13 @@ def train_group(
     precision: str = "fp32",
     eval_chunk: int | None = None,
     log: Callable[[str], None] | None = None,
+    cuda_graphs: bool = True,
+    conv_impl: str = "native",
 ) -> list[RunResult]:
-    """Train runs that share group_key(config) together; returns one result per run."""
+    """Train runs that share group_key(config) together; returns one result per run.
+    cuda_graphs: on CUDA, capture the training step once and replay it (no effect on CPU).
+    conv_impl: the CNN's convolution, "native" (F.conv2d; cuDNN/oneDNN) or "gemm"
+    (im2col + batched matmul, see models.conv3x3_gemm); the same function either way."""
     assert len({group_key(c) for c in cfgs}) == 1, "runs of one population must share an architecture"
     device = data.x_train.device
     cfg0 = cfgs[0]
@@ -276,6 +293,7 @@ def train_group(
     params = {k: v.detach().to(device) for k, v in params.items()}
     buffers = {k: v.to(device) for k, v in buffers.items()}
     skeleton = models[0].to(device)
+    skeleton.conv_impl = conv_impl
     skeleton.use_dropout = any(c.dropout > 0 for c in cfgs)
     weight_names = [k for k, v in params.items() if penalised(k, v[0])]
     has_stats = any(k != "drop_p" for k in buffers)
@@ -292,7 +310,8 @@ def train_group(
     seed_t = torch.tensor(seeds, device=device, dtype=torch.int64)
     use_l1, use_l2 = any(c.l1 > 0 for c in cfgs), any(c.l2 > 0 for c in cfgs)
     opt_state = init_state(cfg0.optimizer, params)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16"))
+    # No weight-cast cache: cached casts would outlive a captured graph's replays.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16"), cache_enabled=False)
 
     def loss_fn(p, b, x, y, key, l1_k, l2_k):
         with autocast:
@@ -320,42 +339,88 @@ def train_group(
     eval_chunk = eval_chunk or max(64, 32_768 // K)
 
     results = [RunResult(seed=s, config=c, population=K) for c, s in zip(cfgs, seeds)]
-    active = torch.ones(K, dtype=torch.bool, device=device)
-    diverged = torch.zeros(K, dtype=torch.bool, device=device)
     plateau_mult = [1.0] * K
     best_score = [-math.inf] * K
     since_best = [0] * K  # epochs without improvement (early stopping)
     since_best_plateau = [0] * K
-    global_step = 0
+
+    # Static state: every tensor the training step reads or writes lives at a fixed address
+    # and is updated in place, so one captured CUDA graph can replay the whole step (the
+    # ~10^2-10^3 kernel launches of a vmapped step cost more than the arithmetic for small
+    # models). On the CPU the same step simply runs eagerly.
+    active = torch.ones(K, dtype=torch.bool, device=device)
+    diverged = torch.zeros(K, dtype=torch.bool, device=device)
+    step_t = torch.zeros((), dtype=torch.int64, device=device)  # 1-based after the first step
+    batch_i = torch.zeros((), dtype=torch.int64, device=device)  # full batch within the epoch
+    lr_epoch = lr.clone()
+    loss_sum = torch.zeros(K, device=device)
+    grad_sq = torch.zeros(K, len(weight_names), device=device)
+    full_steps = n_sub // bs
+    order_full = torch.empty(K, full_steps, bs, dtype=torch.int64, device=device)
+    order_tail = torch.empty(K, n_sub - full_steps * bs, dtype=torch.int64, device=device)
+    has_tail = steps_per_epoch > full_steps
+
+    def train_step(idx: torch.Tensor) -> None:
+        """One step of every run on its batch idx (K, B); no host synchronisation."""
+        step_t.add_(1)
+        xb = data.x_train[idx]  # (K, B, ...)
+        yb = y_train[idx]
+        keys = (seed_t * 1_000_003 + step_t) % _INT31
+        xb = augment(xb, cfg0.augment, keys)
+        old_buffers = {k: v.clone() for k, v in buffers.items()} if has_stats else None
+        grads, (_, data_loss) = step_fn(params, buffers, xb, yb, keys, l1, l2)
+        norms = torch.stack([grads[w].flatten(1).pow(2).sum(1) for w in weight_names], 1)
+        finite = torch.isfinite(data_loss) & torch.isfinite(norms.sum(1))
+        diverged.logical_or_(active & ~finite)
+        active.logical_and_(finite)
+        new_params, new_state = optimizer_step(cfg0.optimizer, params, grads, opt_state, lr_epoch, mom, step_t)
+        _assign_where(active, params, new_params)
+        for name in opt_state:
+            _assign_where(active, opt_state[name], new_state[name])
+        if has_stats:  # frozen runs keep their batch-norm statistics
+            _assign_where(~active, buffers, old_buffers)
+        loss_sum.add_(torch.where(active, data_loss.detach(), 0.0))
+        grad_sq.add_(torch.where(active[:, None], norms, 0.0))
+
+    def full_batch_step() -> None:
+        train_step(order_full.index_select(1, batch_i.view(1)).squeeze(1))
+        batch_i.add_(1)
+
+    use_graph = device.type == "cuda" and cuda_graphs and full_steps >= 4
+    graph = None
+    eager_steps = 0
     skeleton.train()
     for epoch in range(cfg0.epochs):
         t0 = time.perf_counter()
         mult = [lr_multiplier(c.schedule, epoch, c.epochs, plateau_mult[i]) for i, c in enumerate(cfgs)]
-        lr_epoch = lr * torch.tensor(mult, device=device, dtype=torch.float32)
+        lr_epoch.copy_(lr * torch.tensor(mult, device=device, dtype=torch.float32))
         order = torch.stack([_order(s, seed, epoch) for s, seed in zip(subsets, seeds)]).to(device)
-        loss_sum = torch.zeros(K, device=device)
-        grad_sq = torch.zeros(K, len(weight_names), device=device)
-        for i in range(steps_per_epoch):
-            global_step += 1
-            idx = order[:, i * bs : (i + 1) * bs]
-            xb = data.x_train[idx]  # (K, B, ...)
-            yb = y_train[idx]
-            keys = (seed_t * 1_000_003 + global_step) % _INT31
-            xb = augment(xb, cfg0.augment, keys)
-            old_buffers = {k: v.clone() for k, v in buffers.items()} if has_stats else None
-            grads, (_, data_loss) = step_fn(params, buffers, xb, yb, keys, l1, l2)
-            norms = torch.stack([grads[w].flatten(1).pow(2).sum(1) for w in weight_names], 1)
-            finite = torch.isfinite(data_loss) & torch.isfinite(norms.sum(1))
-            newly = active & ~finite
-            diverged |= newly
-            active = active & finite
-            new_params, new_state = optimizer_step(cfg0.optimizer, params, grads, opt_state, lr_epoch, mom, global_step)
-            params = _where(active, new_params, params)
-            opt_state = {k: _where(active, new_state[k], opt_state[k]) for k in opt_state}
-            if has_stats:  # frozen runs keep their batch-norm statistics
-                buffers = _where(active, buffers, old_buffers)
-            loss_sum += torch.where(active, data_loss.detach(), 0.0)
-            grad_sq += torch.where(active[:, None], norms, 0.0)
+        order_full.copy_(order[:, : full_steps * bs].reshape(K, full_steps, bs))
+        order_tail.copy_(order[:, full_steps * bs :])
+        loss_sum.zero_()
+        grad_sq.zero_()
+        batch_i.zero_()
+        for i in range(full_steps):
+            if graph is not None:
+                graph.replay()
+            elif use_graph and eager_steps >= 2:
+                graph = _capture(full_batch_step, log)
+                if graph is None:  # capture failed: the rest of the group trains eagerly
+                    use_graph = False
+                    full_batch_step()
+                else:
+                    graph.replay()  # capturing records the step without running it
+            elif use_graph:  # warm-up steps (real ones) on a side stream, as graph capture requires
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    full_batch_step()
+                torch.cuda.current_stream(device).wait_stream(side)
+                eager_steps += 1
+            else:
+                full_batch_step()
+        if has_tail:  # the short last batch has another shape: eager
+            train_step(order_tail)
         # ---- end of epoch: evaluate on the device, then the one host read of the epoch
         skeleton.eval()
         with torch.no_grad():
@@ -367,9 +432,8 @@ def train_group(
             # Parameters can overflow to inf without a non-finite loss in the same step.
             params_finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in params.values()]).all(0)
         skeleton.train()
-        newly = active & ~params_finite
-        diverged |= newly
-        active = active & params_finite
+        diverged.logical_or_(active & ~params_finite)
+        active.logical_and_(params_finite)  # in place: the captured step reads this tensor
         host = {
             k: v.detach().float().cpu().numpy()
             for k, v in dict(
@@ -428,6 +492,21 @@ def train_group(
     return results
 
 
+def _capture(step: Callable[[], None], log: Callable[[str], None] | None):
+    """Record one call of `step` as a CUDA graph (recording runs nothing); None, and a log
+    line, when some op cannot be captured, so the caller trains eagerly instead."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            step()
+    except Exception as err:  # noqa: BLE001  any capture failure falls back to eager steps
+        torch.cuda.synchronize()
+        if log:
+            log(f"  CUDA graph capture failed ({type(err).__name__}: {err}); training this group eagerly")
+        return None
+    return graph
+
+
 def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
     nan = float("nan")
     return {
@@ -438,6 +517,22 @@ def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
 
 
 _CPU_CHOICE: dict[tuple, int] = {}
+_CUDA_BYTES_PER_RUN: dict[tuple, float] = {}
+
+
+def _arch_key(cfg: RunConfig, data: DeviceData) -> tuple:
+    """What a probe's outcome depends on: the architecture and the batch's shape."""
+    arch = ("model", "depth", "width", "embed_dim", "batchnorm", "residual", "batch_size", "augment", "task", "head")
+    return tuple(getattr(cfg, f) for f in arch) + tuple(data.x_train.shape[1:]) + (str(data.x_train.dtype),)
+
+
+def _probe_data(data: DeviceData, n_train: int, n_eval: int) -> DeviceData:
+    """The first examples of each split: enough for a few probe steps."""
+    n = min(data.x_train.shape[0], n_train)
+    return DeviceData(
+        data.x_train[:n], data.y_train[:n], data.x_val[:n_eval], data.y_val[:n_eval],
+        data.x_test[:n_eval], data.y_test[:n_eval], data.n_classes, data.name,
+    )
 
 
 def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
@@ -447,15 +542,11 @@ def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
     per run in a population of 8), while MLPs and RNNs gain 2-5x. So time one short
     epoch of 1 run and of `probe_k` runs (a few batches each) and keep the faster; the
     choice is cached per architecture for the process."""
-    arch = ("model", "depth", "width", "embed_dim", "batchnorm", "residual", "batch_size", "augment")
-    key = tuple(getattr(cfg, f) for f in arch) + tuple(data.x_train.shape[1:])
+    key = _arch_key(cfg, data)
     if key in _CPU_CHOICE:
         return _CPU_CHOICE[key]
-    sample = min(data.x_train.shape[0], 3 * cfg.batch_size)
-    small = DeviceData(
-        data.x_train[:sample], data.y_train[:sample], data.x_val[:32], data.y_val[:32],
-        data.x_test[:32], data.y_test[:32], data.n_classes, data.name,
-    )
+    small = _probe_data(data, 3 * cfg.batch_size, 32)
+    sample = small.x_train.shape[0]
     probe = cfg.model_copy(update={"epochs": 1})
     rates = {}
     for k in (1, probe_k, 1, probe_k):  # twice each: the first call of a shape pays warm-up
@@ -466,7 +557,7 @@ def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
     return _CPU_CHOICE[key]
 
 
-def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32") -> int:
+def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32", conv_impl: str = "native") -> int:
     """How many runs of this architecture fit at once. On CUDA: measured from one probe
     step's peak memory against free memory (the prototype died at 256 CNNs x batch 512),
     and kept under 2**31 elements per activation tensor (32-bit indexing limit). On CPU:
@@ -476,16 +567,16 @@ def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32") ->
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info()
-    probe = cfg.model_copy(update={"epochs": 1})
-    sample = min(data.x_train.shape[0], 4 * cfg.batch_size)
-    small = DeviceData(
-        data.x_train[:sample], data.y_train[:sample], data.x_val[:256], data.y_val[:256],
-        data.x_test[:256], data.y_test[:256], data.n_classes, data.name,
-    )
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    train_group([probe, probe], [0, 1], small, precision=precision, eval_chunk=256)
-    per_run = max((torch.cuda.max_memory_allocated() - base) / 2, 1)
+    key = _arch_key(cfg, data) + (precision, conv_impl)
+    if key not in _CUDA_BYTES_PER_RUN:  # one probe per architecture and process
+        probe = cfg.model_copy(update={"epochs": 1})
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        train_group([probe, probe], [0, 1], _probe_data(data, 4 * cfg.batch_size, 256), precision=precision,
+                    eval_chunk=256, cuda_graphs=False, conv_impl=conv_impl)
+        _CUDA_BYTES_PER_RUN[key] = max((torch.cuda.max_memory_allocated() - base) / 2, 1)
+    # x1.5: a captured graph keeps its own memory pool beside the eager allocations.
+    per_run = 1.5 * _CUDA_BYTES_PER_RUN[key]
     by_memory = int(0.6 * free / per_run)
     # Largest activation tensor per example: a CNN's second stage (2*width channels at full
     # resolution), else the input, a hidden layer, or an RNN's/EmbeddingBag's sequence.
@@ -508,21 +599,27 @@ def train_population(
     precision: str = "fp32",
     max_chunk: int | None = None,
     log: Callable[[str], None] | None = None,
+    cuda_graphs: bool = True,
+    conv_impl: str = "auto",
 ) -> list[RunResult]:
     """Train many runs: grouped by architecture, each group in memory-sized chunks.
-    Results come back in the order of `cfgs`."""
+    Results come back in the order of `cfgs`. conv_impl "auto": CUDA_CONV_IMPL on CUDA,
+    "native" elsewhere (see train_group)."""
+    if conv_impl == "auto":
+        conv_impl = CUDA_CONV_IMPL if data.x_train.device.type == "cuda" else "native"
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
         groups.setdefault(group_key(c), []).append(i)
     results: list[RunResult | None] = [None] * len(cfgs)
     for members in groups.values():
-        cap = max_chunk or max_population(cfgs[members[0]], data, precision)
+        cap = max_chunk or max_population(cfgs[members[0]], data, precision, conv_impl)
         for start in range(0, len(members), cap):
             chunk = members[start : start + cap]
             if log:
                 c = cfgs[chunk[0]]
                 log(f"group {c.model} depth={c.depth} width={c.width} opt={c.optimizer}: {len(chunk)} runs at once")
-            out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision, log=log)
+            out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision, log=log,
+                              cuda_graphs=cuda_graphs, conv_impl=conv_impl)
             for i, r in zip(chunk, out):
                 results[i] = r
     return results  # type: ignore[return-value]

@@ -111,6 +111,28 @@ class MLP(Net):
         return self.out(h)
 
 
+def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 3x3, stride-1, padding-1 convolution as one matrix product: the nine shifted copies
+    of the (zero-padded, channels-last) input are concatenated along channels (im2col) and
+    multiplied by the kernel laid out as (9*C_in, C_out). Same function as F.conv2d(h,
+    weight, bias, padding=1), summed in another order. Why: under vmap a population's
+    F.conv2d becomes a grouped convolution, which cuDNN runs at ~16 TFLOP/s on an H100
+    (design.md); here vmap turns the product into one batched GEMM on the tensor cores.
+    h: (N, C, H, W) in any memory layout; returns (N, C_out, H, W) in channels-last layout."""
+    if torch.is_autocast_enabled(h.device.type):  # cast once, before the 9x larger im2col copy
+        dtype = torch.get_autocast_dtype(h.device.type)
+        h, weight = h.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    n, c, height, width = h.shape
+    padded = F.pad(h.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
+    cols = torch.cat([padded[:, dy : dy + height, dx : dx + width, :] for dy in range(3) for dx in range(3)], -1)
+    kernel = weight.permute(2, 3, 1, 0).reshape(9 * c, weight.shape[0])  # rows ordered (dy, dx, c) like cols
+    out = cols.reshape(n * height * width, 9 * c) @ kernel
+    if bias is not None:
+        out = out + bias
+    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
+
+
 class CNN(Net):
     """depth conv layers in two stages (width, then 2*width channels), a 2x2 max-pool after
     each stage, then fc(4*width) and the output layer. depth=2, width=32 is the reference
@@ -131,11 +153,16 @@ class CNN(Net):
         self.fc_norm = nn.BatchNorm1d(4 * cfg.width) if cfg.batchnorm else nn.Identity()
         self.out = nn.Linear(4 * cfg.width, shape.n_out)
         self.same_shape = [a == b for a, b in chans]
+        # Static switch set by the engine: "native" (F.conv2d) or "gemm" (conv3x3_gemm).
+        self.conv_impl = "native"
+
+    def conv(self, layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+        return conv3x3_gemm(h, layer.weight, layer.bias) if self.conv_impl == "gemm" else layer(h)
 
     def forward(self, x, key):
         h = x
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            z = self.act(norm(conv(h)))
+            z = self.act(norm(self.conv(conv, h)))
             h = h + z if (self.residual and self.same_shape[i] and i > 0) else z
             if i in self.stage_ends:
                 h = F.max_pool2d(h, 2)
