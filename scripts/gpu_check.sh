@@ -65,20 +65,26 @@ else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5
 fi
 
-step "pytest engine (CUDA)" "${PYTEST_S:-80}" "$OUT/pytest.log" \
-    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_models.py \
-    -k "graph or gemm or population_equals or population_matches or divergence or batchnorm"
+STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
+if [[ " $STEPS " == *" tests "* ]]; then
+    step "pytest engine (CUDA)" "${PYTEST_S:-80}" "$OUT/pytest.log" \
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_models.py \
+        -k "graph or gemm or population_equals or population_matches or divergence or batchnorm"
+fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS
     step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
         "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv native,gemm \
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
 }
-bench bf16 both "${BENCH_S:-140}"
-bench tf32 on "${TF32_S:-70}"
-
-step "bench profile full (${PROFILE_BUDGET}s of jobs)" "${PROFILE_S:-130}" "$OUT/profile.log" \
-    "$PY" -m tunebench.bench profile --profile full --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
+if [[ " $STEPS " == *" bench "* ]]; then
+    bench bf16 both "${BENCH_S:-140}"
+    bench tf32 on "${TF32_S:-70}"
+fi
+if [[ " $STEPS " == *" profile "* ]]; then
+    step "bench profile full (${PROFILE_BUDGET}s of jobs)" "${PROFILE_S:-130}" "$OUT/profile.log" \
+        "$PY" -m tunebench.bench profile --profile full --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
+fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"
 # The tables, together, from the JSON (which also holds the rows of a step that timed out).

@@ -269,7 +269,9 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     `save` gets the partial result after every job."""
     from tunebench import grid
 
-    set_precision(precision)
+    # fp32 runs as the pipeline does, with PyTorch's defaults (TF32 for cuDNN convolutions,
+    # not for matmuls); tf32/bf16 as in throughput mode.
+    set_precision(None if precision == "fp32" else precision)
     ds, prof = params.data, params.active
     cache: dict[str, engine.DeviceData] = {}
     jobs, load_s, t_all = [], {}, time.perf_counter()

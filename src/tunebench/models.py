@@ -118,7 +118,8 @@ def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     weight, bias, padding=1), summed in another order. Why: under vmap a population's
     F.conv2d becomes a grouped convolution, which cuDNN runs at ~16 TFLOP/s on an H100
     (design.md); here vmap turns the product into one batched GEMM on the tensor cores.
-    h: (N, C, H, W) in any memory layout; returns (N, C_out, H, W) in channels-last layout."""
+    h: (N, C, H, W) in any memory layout; returns (N, C_out, H, W), contiguous (vmap cannot
+    clone channels-last tensors, which batch norm's backward does)."""
     if torch.is_autocast_enabled(h.device.type):  # cast once, before the 9x larger im2col copy
         dtype = torch.get_autocast_dtype(h.device.type)
         h, weight = h.to(dtype), weight.to(dtype)
@@ -130,7 +131,7 @@ def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     out = cols.reshape(n * height * width, 9 * c) @ kernel
     if bias is not None:
         out = out + bias
-    return out.view(n, height, width, -1).permute(0, 3, 1, 2)
+    return out.view(n, height, width, -1).permute(0, 3, 1, 2).contiguous()
 
 
 class CNN(Net):
