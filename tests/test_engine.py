@@ -526,7 +526,7 @@ def test_cnn_gemm_population_equals_single_runs(digits):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw", [{"model": "mlp", "depth": 2, "dropout": 0.3, "optimizer": "adam", "lr": 0.003},
-                                {"model": "cnn", "width": 4, "batchnorm": True, "augment": "both", "optimizer": "momentum"}])
+                                {"model": "cnn", "depth": 2, "width": 4, "batchnorm": True, "augment": "both", "optimizer": "momentum"}])
 def test_cuda_graph_replay_equals_eager_steps(kw, digits):
     """The captured step replays exactly what the eager step computes (same kernels)."""
     cfgs = [cfg(**{**kw, "lr": kw.get("lr", 0.05) * f, "epochs": 3}) for f in (1.0, 2.0, 1e4)]  # the last diverges

@@ -64,7 +64,9 @@ def provenance(params: Params, datasets: list[dict], devices: list[str], wall: d
         "profile": params.profile,
         "seeds": params.active.seeds,
         "devices": sorted(set(devices)),
-        "precision": "fp32 (tf32 matmul allowed on CUDA)",
+        # The engine runs fp32 with PyTorch's defaults; on CUDA those allow TF32 in cuDNN
+        # convolutions (not in matmuls), and the training step is replayed as a CUDA graph.
+        "precision": "fp32 (on CUDA: PyTorch defaults, TF32 in cuDNN convolutions only; step replayed as a CUDA graph)",
         "python": platform.python_version(),
         "versions": versions,
         "datasets": datasets,
