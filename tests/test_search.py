@@ -212,6 +212,30 @@ def test_resume_continues_the_journal(dd, runs, tmp_path, strategy):
     pd.testing.assert_frame_equal(again[cols], whole[cols])
 
 
+@pytest.mark.parametrize("strategy", ["random", "coarse_to_fine"])
+def test_study_seeds_train_together_and_match_separate_studies(dd, tmp_path, monkeypatch, strategy):
+    """run_job trains the batches of all its study seeds as one population per round, and
+    each study gets the trials and values it gets when run alone."""
+    params = make_params(seeds=(0, 1, 2))
+    sizes = []
+    real = search.engine.train_population
+
+    def counting(cfgs, seeds, data, **kw):
+        sizes.append(sorted(seeds))
+        return real(cfgs, seeds, data, **kw)
+
+    monkeypatch.setattr(search.engine, "train_population", counting)
+    together = search.run_job(params, WL, strategy, dd, storage_at(tmp_path / "together.log"))
+    # coarse_to_fine's stage boundary is at 4 of 8 trials: every round is one batch of 4 per seed.
+    assert sizes == [[0] * 4 + [1] * 4 + [2] * 4] * 2
+    monkeypatch.setattr(search.engine, "train_population", real)
+    cols = ["trial", "lr", "l2", "dropout", "width", "stage", "value", "diverged"]
+    for seed in (0, 1, 2):
+        alone = search.run_study(params, WL, strategy, seed, dd, storage_at(tmp_path / f"alone{seed}.log"))
+        mine = together[together["study_seed"] == seed].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine[cols], alone[cols], rtol=1e-5)
+
+
 @pytest.mark.parametrize("strategy", ["grid", "random"])
 def test_crash_leaves_running_trials_that_are_failed_and_redone(dd, tmp_path, strategy):
     params = make_params()

@@ -19,6 +19,12 @@ by TPE's and GP's models, which could then keep proposing the failing region (hu
 rates) again and again; a penalised value teaches them to avoid it. Their val_acc/test_acc
 attrs keep the best finite epoch before the divergence (NaN if none), for information only.
 
+The studies of one (workload, strategy) job, one per study seed, advance in lockstep: each
+round every study asks its next batch and all of them train as one engine population
+(run_studies), so a job costs the sequential steps of one study, not one per seed. Each
+study keeps its own sampler, storage entry and training seed, so the trials and values are
+those it would get alone (up to float rounding of the population's batched kernels).
+
 Several workers on one study (an RDB storage, e.g. PostgreSQL, shared by processes or
 cluster jobs): trial numbers come from the storage, so each trial is recorded once; a worker
 counts the RUNNING trials of the others against the budget (it waits rather than overshoot,
@@ -455,6 +461,150 @@ def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: 
     return len(running)
 
 
+class _StudyRun:
+    """One study's ask/tell loop, cut at its batches so that several studies can train their
+    batches together (run_studies). See run_study for what a batch is."""
+
+    def __init__(self, params: Params, workload: str, strategy: str, study_seed: int, data: DeviceData,
+                 storage, log: Log, stop_after_batches: int | None):
+        settings = params.search_settings()
+        self.settings, self.space, self.trials = settings, settings.space, settings.trials
+        self.strategy, self.study_seed, self.data, self.log = strategy, study_seed, data, log
+        self.stop_after_batches = stop_after_batches
+        self.storage = storage
+        self.shared = bool(_heartbeat_interval(storage))
+        self.name = study_name(workload, strategy, study_seed)
+        self.fixed_seed = strategy in ("grid", "qmc")
+        self.study = optuna.create_study(
+            study_name=self.name, storage=storage, sampler=make_sampler(strategy, self.space, self.trials, study_seed),
+            direction="maximize", load_if_exists=True,
+        )
+        self.study_id = storage.get_study_id_from_name(self.name)
+        _check_meta(self.study, _meta(params, workload, strategy, settings))
+        _requeue_interrupted(self.study, storage, strategy, settings, log)
+        self.layers = grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)]
+        self.n_coarse = min(max(MIN_TOP, round(settings.coarse_fraction * self.trials)), self.trials - 1)
+        self.batches = 0
+        self.done = False
+
+    def ask(self) -> tuple[list[optuna.Trial], list] | None:
+        """The next batch's trials and their RunConfigs; None when the study is done (then
+        self.done) or when other workers are training the rest of its budget (wait)."""
+        study, settings, strategy = self.study, self.settings, self.strategy
+        if self.shared and self.batches:
+            _requeue_interrupted(study, self.storage, strategy, settings, self.log)  # a worker died meanwhile
+        all_trials = study.get_trials(deepcopy=False)
+        complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+        if len(complete) >= self.trials or (self.stop_after_batches is not None and self.batches >= self.stop_after_batches):
+            self.done = True
+            return None
+        running = [t for t in all_trials if t.state == TrialState.RUNNING]  # other workers' (ours are told)
+        n = min(settings.batch, self.trials - len(complete) - len(running))
+        stage, box = STAGE_SINGLE, None
+        if strategy == "coarse_to_fine":
+            coarse = [t for t in complete if t.user_attrs.get("stage") == STAGE_COARSE]
+            if len(coarse) < self.n_coarse:
+                in_flight = sum(t.user_attrs.get("stage") != STAGE_FINE for t in running)
+                stage, n = STAGE_COARSE, min(n, self.n_coarse - len(coarse) - in_flight)
+            elif n > 0:
+                stage, box = STAGE_FINE, narrow_box(coarse, self.space)
+        if n <= 0:  # the rest of the budget is being trained by other workers
+            _requeue_interrupted(study, self.storage, strategy, settings, self.log)
+            return None
+        if not self.fixed_seed:
+            seed = _batch_seed(self.study_seed, len(all_trials))
+            study.sampler = BoxSampler(box["width"], seed) if box else make_sampler(strategy, self.space, self.trials, seed)
+        asked, cfgs = [], []
+        for _ in range(n):
+            trial = study.ask()
+            if self.shared:
+                self.storage.record_heartbeat(self.trial_id(trial))
+            overrides = suggest(trial, self.space, box)
+            trial.set_user_attr("stage", stage)
+            if box is not None:
+                trial.set_user_attr("box", {k: list(v) for k, v in box.items()})
+            try:
+                cfgs.append(run_config(self.layers + [("trial", overrides)]))
+            except ConfigError:
+                study.tell(trial, state=TrialState.FAIL)
+                for t in asked:
+                    study.tell(t, state=TrialState.FAIL)
+                raise
+            asked.append(trial)
+        if self.shared:  # two workers that asked at the same moment may have overshot the budget
+            live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+            keep = [bisect.bisect_left(live, t.number) < self.trials for t in asked]
+            for trial, k in zip(asked, keep):
+                if not k:
+                    trial.set_user_attr("surplus", True)
+                    study.tell(trial, state=TrialState.FAIL)
+            asked = [t for t, k in zip(asked, keep) if k]
+            cfgs = [c for c, k in zip(cfgs, keep) if k]
+            if not asked:
+                return None
+        if self.log:
+            self.log(f"{self.name}: batch {self.batches + 1}, trials {asked[0].number}-{asked[-1].number} ({stage}), "
+                     f"{len(complete)}/{self.trials} complete")
+        return asked, cfgs
+
+    def trial_id(self, trial: optuna.Trial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+    def tell(self, asked: list[optuna.Trial], cfgs: list, results: list[RunResult]) -> None:
+        for trial, cfg, res in zip(asked, cfgs, results):
+            out = trial_outcome(res, chance_accuracy(cfg, self.data))
+            for key in ("val_acc", "test_acc", "best_epoch", "diverged", "epochs", "seconds"):
+                trial.set_user_attr(key, out[key])
+            self.study.tell(trial, out["value"])
+        self.batches += 1
+
+
+def run_studies(
+    params: Params,
+    workload: str,
+    strategy: str,
+    study_seeds: Sequence[int],
+    data: DeviceData,
+    storage,
+    *,
+    log: Log = None,
+    stop_after_batches: int | None = None,
+) -> list[pd.DataFrame]:
+    """Run (or resume) the studies of several seeds of one (workload, strategy) side by side:
+    each round asks every unfinished study for its next batch and trains all those trials as
+    one engine population, then tells each study its own. The studies stay independent (each
+    its sampler, storage entry and training seed); only the training is shared, so a job
+    takes as many sequential steps as one study instead of one per study seed. Returns one
+    tidy frame per study (trials_frame), in the order of study_seeds."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if workload not in params.workloads:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(params.workloads)}")
+    if data.regression:
+        raise ConfigError(f"search on {workload!r}: the objective is validation accuracy, dataset {data.name!r} is regression")
+    check_space(params.search_settings().space)
+    if isinstance(storage, str):  # a URL: with heartbeats, so workers can share the study
+        storage = rdb_storage(storage)
+    storage = optuna.storages.get_storage(storage)
+    runs = [_StudyRun(params, workload, strategy, s, data, storage, log, stop_after_batches) for s in study_seeds]
+    while not all(r.done for r in runs):
+        batches = [(r, r.ask()) for r in runs if not r.done]
+        batches = [(r, b) for r, b in batches if b is not None]
+        if not batches:  # every unfinished study waits for other workers' trials
+            time.sleep(WAIT_S)
+            continue
+        cfgs = [c for _, (_, cs) in batches for c in cs]
+        seeds = [r.study_seed for r, (_, cs) in batches for _ in cs]  # training seed = study seed
+        ids = [r.trial_id(t) for r, (asked, _) in batches for t in asked] if runs[0].shared else []
+        with _heartbeats(storage, ids):
+            results = engine.train_population(cfgs, seeds, data, log=log)
+        start = 0
+        for r, (asked, cs) in batches:
+            r.tell(asked, cs, results[start : start + len(cs)])
+            start += len(cs)
+    return [trials_frame(r.study, workload, strategy, r.study_seed) for r in runs]
+
+
 def run_study(
     params: Params,
     workload: str,
@@ -480,98 +630,8 @@ def run_study(
     `stop_after_batches` stops after that many batches (tests: an interrupted job).
     Several workers may run the same study at once on an RDB storage (module docstring).
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    if workload not in params.workloads:
-        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(params.workloads)}")
-    if data.regression:
-        raise ConfigError(f"search on {workload!r}: the objective is validation accuracy, dataset {data.name!r} is regression")
-    settings = params.search_settings()
-    space, trials = settings.space, settings.trials
-    check_space(space)
-    if isinstance(storage, str):  # a URL: with heartbeats, so workers can share the study
-        storage = rdb_storage(storage)
-    storage = optuna.storages.get_storage(storage)
-    shared = bool(_heartbeat_interval(storage))
-    name = study_name(workload, strategy, study_seed)
-    fixed_seed = strategy in ("grid", "qmc")
-    study = optuna.create_study(
-        study_name=name, storage=storage, sampler=make_sampler(strategy, space, trials, study_seed),
-        direction="maximize", load_if_exists=True,
-    )
-    study_id = storage.get_study_id_from_name(name)
-    _check_meta(study, _meta(params, workload, strategy, settings))
-    _requeue_interrupted(study, storage, strategy, settings, log)
-    layers = grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)]
-    n_coarse = min(max(MIN_TOP, round(settings.coarse_fraction * trials)), trials - 1)
-
-    batches = 0
-    while True:
-        if shared and batches:
-            _requeue_interrupted(study, storage, strategy, settings, log)  # a worker died meanwhile
-        all_trials = study.get_trials(deepcopy=False)
-        complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
-        if len(complete) >= trials or (stop_after_batches is not None and batches >= stop_after_batches):
-            break
-        running = [t for t in all_trials if t.state == TrialState.RUNNING]  # other workers' (ours are told)
-        n = min(settings.batch, trials - len(complete) - len(running))
-        stage, box = STAGE_SINGLE, None
-        if strategy == "coarse_to_fine":
-            coarse = [t for t in complete if t.user_attrs.get("stage") == STAGE_COARSE]
-            if len(coarse) < n_coarse:
-                in_flight = sum(t.user_attrs.get("stage") != STAGE_FINE for t in running)
-                stage, n = STAGE_COARSE, min(n, n_coarse - len(coarse) - in_flight)
-            elif n > 0:
-                stage, box = STAGE_FINE, narrow_box(coarse, space)
-        if n <= 0:  # the rest of the budget is being trained by other workers
-            time.sleep(WAIT_S)
-            _requeue_interrupted(study, storage, strategy, settings, log)
-            continue
-        if not fixed_seed:
-            seed = _batch_seed(study_seed, len(all_trials))
-            study.sampler = BoxSampler(box["width"], seed) if box else make_sampler(strategy, space, trials, seed)
-        asked, cfgs = [], []
-        for _ in range(n):
-            trial = study.ask()
-            if shared:
-                storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
-            overrides = suggest(trial, space, box)
-            trial.set_user_attr("stage", stage)
-            if box is not None:
-                trial.set_user_attr("box", {k: list(v) for k, v in box.items()})
-            try:
-                cfgs.append(run_config(layers + [("trial", overrides)]))
-            except ConfigError:
-                study.tell(trial, state=TrialState.FAIL)
-                for t in asked:
-                    study.tell(t, state=TrialState.FAIL)
-                raise
-            asked.append(trial)
-        if shared:  # two workers that asked at the same moment may have overshot the budget
-            live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
-            keep = [bisect.bisect_left(live, t.number) < trials for t in asked]
-            for trial, k in zip(asked, keep):
-                if not k:
-                    trial.set_user_attr("surplus", True)
-                    study.tell(trial, state=TrialState.FAIL)
-            asked = [t for t, k in zip(asked, keep) if k]
-            cfgs = [c for c, k in zip(cfgs, keep) if k]
-            n = len(asked)
-            if not asked:
-                continue
-        if log:
-            log(f"{name}: batch {batches + 1}, trials {asked[0].number}-{asked[-1].number} ({stage}), "
-                f"{len(complete)}/{trials} complete")
-        ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in asked] if shared else []
-        with _heartbeats(storage, ids):
-            results = engine.train_population(cfgs, [study_seed] * n, data, log=log)
-        for trial, cfg, res in zip(asked, cfgs, results):
-            out = trial_outcome(res, chance_accuracy(cfg, data))
-            for key in ("val_acc", "test_acc", "best_epoch", "diverged", "epochs", "seconds"):
-                trial.set_user_attr(key, out[key])
-            study.tell(trial, out["value"])
-        batches += 1
-    return trials_frame(study, workload, strategy, study_seed)
+    return run_studies(params, workload, strategy, [study_seed], data, storage, log=log,
+                       stop_after_batches=stop_after_batches)[0]
 
 
 def trials_frame(study: optuna.Study, workload: str, strategy: str, study_seed: int) -> pd.DataFrame:
@@ -605,9 +665,9 @@ def _num(x) -> float:
 def run_job(
     params: Params, workload: str, strategy: str, data: DeviceData, storage, log: Log = None
 ) -> pd.DataFrame:
-    """All studies (settings.study_seeds) of one (workload, strategy): one tidy frame."""
-    seeds = params.search_settings().study_seeds
-    frames = [run_study(params, workload, strategy, s, data, storage, log=log) for s in seeds]
+    """All studies (settings.study_seeds) of one (workload, strategy), their batches trained
+    together (run_studies): one tidy frame."""
+    frames = run_studies(params, workload, strategy, params.search_settings().study_seeds, data, storage, log=log)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FRAME_COLUMNS))
 
 
