@@ -536,3 +536,19 @@ def test_cuda_graph_replay_equals_eager_steps(kw, digits):
         assert a.diverged_epoch == b.diverged_epoch
         if not a.diverged:
             np.testing.assert_array_equal(_metrics(a), _metrics(b))
+
+
+def test_cpu_population_rule_is_fixed():
+    """The CPU chunk size is a rule of the architecture and image size, never a timing: the
+    same configuration must train in the same population on any machine load."""
+    def data(shape):
+        x = torch.zeros(4, *shape)
+        return DeviceData(x, torch.zeros(4, dtype=torch.int64), x, torch.zeros(4, dtype=torch.int64),
+                          x, torch.zeros(4, dtype=torch.int64), 10)
+
+    big, small, flat = data((1, 28, 28)), data((1, 8, 8)), data((30,))
+    cnn, mlp = cfg(model="cnn", depth=2), cfg(model="mlp")
+    assert engine._cpu_population(cnn, big) == 1
+    assert engine._cpu_population(cnn, small) == engine.CPU_MAX_POPULATION
+    assert engine._cpu_population(mlp, big) == engine.CPU_MAX_POPULATION
+    assert engine._cpu_population(mlp, flat) == engine.CPU_MAX_POPULATION

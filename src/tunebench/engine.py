@@ -520,7 +520,6 @@ def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
     }
 
 
-_CPU_CHOICE: dict[tuple, int] = {}
 _CUDA_BYTES_PER_RUN: dict[tuple, float] = {}
 
 
@@ -539,26 +538,23 @@ def _probe_data(data: DeviceData, n_train: int, n_eval: int) -> DeviceData:
     )
 
 
-def _cpu_population(cfg: RunConfig, data: DeviceData, probe_k: int = 8) -> int:
+# A CNN on images at least this large (pixels) trains one run at a time on a CPU.
+CPU_CNN_STACK_MAX_PIXELS = 255
+CPU_MAX_POPULATION = 256
+
+
+def _cpu_population(cfg: RunConfig, data: DeviceData) -> int:
     """On a CPU, whether stacking runs pays depends on the model: vmapped convolutions
     become grouped convolutions, which oneDNN runs slower than K separate ones on large
-    images (measured: reference-size CNN on 28x28, 2 cores: 2.3k samples/s alone vs 1.6k
-    per run in a population of 8), while MLPs and RNNs gain 2-5x. So time one short
-    epoch of 1 run and of `probe_k` runs (a few batches each) and keep the faster; the
-    choice is cached per architecture for the process."""
-    key = _arch_key(cfg, data)
-    if key in _CPU_CHOICE:
-        return _CPU_CHOICE[key]
-    small = _probe_data(data, 3 * cfg.batch_size, 32)
-    sample = small.x_train.shape[0]
-    probe = cfg.model_copy(update={"epochs": 1})
-    rates = {}
-    for k in (1, probe_k, 1, probe_k):  # twice each: the first call of a shape pays warm-up
-        t0 = time.perf_counter()
-        train_group([probe] * k, list(range(k)), small)
-        rates[k] = k * sample / (time.perf_counter() - t0)
-    _CPU_CHOICE[key] = 256 if rates[probe_k] >= rates[1] else 1
-    return _CPU_CHOICE[key]
+    images (measured, 2 cores: the reference CNN on 28x28 trains 1,260 samples/s alone and
+    773 per run in a population of 4; python -m tunebench.bench), while on 8x8 digits
+    stacking CNNs pays, as it does for MLPs (5-9x) and RNNs. A fixed rule, not a timing
+    probe: a choice that depended on the machine's load would change float rounding, and so
+    the results, between two runs of the same configuration."""
+    pixels = math.prod(data.x_train.shape[2:]) if data.x_train.dim() >= 4 else 0
+    if cfg.model == "cnn" and pixels > CPU_CNN_STACK_MAX_PIXELS:
+        return 1
+    return CPU_MAX_POPULATION
 
 
 def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32", conv_impl: str = "native") -> int:
