@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -221,28 +222,26 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             convs = (args.conv or "native").split(",") if arch == "cnn" else ["native"]
             graph_modes = {"on": [True], "off": [False], "both": [False, True]}[args.graphs]
             graph_modes = graph_modes if dev.type == "cuda" else [False]  # graphs are CUDA-only
-            for conv_impl in convs:
-                for graphs in graph_modes:
-                    how = (f" [{conv_impl} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
-                    for K in [1] + pops:
-                        label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
-                        if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
-                            add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
-                            continue
-                        # --max-model-samples bounds a row's work (K x samples) so big populations
-                        # stay within a time budget; 20+ steps per run are still steady state.
-                        n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
-                        n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
-                        try:
-                            n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
-                        except torch.cuda.OutOfMemoryError:
-                            torch.cuda.empty_cache()
-                            add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
-                            continue
-                        except RuntimeError as err:  # e.g. a kernel limit: the row says so, the table goes on
-                            add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}")
-                            continue
-                        add(label, K, cfg.batch_size, args.precision, n, s)
+            for conv_impl, graphs, K in itertools.product(convs, graph_modes, [1] + pops):
+                how = (f" [{conv_impl} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
+                label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
+                if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
+                    add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
+                    continue
+                # --max-model-samples bounds a row's work (K x samples) so big populations
+                # stay within a time budget; 20+ steps per run are still steady state.
+                n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
+                n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
+                try:
+                    n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
+                    continue
+                except RuntimeError as err:  # e.g. a kernel limit: the row says so, the table goes on
+                    add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}")
+                    continue
+                add(label, K, cfg.batch_size, args.precision, n, s)
     return result
 
 
@@ -261,7 +260,7 @@ def print_table(rows: list[dict]) -> None:
 
 # ---------------------------------------------------------------- profile mode
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
-                   max_seconds: float | None = None, save=lambda result: None) -> dict:
+                   max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does; seconds per job include building the
     models and every epoch's evaluation, not data loading (timed separately).
@@ -299,7 +298,8 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         runs = grid.job_runs(params, wl, dim)
         t0 = time.perf_counter()
         res = engine.train_population([r.config for r in runs], [r.seed for r in runs], cache[name],
-                                      precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl)
+                                      precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
+                                      cuda_graphs=cuda_graphs)
         sync(dev)
         s = time.perf_counter() - t0
         jobs.append(dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
                     "native,gemm; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
-    ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only)")
+    ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
+                    "profile: on unless off)")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         path = out_dir / f"profile-{params.profile}-{device_slug(dev)}.json"
         conv = args.conv or "auto"
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
-                                save=lambda r: atomic_json(path, r))
+                                save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off")
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
         m = result["meta"]

@@ -39,8 +39,8 @@ from tunebench.models import DataShape, build, hash_uniform, output_units, penal
 PER_RUN_FIELDS = frozenset(
     {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience", "target_accuracy"}
 )
-EVAL_TRAIN_EXAMPLES = 512
-AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)  # train accuracy (for the train-test gap) on this many, eval mode
+EVAL_TRAIN_EXAMPLES = 512  # train accuracy (for the train-test gap) on this many, eval mode
+AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)
 _INT31 = 2**31 - 1
 # The CNN convolution on CUDA, chosen by `python -m tunebench.bench` on an H100 (see the
 # README's engine section); CPUs always use F.conv2d (oneDNN), the faster there.
@@ -390,9 +390,8 @@ def train_group(
         train_step(order_full.index_select(1, batch_i.view(1)).squeeze(1))
         batch_i.add_(1)
 
-    use_graph = device.type == "cuda" and cuda_graphs and full_steps >= 4
-    graph = None
-    eager_steps = 0
+    # Under 4 full batches per epoch the capture would cost about what it saves.
+    run_full_batch = _GraphedStep(full_batch_step, device, log) if cuda_graphs and full_steps >= 4 else full_batch_step
     skeleton.train()
     for epoch in range(cfg0.epochs):
         t0 = time.perf_counter()
@@ -404,25 +403,8 @@ def train_group(
         loss_sum.zero_()
         grad_sq.zero_()
         batch_i.zero_()
-        for i in range(full_steps):
-            if graph is not None:
-                graph.replay()
-            elif use_graph and eager_steps >= 2:
-                graph = _capture(full_batch_step, log)
-                if graph is None:  # capture failed: the rest of the group trains eagerly
-                    use_graph = False
-                    full_batch_step()
-                else:
-                    graph.replay()  # capturing records the step without running it
-            elif use_graph:  # warm-up steps (real ones) on a side stream, as graph capture requires
-                side = torch.cuda.Stream(device)
-                side.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(side):
-                    full_batch_step()
-                torch.cuda.current_stream(device).wait_stream(side)
-                eager_steps += 1
-            else:
-                full_batch_step()
+        for _ in range(full_steps):
+            run_full_batch()
         if has_tail:  # the short last batch has another shape: eager
             train_step(order_tail)
         # ---- end of epoch: evaluate on the device, then the one host read of the epoch
@@ -496,19 +478,46 @@ def train_group(
     return results
 
 
-def _capture(step: Callable[[], None], log: Callable[[str], None] | None):
-    """Record one call of `step` as a CUDA graph (recording runs nothing); None, and a log
-    line, when some op cannot be captured, so the caller trains eagerly instead."""
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            step()
-    except Exception as err:  # noqa: BLE001  any capture failure falls back to eager steps
-        torch.cuda.synchronize()
-        if log:
-            log(f"  CUDA graph capture failed ({type(err).__name__}: {err}); training this group eagerly")
-        return None
-    return graph
+class _GraphedStep:
+    """Calls `step` through a CUDA graph: the first WARMUP calls run eagerly on a side
+    stream (real steps; capture requires the warm-up), the next one captures the step and
+    every call replays it. Where some op cannot be captured, a log line, and the step runs
+    eagerly from then on. On a CPU device it simply calls `step`."""
+
+    WARMUP = 2
+
+    def __init__(self, step: Callable[[], None], device: torch.device, log: Callable[[str], None] | None):
+        self.step, self.device, self.log = step, device, log
+        self.enabled = device.type == "cuda"
+        self.warm = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.enabled:
+            self.step()
+        elif self.warm < self.WARMUP:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.step()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self.warm += 1
+        else:
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self.step()  # recorded, not run
+            except Exception as err:  # noqa: BLE001  any capture failure falls back to eager steps
+                torch.cuda.synchronize()
+                if self.log:
+                    self.log(f"  CUDA graph capture failed ({type(err).__name__}: {err}); training this group eagerly")
+                self.enabled = False
+                self.step()
+                return
+            self.graph = graph
+            graph.replay()
 
 
 def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
@@ -538,7 +547,7 @@ def _probe_data(data: DeviceData, n_train: int, n_eval: int) -> DeviceData:
     )
 
 
-# A CNN on images at least this large (pixels) trains one run at a time on a CPU.
+# A CNN on images of more pixels than this trains one run at a time on a CPU.
 CPU_CNN_STACK_MAX_PIXELS = 255
 CPU_MAX_POPULATION = 256
 
