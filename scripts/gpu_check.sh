@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One-shot GPU check, run once by a session that has a lent GPU (ends within ~7 minutes):
+# One-shot GPU check, run once by a session that has a lent GPU (ends within ~8 minutes):
 #
 #   1. the engine tests that mean something on CUDA: CUDA-graph replay == eager steps, the
-#      GEMM convolution == the native one, populations == single runs, divergence;
+#      GEMM convolution == the native one, the fused Triton conv+ReLU+pool kernels
+#      (tests/test_popconv.py, and whole runs against native), populations == single runs,
+#      divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
-#      with populations, for the reference CNN (native cuDNN and GEMM convolutions) and the
-#      MLP, bf16 with and without CUDA graphs, then tf32;
+#      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
+#      BENCH_CONVS=native,gemm,triton adds the GEMM ones) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench profile --profile full for a fixed time budget: seconds per
 #      ablation job of the full profile (every claim, full data, 5 seeds).
 #
@@ -67,18 +69,18 @@ fi
 
 STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
-    step "pytest engine (CUDA)" "${PYTEST_S:-80}" "$OUT/pytest.log" \
-        "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_models.py \
-        -k "graph or gemm or population_equals or population_matches or divergence or batchnorm"
+    step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$OUT/pytest.log" \
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_models.py tests/test_popconv.py \
+        -k "graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS
     step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
-        "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv native,gemm \
+        "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv "${BENCH_CONVS:-native,triton}" \
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    bench bf16 both "${BENCH_S:-140}"
+    bench bf16 on "${BENCH_S:-140}"
     bench tf32 on "${TF32_S:-70}"
 fi
 if [[ " $STEPS " == *" profile "* ]]; then

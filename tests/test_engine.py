@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunebench import engine, models
+from tunebench import engine, models, popconv
 from tunebench.config import RunConfig
 from tunebench.engine import DeviceData
 
@@ -524,14 +524,54 @@ def test_cnn_gemm_population_equals_single_runs(digits):
         assert_same_run(r, engine.train(c, digits, s, max_chunk=1, conv_impl="gemm"))
 
 
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("kw", [{"optimizer": "adam", "lr": 0.003, "dropout": 0.2, "augment": "shift"},
+                                {"optimizer": "momentum", "depth": 3, "residual": True}])
+def test_cnn_triton_fused_layers_train_like_native(kw, digits, monkeypatch):
+    """conv_impl="triton" runs each conv->ReLU->pool layer of the population as one fused
+    kernel; the runs must equal the native ones. Depth 3 with a skip connection mixes a
+    fused layer with an unfusable one. On a CPU the kernels run in Triton's interpreter,
+    which costs ~50 ms per program: a slice of the data, and large tiles (fewer programs;
+    popconv's own tests cover the production tiles)."""
+    if DEVICE.type == "cpu":
+        for name, size in (("BLOCK_P", 256), ("BLOCK_M", 512), ("BLOCK_S", 512)):
+            monkeypatch.setattr(popconv, name, size)
+    small = DeviceData(digits.x_train[:96], digits.y_train[:96], digits.x_val[:40], digits.y_val[:40],
+                       digits.x_test[:40], digits.y_test[:40], 10, "digits-slice")
+    fused_calls = []
+    real = popconv.conv_relu_pool
+    monkeypatch.setattr(popconv, "conv_relu_pool", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+    cfgs = [cfg(model="cnn", width=4, batch_size=32, **{"depth": 2, "lr": lr, **kw}) for lr in (0.02, 0.05)]
+    a = population(cfgs, [0, 1], small, conv_impl="native")
+    assert not fused_calls
+    b = population(cfgs, [0, 1], small, conv_impl="triton")
+    assert fused_calls, "the fused kernel was never called"
+    for ra, rb in zip(a, b):
+        assert_same_run(ra, rb)
+
+
+def test_triton_conv_without_a_device_for_it_is_a_clear_error(digits, monkeypatch):
+    monkeypatch.setattr(popconv, "available", lambda device: False)
+    with pytest.raises(ValueError, match="conv_impl 'triton' needs a CUDA device"):
+        population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="triton")
+
+
+def test_unknown_conv_impl_is_a_clear_error(digits):
+    with pytest.raises(ValueError, match="conv_impl 'winograd'"):
+        population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="winograd")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("kw", [{"model": "mlp", "depth": 2, "dropout": 0.3, "optimizer": "adam", "lr": 0.003},
-                                {"model": "cnn", "depth": 2, "width": 4, "batchnorm": True, "augment": "both", "optimizer": "momentum"}])
-def test_cuda_graph_replay_equals_eager_steps(kw, digits):
+@pytest.mark.parametrize("kw, conv_impl", [
+    ({"model": "mlp", "depth": 2, "dropout": 0.3, "optimizer": "adam", "lr": 0.003}, "native"),
+    ({"model": "cnn", "depth": 2, "width": 4, "batchnorm": True, "augment": "both", "optimizer": "momentum"}, "native"),
+    ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.2, "optimizer": "adam", "lr": 0.003}, "triton"),
+])
+def test_cuda_graph_replay_equals_eager_steps(kw, conv_impl, digits):
     """The captured step replays exactly what the eager step computes (same kernels)."""
     cfgs = [cfg(**{**kw, "lr": kw.get("lr", 0.05) * f, "epochs": 3}) for f in (1.0, 2.0, 1e4)]  # the last diverges
-    eager = population(cfgs, [0, 1, 2], digits, cuda_graphs=False)
-    graphed = population(cfgs, [0, 1, 2], digits, cuda_graphs=True)
+    eager = population(cfgs, [0, 1, 2], digits, cuda_graphs=False, conv_impl=conv_impl)
+    graphed = population(cfgs, [0, 1, 2], digits, cuda_graphs=True, conv_impl=conv_impl)
     for a, b in zip(eager, graphed):
         assert a.diverged_epoch == b.diverged_epoch
         if not a.diverged:

@@ -320,3 +320,15 @@ def test_cnn_gemm_forward_equals_native(kw):
     native = net(x, KEY)
     net.conv_impl = "gemm"
     torch.testing.assert_close(net(x, KEY), native, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw, fused", [
+    ({}, {0, 1}),  # the reference CNN: both conv -> ReLU -> pool layers
+    ({"depth": 4}, {1, 3}),  # pools after each stage's last layer only
+    ({"depth": 3, "residual": True}, {0}),  # layer 2 adds a skip before its pool
+    ({"batchnorm": True}, set()),  # batch norm sits between conv and ReLU
+    ({"activation": "tanh"}, set()),
+])
+def test_cnn_layers_the_fused_kernel_may_replace(kw, fused):
+    model = build(cfg_for("cnn", **kw), IMAGE, 0)
+    assert model.fusable == fused

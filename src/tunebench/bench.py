@@ -238,7 +238,7 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                     torch.cuda.empty_cache()
                     add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
                     continue
-                except RuntimeError as err:  # e.g. a kernel limit: the row says so, the table goes on
+                except Exception as err:  # noqa: BLE001  a kernel limit or a Triton compile error: the row says so, the table goes on
                     add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}")
                     continue
                 add(label, K, cfg.batch_size, args.precision, n, s)
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--batch", type=int, default=512, help="engine batch size")
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
-                    "native,gemm; profile: the one to train with (default: the engine's choice)")
+                    "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
                     "profile: on unless off)")

@@ -45,6 +45,7 @@ _INT31 = 2**31 - 1
 # The CNN convolution on CUDA, chosen by `python -m tunebench.bench` on an H100 (see the
 # README's engine section); CPUs always use F.conv2d (oneDNN), the faster there.
 CUDA_CONV_IMPL = "native"
+CONV_IMPLS = ("native", "gemm", "triton")
 
 
 @dataclass
@@ -285,8 +286,17 @@ def train_group(
 ) -> list[RunResult]:
     """Train runs that share group_key(config) together; returns one result per run.
     cuda_graphs: on CUDA, capture the training step once and replay it (no effect on CPU).
-    conv_impl: the CNN's convolution, "native" (F.conv2d; cuDNN/oneDNN) or "gemm"
-    (im2col + batched matmul, see models.conv3x3_gemm); the same function either way."""
+    conv_impl: the CNN's convolution, "native" (F.conv2d; cuDNN/oneDNN), "gemm" (im2col +
+    batched matmul, see models.conv3x3_gemm) or "triton" (conv+ReLU+pool layers as one fused
+    Triton kernel for the whole population, see popconv); the same function each way."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl {conv_impl!r}: expected one of {', '.join(CONV_IMPLS)}")
+    if conv_impl == "triton" and cfgs[0].model == "cnn":
+        from tunebench import popconv  # imports Triton: only when asked for
+
+        if not popconv.available(data.x_train.device):
+            raise ValueError(f"conv_impl 'triton' needs a CUDA device and Triton (device here: {data.x_train.device}; "
+                             "TRITON_INTERPRET=1 runs the kernels slowly on a CPU, for tests)")
     assert len({group_key(c) for c in cfgs}) == 1, "runs of one population must share an architecture"
     device = data.x_train.device
     cfg0 = cfgs[0]

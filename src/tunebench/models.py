@@ -154,7 +154,14 @@ class CNN(Net):
         self.fc_norm = nn.BatchNorm1d(4 * cfg.width) if cfg.batchnorm else nn.Identity()
         self.out = nn.Linear(4 * cfg.width, shape.n_out)
         self.same_shape = [a == b for a, b in chans]
-        # Static switch set by the engine: "native" (F.conv2d) or "gemm" (conv3x3_gemm).
+        # Layers that are exactly conv -> ReLU -> 2x2 max-pool (no batch norm, no skip): the
+        # "triton" implementation runs each as one fused kernel (popconv.conv_relu_pool).
+        self.fusable = {
+            i for i in self.stage_ends
+            if cfg.activation == "relu" and not cfg.batchnorm and not (cfg.residual and self.same_shape[i] and i > 0)
+        }
+        # Static switch set by the engine: "native" (F.conv2d), "gemm" (conv3x3_gemm) or
+        # "triton" (fusable layers fused, the others native).
         self.conv_impl = "native"
 
     def conv(self, layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
@@ -163,6 +170,11 @@ class CNN(Net):
     def forward(self, x, key):
         h = x
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if self.conv_impl == "triton" and i in self.fusable:
+                from tunebench.popconv import conv_relu_pool  # imports Triton: only when asked for
+
+                h = conv_relu_pool(h, conv.weight, conv.bias)
+                continue
             z = self.act(norm(self.conv(conv, h)))
             h = h + z if (self.residual and self.same_shape[i] and i > 0) else z
             if i in self.stage_ends:

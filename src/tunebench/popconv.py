@@ -1,0 +1,386 @@
+"""Fused population convolution for the CNN: conv3x3 (stride 1, padding 1) + bias + ReLU +
+2x2 max-pool for K runs at once, as Triton kernels (implicit GEMM; the run index is the
+grid's third axis).
+
+Why: under vmap a population's F.conv2d becomes a grouped convolution, and ReLU and the
+pool are separate passes over the convolution's full-size output. On an H100 that held the
+reference CNN at 0.51M model-samples/s; by the byte count in
+benchmarks/h100-2026-11-26/NOTES.md, unfused passes alone cap it near 3M. Here the
+full-size output never reaches device memory in the forward pass: each program computes
+the four pixels of its pooling windows, stores their max after ReLU and, in one byte, which
+of the four it was; the backward kernels route the gradient from that byte.
+
+`conv_relu_pool(x, weight, bias)` is the same function as
+F.max_pool2d(F.relu(F.conv2d(x, weight, bias, padding=1)), 2) (ties and NaN resolved as
+max_pool2d does: the first maximum in row-major order; NaN wins), and it works inside
+torch.func.vmap(grad(...)), the engine's step: it is an autograd.Function whose vmap rule
+hands the whole population to one kernel launch.
+
+Backends, each a pair of functions on population tensors (leading run axis K):
+- "triton": the kernels below (CUDA; on a CPU only with TRITON_INTERPRET=1 set before the
+  import, which the tests use on tiny shapes);
+- "torch": a grouped F.conv2d and autograd-free gradients (torch.nn.grad), the reference
+  the kernels are tested against.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton ships with torch's CUDA wheels on Linux; elsewhere only the torch backend exists.
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - depends on the platform
+    HAS_TRITON = False
+
+# Tile sizes (elements). Fixed, not autotuned: BLOCK_R sets the order of each dot product's
+# summation, so a timing-based choice could change float rounding between two runs of one
+# configuration. tl.dot needs every tile dimension >= 16.
+BLOCK_P = 32  # pooled output pixels per forward program (x4 conv pixels)
+BLOCK_M = 64  # input pixels per dgrad program
+BLOCK_S = 64  # pixels reduced per wgrad iteration
+BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration
+MAX_SPLIT = 16  # wgrad: programs sharing one run's pixel reduction (partials summed after)
+WGRAD_PIXELS_PER_SPLIT = 8192  # pixels per wgrad program before the reduction is split
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The unfused function, for one run: what conv_relu_pool must equal."""
+    return F.max_pool2d(F.relu(F.conv2d(x, weight, bias, padding=1)), 2)
+
+
+# ---------------------------------------------------------------- torch backend (reference)
+def _grouped_conv(x, weight, bias):
+    """(K, N, C, H, W) x (K, CO, C, 3, 3) -> (K, N, CO, H, W): one grouped convolution."""
+    K, N, C, H, W = x.shape
+    CO = weight.shape[1]
+    z = F.conv2d(x.transpose(0, 1).reshape(N, K * C, H, W), weight.reshape(K * CO, C, 3, 3),
+                 bias.reshape(K * CO), padding=1, groups=K)
+    return z.view(N, K, CO, H, W).transpose(0, 1)
+
+
+def _windows(z: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (..., H//2, W//2, 4): each 2x2 window in row-major order."""
+    *lead, H, W = z.shape
+    PH, PW = H // 2, W // 2
+    z = z[..., : 2 * PH, : 2 * PW].reshape(*lead, PH, 2, PW, 2)
+    return z.movedim(-3, -2).reshape(*lead, PH, PW, 4)
+
+
+def _torch_forward(x, weight, bias):
+    z = _windows(_grouped_conv(x, weight, bias))
+    # First maximum, NaN counting as the maximum (as max_pool2d): NaN -> +inf for argmax.
+    code = torch.where(torch.isnan(z), torch.inf, z).argmax(-1, keepdim=True)
+    best = z.gather(-1, code).squeeze(-1)
+    return torch.where(best < 0, torch.zeros_like(best), best), code.squeeze(-1).to(torch.int8)
+
+
+def _unpool(grad_pooled: torch.Tensor, code: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Gradient of the pre-pool map: each pooled gradient at its window's argmax."""
+    *lead, PH, PW = grad_pooled.shape
+    onehot = code[..., None].long() == torch.arange(4, device=code.device)
+    g = (grad_pooled[..., None] * onehot).reshape(*lead, PH, PW, 2, 2).movedim(-2, -3).reshape(*lead, 2 * PH, 2 * PW)
+    return F.pad(g, (0, W - 2 * PW, 0, H - 2 * PH))  # odd sizes: the last row/column pools nowhere
+
+
+def _torch_backward(grad_y, y, code, x, weight, need_dx: bool):
+    K, N, C, H, W = x.shape
+    CO = weight.shape[1]
+    gz = _unpool(grad_y * (y > 0), code, H, W)  # (K, N, CO, H, W)
+    gz_n = gz.transpose(0, 1).reshape(N, K * CO, H, W)
+    x_n = x.transpose(0, 1).reshape(N, K * C, H, W)
+    w_flat = weight.reshape(K * CO, C, 3, 3)
+    dw = torch.nn.grad.conv2d_weight(x_n, w_flat.shape, gz_n, padding=1, groups=K).view_as(weight)
+    db = gz.sum((1, 3, 4))
+    if not need_dx:
+        return dw, db
+    dx = torch.nn.grad.conv2d_input(x_n.shape, w_flat, gz_n, padding=1, groups=K)
+    return dx.view(N, K, C, H, W).transpose(0, 1), dw, db
+
+
+# ---------------------------------------------------------------- triton backend
+if HAS_TRITON:
+
+    @triton.jit
+    def _window_dot(acc, x_row, oy, ox, row_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv,
+                    PRECISION: tl.constexpr):
+        """acc + (implicit im2col rows of the conv pixels (oy, ox)) @ wv."""
+        iy = oy[:, None] + ty[None, :] - 1
+        ix = ox[:, None] + tx[None, :] - 1
+        ok = row_ok[:, None] & r_ok[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        a = tl.load(x_row[:, None] + ci[None, :] * sxc + iy * sxh + ix * sxw, mask=ok, other=0.0)
+        return tl.dot(a, wv, acc, input_precision=PRECISION)
+
+    @triton.jit
+    def _take_max(best, code, z, q: tl.constexpr):
+        better = (z > best) | (z != z)  # NaN wins, as in max_pool2d
+        return tl.where(better, z, best), tl.where(better, q, code)
+
+    @triton.jit
+    def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, code_ptr,
+                    N, C, H, W, CO, PH, PW,
+                    sxk, sxn, sxc, sxh, sxw, swk, swo, swc, swh, sww, sbk, sbo,
+                    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr,
+                    PRECISION: tl.constexpr):
+        k = tl.program_id(2).to(tl.int64)
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # pooled pixel over (n, py, px)
+        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        p_ok = p < N * PH * PW
+        co_ok = co < CO
+        n = p // (PH * PW)
+        rem = p % (PH * PW)
+        oy = 2 * (rem // PW)
+        ox = 2 * (rem % PW)
+        x_row = x_ptr + k * sxk + n.to(tl.int64) * sxn
+        acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc3 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        for r0 in range(0, 9 * C, BLOCK_R):  # reduction index r = tap * C + channel
+            r = r0 + tl.arange(0, BLOCK_R)
+            r_ok = r < 9 * C
+            tap = r // C
+            ci = r % C
+            ty = tap // 3
+            tx = tap % 3
+            wv = tl.load(w_ptr + k * swk + co[None, :] * swo + ci[:, None] * swc + ty[:, None] * swh + tx[:, None] * sww,
+                         mask=r_ok[:, None] & co_ok[None, :], other=0.0)
+            # The four pixels of each 2x2 window share the weight tile.
+            acc0 = _window_dot(acc0, x_row, oy, ox, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
+            acc1 = _window_dot(acc1, x_row, oy, ox + 1, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
+            acc2 = _window_dot(acc2, x_row, oy + 1, ox, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
+            acc3 = _window_dot(acc3, x_row, oy + 1, ox + 1, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
+        bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+        best = acc0 + bias
+        code = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.int32)
+        best, code = _take_max(best, code, acc1 + bias, 1)
+        best, code = _take_max(best, code, acc2 + bias, 2)
+        best, code = _take_max(best, code, acc3 + bias, 3)
+        out = tl.where(best < 0, 0.0, best)  # ReLU after the max (they commute); keeps NaN
+        # Output (K, N, CO, PH, PW), contiguous.
+        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
+        ok = p_ok[:, None] & co_ok[None, :]
+        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
+
+    @triton.jit
+    def _grad_z(gp_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
+        """Gradient of the pre-pool conv output at (oy, ox): the pooled gradient (already
+        masked by ReLU) where this pixel was its window's maximum, else 0. `plane`: the
+        offset of each element's (run, example, channel) plane in the pooled arrays."""
+        inside = ok & (oy >= 0) & (oy < 2 * PH) & (ox >= 0) & (ox < 2 * PW)
+        off = plane + (oy // 2) * PW + ox // 2
+        g = tl.load(gp_ptr + off, mask=inside, other=0.0).to(tl.float32)
+        code = tl.load(code_ptr + off, mask=inside, other=-1).to(tl.int32)
+        return tl.where(code == (oy % 2) * 2 + ox % 2, g, 0.0)
+
+    @triton.jit
+    def _dgrad_kernel(gp_ptr, code_ptr, w_ptr, dx_ptr,
+                      N, C, H, W, CO, PH, PW,
+                      swk, swo, swc, swh, sww,
+                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+                      PRECISION: tl.constexpr):
+        """dx[k, n, c, iy, ix] = sum over (co, ty, tx) of gz[k, n, co, iy+1-ty, ix+1-tx] * w[k, co, c, ty, tx]."""
+        k = tl.program_id(2).to(tl.int64)
+        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixel over (n, iy, ix)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        m_ok = m < N * H * W
+        c_ok = c < C
+        n = (m // (H * W)).to(tl.int64)
+        iy = (m % (H * W)) // W
+        ix = m % W
+        acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+        for r0 in range(0, 9 * CO, BLOCK_R):  # reduction index r = tap * CO + out channel
+            r = r0 + tl.arange(0, BLOCK_R)
+            r_ok = r < 9 * CO
+            tap = r // CO
+            co = r % CO
+            ty = tap // 3
+            tx = tap % 3
+            plane = ((k * N + n)[:, None] * CO + co[None, :]) * (PH * PW)
+            gz = _grad_z(gp_ptr, code_ptr, plane, iy[:, None] + 1 - ty[None, :], ix[:, None] + 1 - tx[None, :],
+                         m_ok[:, None] & r_ok[None, :], PH, PW)
+            wv = tl.load(w_ptr + k * swk + co[:, None] * swo + c[None, :] * swc + ty[:, None] * swh + tx[:, None] * sww,
+                         mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+            acc = tl.dot(gz.to(wv.dtype), wv, acc, input_precision=PRECISION)
+        off = ((k * N + n)[:, None] * C + c[None, :]) * (H * W) + (iy * W + ix)[:, None]
+        tl.store(dx_ptr + off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
+
+    @triton.jit
+    def _wgrad_kernel(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
+                      N, C, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
+                      sxk, sxn, sxc, sxh, sxw,
+                      BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+                      PRECISION: tl.constexpr):
+        """Partial sums over one slice of the pixels: dw[k, s, co, r] (r = tap * C + c) and,
+        from the programs of the first r tile, db[k, s, co]."""
+        pid_s = tl.program_id(2)
+        k = (pid_s // SPLIT).to(tl.int64)
+        s = pid_s % SPLIT
+        co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+        co_ok = co < CO
+        r_ok = r < 9 * C
+        tap = r // C
+        ci = r % C
+        ty = tap // 3
+        tx = tap % 3
+        n_pix = N * (2 * PH) * (2 * PW)  # pixels outside the pooled area have zero gradient
+        acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
+        for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
+            j = j0 + tl.arange(0, BLOCK_S)
+            j_ok = j < n_pix
+            n = (j // (4 * PH * PW)).to(tl.int64)
+            oy = (j % (4 * PH * PW)) // (2 * PW)
+            ox = j % (2 * PW)
+            plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
+            gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+            iy = oy[:, None] + ty[None, :] - 1
+            ix = ox[:, None] + tx[None, :] - 1
+            ok = j_ok[:, None] & r_ok[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            xv = tl.load(x_ptr + k * sxk + n[:, None] * sxn + ci[None, :] * sxc + iy * sxh + ix * sxw, mask=ok, other=0.0)
+            acc = tl.dot(gz.to(xv.dtype), xv, acc, input_precision=PRECISION)
+            db += tl.sum(gz, axis=1)
+        part = (k * SPLIT + s) * CO + co  # (K, SPLIT, CO, 9C) and (K, SPLIT, CO) partials, fp32
+        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
+        tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
+
+
+def _tile(n: int, cap: int = 64) -> int:
+    return max(16, min(cap, triton.next_power_of_2(n)))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 convolutions follow cuDNN's setting (TF32 by default on Ampere and later).
+    return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _triton_forward(x, weight, bias):
+    K, N, C, H, W = x.shape
+    CO = weight.shape[1]
+    PH, PW = H // 2, W // 2
+    y = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=x.dtype)
+    code = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=torch.int8)
+    block_co = _tile(CO)
+    grid = (triton.cdiv(N * PH * PW, BLOCK_P), triton.cdiv(CO, block_co), K)
+    _fwd_kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
+                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=BLOCK_R, PRECISION=_precision(x.dtype))
+    return y, code
+
+
+def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
+    K, N, C, H, W = x.shape
+    CO = weight.shape[1]
+    PH, PW = H // 2, W // 2
+    gp = (grad_y * (y > 0)).contiguous()  # ReLU's mask, on the small pooled array
+    code = code.contiguous()
+    precision = _precision(x.dtype)
+    n_pix = N * 4 * PH * PW
+    split = max(1, min(MAX_SPLIT, triton.cdiv(n_pix, WGRAD_PIXELS_PER_SPLIT)))
+    per_split = triton.cdiv(triton.cdiv(n_pix, split), BLOCK_S) * BLOCK_S
+    dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
+    db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
+    block_co = _tile(CO)
+    grid = (triton.cdiv(CO, block_co), triton.cdiv(9 * C, BLOCK_R), K * split)
+    _wgrad_kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
+                        BLOCK_CO=block_co, BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, PRECISION=precision)
+    # Fixed-order sums of the partials: deterministic, unlike atomics.
+    dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
+    db = db_part.sum(1).to(weight.dtype)
+    if not need_dx:
+        return dw, db
+    dx = torch.empty(K, N, C, H, W, device=x.device, dtype=x.dtype)
+    block_c = _tile(C)
+    grid = (triton.cdiv(N * H * W, BLOCK_M), triton.cdiv(C, block_c), K)
+    _dgrad_kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(),
+                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=BLOCK_R, PRECISION=precision)
+    return dx, dw, db
+
+
+BACKENDS = {"torch": (_torch_forward, _torch_backward)}
+if HAS_TRITON:
+    BACKENDS["triton"] = (_triton_forward, _triton_backward)
+
+
+def available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run on `device`: a CUDA device, or any device under
+    Triton's interpreter (TRITON_INTERPRET=1; slow, for tests)."""
+    return "triton" in BACKENDS and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+# ---------------------------------------------------------------- autograd + vmap plumbing
+def _population(t: torch.Tensor, dim: int | None, K: int) -> torch.Tensor:
+    """The run axis first; an input shared by all runs is broadcast without a copy."""
+    return t.expand(K, *t.shape) if dim is None else t.movedim(dim, 0)
+
+
+class _ConvReluPool(torch.autograd.Function):
+    @staticmethod
+    def forward(x, weight, bias, backend):
+        y, code = BACKENDS[backend][0](x[None], weight[None], bias[None])
+        return y[0], code[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, backend = inputs
+        y, code = output
+        ctx.save_for_backward(x, weight, y, code)
+        ctx.mark_non_differentiable(code)
+        ctx.backend = backend
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_code):
+        x, weight, y, code = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0]
+        grads = _ConvReluPoolBackward.apply(grad_y, y, code, x, weight, need_dx, ctx.backend)
+        return (*grads, None) if need_dx else (None, *grads, None)
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, backend):
+        K = info.batch_size
+        y, code = BACKENDS[backend][0](*(_population(t, d, K) for t, d in zip((x, weight, bias), in_dims[:3])))
+        return (y, code), (0, 0)
+
+
+class _ConvReluPoolBackward(torch.autograd.Function):
+    """The backward pass as its own Function, so that under vmap it, too, reaches the
+    backend once for the whole population. Not differentiable (no double backward)."""
+
+    @staticmethod
+    def forward(grad_y, y, code, x, weight, need_dx, backend):
+        grads = BACKENDS[backend][1](grad_y[None], y[None], code[None], x[None], weight[None], need_dx)
+        return tuple(g[0] for g in grads)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("conv_relu_pool has no second derivative")
+
+    @staticmethod
+    def vmap(info, in_dims, grad_y, y, code, x, weight, need_dx, backend):
+        K = info.batch_size
+        tensors = (grad_y, y, code, x, weight)
+        grads = BACKENDS[backend][1](*(_population(t, d, K) for t, d in zip(tensors, in_dims[:5])), need_dx)
+        return grads, tuple(0 for _ in grads)
+
+
+def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str = "triton") -> torch.Tensor:
+    """max_pool2d(relu(conv2d(x, weight, bias, padding=1)), 2) for x (N, C, H, W), weight
+    (CO, C, 3, 3), bias (CO,), in one fused pass (see the module's docstring). Under
+    autocast the inputs are cast to its dtype first, as F.conv2d's would be."""
+    if backend not in BACKENDS:
+        raise ValueError(f"conv_relu_pool backend {backend!r} is not available here (have: {sorted(BACKENDS)})")
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):  # the torch backend's ops keep the dtype given
+        return _ConvReluPool.apply(x, weight, bias, backend)[0]

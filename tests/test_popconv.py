@@ -1,0 +1,139 @@
+"""Tests for tunebench.popconv, the fused conv3x3 + bias + ReLU + 2x2 max-pool of a whole
+population: every backend against the unfused PyTorch function, values and gradients,
+under vmap(grad) as the engine calls it. On a CPU the Triton kernels run in Triton's
+interpreter (tests/conftest.py), so the shapes are tiny but cover every masked edge: a
+single input channel, channel counts that do not fill a tile, odd image sizes, inputs shared
+by all runs, a split pixel reduction, ties and NaN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import grad, vmap
+
+from tunebench import popconv
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BACKENDS = sorted(popconv.BACKENDS)
+# (K runs, N examples, C in, CO out, H, W)
+SHAPES = [(2, 3, 1, 4, 8, 8), (3, 2, 3, 5, 7, 6), (2, 2, 20, 40, 6, 5)]
+
+
+@pytest.fixture(autouse=True)
+def strict_fp32():
+    """Both sides in exact fp32 (cuDNN and the kernels would otherwise use TF32 on CUDA)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def tensors(K, N, C, CO, H, W, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *s: torch.randn(*s, generator=g).to(DEVICE)  # noqa: E731
+    return make(K, N, C, H, W), make(K, CO, C, 3, 3) / (3 * C**0.5), make(K, CO), make(K, N, CO, H // 2, W // 2)
+
+
+def loss_of(fn):
+    return lambda x, w, b, v: (fn(x, w, b) * v).sum()
+
+
+def fused(backend):
+    return lambda x, w, b: popconv.conv_relu_pool(x, w, b, backend)
+
+
+def value_and_grads(fn, x, w, b, v):
+    """The population's outputs and the gradients for every input, as the engine's step
+    computes them: vmap over runs of grad of each run's loss."""
+    return vmap(fn)(x, w, b), vmap(grad(loss_of(fn), argnums=(0, 1, 2)))(x, w, b, v)
+
+
+def assert_close(got, want):
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "K{}-N{}-C{}-CO{}-{}x{}".format(*s))
+def test_fused_equals_unfused_with_gradients(backend, shape):
+    x, w, b, v = tensors(*shape)
+    y, grads = value_and_grads(fused(backend), x, w, b, v)
+    y_ref, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert y.shape == y_ref.shape == v.shape
+    assert_close(y, y_ref)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_shared_by_all_runs_and_not_differentiated(backend):
+    """The first layer's input: a data batch (not differentiated), which evaluation shares
+    between all runs (vmap in_dims None)."""
+    x, w, b, v = tensors(3, 2, 2, 16, 6, 6)
+    shared = vmap(lambda w, b: popconv.conv_relu_pool(x[0], w, b, backend))(w, b)
+    assert_close(shared, vmap(lambda w, b: popconv.reference(x[0], w, b))(w, b))
+    dw = vmap(grad(lambda w, b, x, v: (popconv.conv_relu_pool(x, w, b, backend) * v).sum()))(w, b, x, v)
+    dw_ref = vmap(grad(lambda w, b, x, v: (popconv.reference(x, w, b) * v).sum()))(w, b, x, v)
+    assert_close(dw, dw_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_run_without_vmap(backend):
+    x, w, b, v = (t[0] for t in tensors(1, 3, 2, 16, 6, 8))
+    grads = grad(loss_of(fused(backend)), argnums=(0, 1, 2))(x, w, b, v)
+    for g, g_ref in zip(grads, grad(loss_of(popconv.reference), argnums=(0, 1, 2))(x, w, b, v)):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_weight_gradient_split_over_programs(monkeypatch):
+    """Large batches split each run's pixel reduction over several programs (partial sums
+    added afterwards); force the split on a tiny batch."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 64)
+    x, w, b, v = tensors(2, 4, 3, 16, 8, 8)  # 256 pixels per run: 4 programs each
+    _, grads = value_and_grads(fused("triton"), x, w, b, v)
+    _, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_route_the_gradient_to_the_first_maximum(backend):
+    """Zero weights: every pixel of a window equals its bias, a four-way tie. max_pool2d's
+    gradient goes to the first pixel in row-major order, so must the fused one's; a
+    negative bias gives ReLU's zero gradient."""
+    x, w, b, v = tensors(2, 2, 2, 16, 4, 4)
+    w = torch.zeros_like(w)
+    b = torch.linspace(-1, 1, b.numel(), device=DEVICE).view_as(b)
+    _, grads = value_and_grads(fused(backend), x, w, b, v)
+    _, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates_as_in_max_pool(backend):
+    """A diverged run must stay visibly diverged: NaN wins the max, as in max_pool2d."""
+    x, w, b, _ = tensors(2, 1, 1, 16, 4, 4)
+    x[0, 0, 0, 1, 1] = float("nan")
+    y = vmap(fused(backend))(x, w, b)
+    y_ref = vmap(popconv.reference)(x, w, b)
+    torch.testing.assert_close(y, y_ref, equal_nan=True)
+    assert torch.isnan(y[0]).any() and not torch.isnan(y[1]).any()
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")
+def test_bf16_under_autocast_close_to_unfused():
+    x, w, b, v = tensors(4, 32, 32, 64, 14, 14)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, grads = value_and_grads(fused("triton"), x, w, b, v)
+        y_ref, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g.float(), g_ref.float(), rtol=5e-2, atol=5e-2)
+
+
+def test_unknown_backend_is_a_clear_error():
+    x, w, b, _ = (t[0] for t in tensors(1, 1, 1, 4, 4, 4))
+    with pytest.raises(ValueError, match="backend 'cudnn'"):
+        popconv.conv_relu_pool(x, w, b, "cudnn")
