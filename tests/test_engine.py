@@ -556,6 +556,31 @@ def test_triton_conv_without_a_device_for_it_is_a_clear_error(digits, monkeypatc
         population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="triton")
 
 
+def test_out_of_memory_halves_the_population_and_results_stay_the_same(digits, monkeypatch):
+    """Jobs side by side on one GPU can take memory after a job's probe: a population that
+    runs out of memory retries as two halves (down to single runs, where it is an error)."""
+    cfgs = [cfg(lr=lr) for lr in (0.01, 0.02, 0.05, 0.1)]
+    reference = population(cfgs, [0, 1, 2, 3], digits)
+    real, sizes, logs = engine.train_group, [], []
+
+    def train_group_with_little_memory(group, *args, **kw):
+        sizes.append(len(group))
+        if len(group) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(group, *args, **kw)
+
+    monkeypatch.setattr(engine, "train_group", train_group_with_little_memory)
+    halved = population(cfgs, [0, 1, 2, 3], digits, log=logs.append)
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    assert any("out of memory with 4 runs" in line for line in logs)
+    for a, b in zip(reference, halved):
+        assert_same_run(a, b)
+        assert b.population == 1
+    monkeypatch.setattr(engine, "train_group", lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        engine.train(cfgs[0], digits, 0)
+
+
 def test_unknown_conv_impl_is_a_clear_error(digits):
     with pytest.raises(ValueError, match="conv_impl 'winograd'"):
         population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="winograd")

@@ -234,12 +234,29 @@ def test_second_pipeline_on_the_same_folder_is_refused(tmp_path, baseline):
 
 
 # ------------------------------------------------------------------------------- (d)
-@pytest.mark.parametrize("cores", [2, 1])
-def test_two_runs_give_identical_tables(tmp_path, baseline, cores):
-    """A fresh run equals the baseline (--cores 2) to the last bit, timing columns aside; with
-    --cores 1 each training job also gets 1 thread instead of 2."""
+def most_training_jobs_at_once(log: str) -> int:
+    """From Snakemake's output: the most run_ablation/run_search jobs started and not yet
+    finished at one time."""
+    running, most, rule = set(), 0, None
+    for line in log.splitlines():
+        if line.rstrip().endswith(":") and "rule " in line:
+            rule = line.split("rule ")[1].rstrip(":")
+        elif line.strip().startswith("jobid:") and rule in ("run_ablation", "run_search"):
+            running.add(line.split(":")[1].strip())
+            most = max(most, len(running))
+        elif line.startswith("Finished jobid:"):
+            running.discard(line.split(":")[1].split()[0])
+    return most
+
+
+@pytest.mark.parametrize("cores, gpu_slots", [(2, 1), (1, 1), (2, 2)])
+def test_two_runs_give_identical_tables(tmp_path, baseline, cores, gpu_slots):
+    """A fresh run equals the baseline (--cores 2, one training job at a time) to the last
+    bit, timing columns aside. With --cores 1 each training job gets 1 thread instead of 2;
+    with --resources gpu=2 two training jobs run side by side, 1 thread each."""
     project = make_project(tmp_path)
-    sm(project, TARGET, cores=cores)
+    out = sm(project, TARGET, "--resources", f"gpu={gpu_slots}", cores=cores)
+    assert most_training_jobs_at_once(out.stdout + out.stderr) == gpu_slots
     assert_same_tables(tables(project), baseline)
 
 

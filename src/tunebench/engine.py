@@ -632,13 +632,28 @@ def train_population(
     results: list[RunResult | None] = [None] * len(cfgs)
     for members in groups.values():
         cap = max_chunk or max_population(cfgs[members[0]], data, precision, conv_impl)
-        for start in range(0, len(members), cap):
-            chunk = members[start : start + cap]
+        pending = [members[start : start + cap] for start in range(0, len(members), cap)]
+        while pending:
+            chunk = pending.pop(0)
+            c = cfgs[chunk[0]]
             if log:
-                c = cfgs[chunk[0]]
                 log(f"group {c.model} depth={c.depth} width={c.width} opt={c.optimizer}: {len(chunk)} runs at once")
-            out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision, log=log,
-                              cuda_graphs=cuda_graphs, conv_impl=conv_impl)
+            try:
+                out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision,
+                                  log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl)
+            except torch.cuda.OutOfMemoryError:
+                # Memory sized from the free memory at probe time can be gone since: other
+                # training jobs on the same GPU (`--resources gpu=N`). Half the population
+                # retries; a single run that does not fit is a real error.
+                if len(chunk) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if log:
+                    log(f"  CUDA out of memory with {len(chunk)} runs; retrying as two populations")
+                half = len(chunk) // 2
+                pending[:0] = [chunk[:half], chunk[half:]]
+                continue
             for i, r in zip(chunk, out):
                 results[i] = r
     return results  # type: ignore[return-value]

@@ -10,7 +10,7 @@ rule run_ablation:
         profile=profile_flag(),
     resources:
         gpu=1,
-    threads: workflow.cores  # one training job at a time (gpu=1) gets every core
+    threads: train_threads()  # the cores shared by the `gpu` slots
     log:
         "logs/ablations/{workload}/{dimension}.log",
     shell:

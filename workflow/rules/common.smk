@@ -5,6 +5,23 @@ import json
 from tunebench import grid
 
 
+def gpu_slots():
+    """Training jobs at once: the `gpu` resource of this invocation (`--resources gpu=N`;
+    the default profile sets 1: one job per GPU)."""
+    slots = workflow.global_resources.get("gpu")
+    slots = getattr(slots, "value", slots)  # Snakemake wraps the number in a Resource
+    return max(1, int(slots)) if slots else 1
+
+
+def train_threads():
+    """Each training job's share of the cores. Not all of them: a job claiming every core
+    would run alone whatever `--resources gpu=N` allows (Snakemake counts threads against
+    --cores). On one GPU, 2-3 jobs side by side overlap one job's process start-up and CUDA
+    warm-up with another's training; each sizes its populations from the GPU memory still
+    free, and halves one on a CUDA out-of-memory error (engine.train_population)."""
+    return max(1, workflow.cores // gpu_slots())
+
+
 def profile_flag():
     return f"--profile {PARAMS.profile}"
 

@@ -12,7 +12,7 @@ rule run_search:
         journal=search_journal,
     resources:
         gpu=1,
-    threads: workflow.cores  # one training job at a time (gpu=1) gets every core
+    threads: train_threads()  # the cores shared by the `gpu` slots
     log:
         "logs/search/{workload}/{strategy}.log",
     shell:
