@@ -8,8 +8,10 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones) and the MLP, bf16, then tf32;
-#   3. python -m tunebench.bench profile --profile full for a fixed time budget: seconds per
-#      ablation job of the full profile (every claim, full data, 5 seeds).
+#   3. python -m tunebench.bench profile --profile full --search for a fixed time budget
+#      (PROFILE_BUDGET seconds): seconds per ablation and search job of the full profile
+#      (every claim, full data, 5 seeds) and one process start-up. All of it, for the
+#      <= 15 min target: STEPS=profile PROFILE_BUDGET=480 PROFILE_S=560.
 #
 # Data: copy the four Fashion-MNIST files into data/raw/fashion_mnist/ first:
 #   mkdir -p data/raw/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/raw/fashion_mnist/
@@ -85,7 +87,7 @@ if [[ " $STEPS " == *" bench "* ]]; then
 fi
 if [[ " $STEPS " == *" profile "* ]]; then
     step "bench profile full (${PROFILE_BUDGET}s of jobs)" "${PROFILE_S:-130}" "$OUT/profile.log" \
-        "$PY" -m tunebench.bench profile --profile full --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
+        "$PY" -m tunebench.bench profile --profile full --search --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
 fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"
@@ -101,10 +103,12 @@ for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
         print_table(res["rows"])
 for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
     r = json.loads(f.read_text()); m = r["meta"]
-    print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} jobs, {m.get('runs_done')}/{m['runs_total']} runs "
-          f"in {m.get('total_seconds', 0):.1f}s; slowest:")
-    for j in sorted(r["jobs"], key=lambda j: -j["seconds"])[:8]:
-        print(f"    {j['workload']}/{j['dimension']}: {j['runs']} runs, {j['epochs']} run-epochs, {j['seconds']:.1f}s")
+    print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} ablation jobs, {m.get('runs_done')}/{m['runs_total']} runs, "
+          f"{len(r.get('search_jobs', []))}/{m.get('search_jobs_total', 0)} search jobs in {m.get('total_seconds', 0):.1f}s; "
+          f"start-up {m.get('startup_seconds', 0):.1f}s/job; serial pipeline {m.get('serial_pipeline_seconds', 0):.0f}s; slowest:")
+    for j in sorted(r["jobs"] + r.get("search_jobs", []), key=lambda j: -j["seconds"])[:8]:
+        what = j.get("dimension") or "search " + j.get("strategy", "")
+        print(f"    {j['workload']}/{what}: {j['seconds']:.1f}s")
 PYEOF
 grep -E "passed|failed|error" "$OUT/pytest.log" | tail -n 1 | tee -a "$OUT/summary.txt" || true
 if [ "${#failed[@]}" -gt 0 ]; then

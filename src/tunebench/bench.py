@@ -16,11 +16,13 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -250,20 +252,44 @@ def print_table(rows: list[dict]) -> None:
     lines = [head]
     for r in rows:
         first = (r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"])
-        lines.append(first + (("-", "-", f"skipped: {r['skipped']}", "", "") if "skipped" in r else (
+        lines.append(first + (("-", "-", "-", "-", "-") if "skipped" in r else (
             str(r["samples"]), f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
             f"{r['tflops']:.3f}")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    for line in lines:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+    for line, r in zip(lines, [{}] + rows):
+        text = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+        print(text + (f"  (skipped: {r['skipped']})" if "skipped" in r else ""))
 
 
 # ---------------------------------------------------------------- profile mode
+STARTUP_SNIPPET = (
+    "import sys, torch, tunebench.cli, tunebench.engine, tunebench.ablate, tunebench.search; "
+    "d = torch.device(sys.argv[1]); torch.zeros(1, device=d).sum().item()"
+)
+
+
+def process_startup_seconds(dev: torch.device, repeats: int = 3) -> float:
+    """What every Snakemake training job pays before its first step, measured: a fresh
+    Python process importing torch and tunebench's training modules and initialising the
+    device (CUDA context). Median of `repeats`."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", STARTUP_SNIPPET, dev.type], check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
-                   max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True) -> dict:
+                   max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
+                   include_search: bool = False) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
-    (workload, dimension) as the pipeline does; seconds per job include building the
-    models and every epoch's evaluation, not data loading (timed separately).
+    (workload, dimension) as the pipeline does, then (include_search) every search job
+    (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
+    does with its journal); seconds per job include building the models and every epoch's
+    evaluation, not data loading (timed separately). Also measures one process start-up
+    (process_startup_seconds), so the JSON gives the pipeline's serial total: jobs + one
+    start-up per job.
     max_seconds: start no job after this much wall time (the result says how many ran);
     `save` gets the partial result after every job."""
     from tunebench import grid
@@ -273,17 +299,21 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     set_precision(None if precision == "fp32" else precision)
     ds, prof = params.data, params.active
     cache: dict[str, engine.DeviceData] = {}
-    jobs, load_s, t_all = [], {}, time.perf_counter()
+    jobs, search_jobs, load_s = [], [], {}
     all_jobs = list(grid.jobs(params))
+    settings = params.search_settings()
+    all_search = [(w, st) for w in settings.workloads for st in settings.strategies] if include_search else []
     meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
             "conv_impl": conv_impl, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s,
-            "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs)}
-    result = {"meta": meta, "jobs": jobs}
-    for wl, dim in all_jobs:
-        if max_seconds is not None and time.perf_counter() - t_all > max_seconds:
-            log(f"time budget of {max_seconds:.0f}s spent: {len(jobs)} of {len(all_jobs)} jobs ran")
-            break
-        name = params.workloads[wl].dataset
+            "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs),
+            "search_jobs_total": len(all_search)}
+    result = {"meta": meta, "jobs": jobs, "search_jobs": search_jobs}
+    meta["startup_seconds"] = process_startup_seconds(dev)
+    log(f"process start-up (imports + device init): {meta['startup_seconds']:.1f}s per job")
+    t_all = time.perf_counter()
+
+    def device_data(workload: str) -> engine.DeviceData:
+        name = params.workloads[workload].dataset
         if name not in cache:
             t0 = time.perf_counter()
             user = ds.user.get(name)
@@ -295,19 +325,55 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
             p = data.prepare(raw, name, task, kind, ds.val_fraction, ds.split_seed, prof.max_train, prof.max_test)
             cache[name] = engine.to_device(p, dev)
             load_s[name] = time.perf_counter() - t0
+        return cache[name]
+
+    def out_of_time() -> bool:
+        if max_seconds is not None and time.perf_counter() - t_all > max_seconds:
+            log(f"time budget of {max_seconds:.0f}s spent: {len(jobs)} of {len(all_jobs)} ablation jobs and "
+                f"{len(search_jobs)} of {len(all_search)} search jobs ran")
+            return True
+        return False
+
+    def record(kind_list: list, row: dict, seconds: float) -> None:
+        kind_list.append({**row, "seconds": seconds})
+        done = len(jobs) + len(search_jobs)
+        meta.update(total_seconds=time.perf_counter() - t_all,
+                    complete=len(jobs) == len(all_jobs) and len(search_jobs) == len(all_search),
+                    runs_done=sum(j["runs"] for j in jobs),
+                    serial_pipeline_seconds=sum(j["seconds"] for j in jobs + search_jobs) + done * meta["startup_seconds"])
+        save(result)
+
+    for wl, dim in all_jobs:
+        if out_of_time():
+            break
+        dd = device_data(wl)
         runs = grid.job_runs(params, wl, dim)
         t0 = time.perf_counter()
-        res = engine.train_population([r.config for r in runs], [r.seed for r in runs], cache[name],
+        res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
                                       precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
                                       cuda_graphs=cuda_graphs)
         sync(dev)
         s = time.perf_counter() - t0
-        jobs.append(dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
-                         epochs=sum(len(r.epochs) for r in res), seconds=s))
         log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
-        meta.update(total_seconds=time.perf_counter() - t_all, complete=len(jobs) == len(all_jobs),
-                    runs_done=sum(j["runs"] for j in jobs))
-        save(result)
+        record(jobs, dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
+                          epochs=sum(len(r.epochs) for r in res)), s)
+    for wl, strategy in all_search:
+        if out_of_time():
+            break
+        import optuna
+
+        from tunebench import search
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
+        dd = device_data(wl)
+        storage = optuna.storages.InMemoryStorage()
+        t0 = time.perf_counter()
+        df = search.run_job(params, wl, strategy, dd, storage)
+        search.importances(storage, sorted(set(df["study"])))
+        sync(dev)
+        s = time.perf_counter() - t0
+        log(f"search {wl}/{strategy}: {len(df)} trials, {s:.1f}s")
+        record(search_jobs, dict(workload=wl, strategy=strategy, trials=len(df)), s)
     return result
 
 
@@ -325,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
+    ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
                     "profile: on unless off)")
     ap.add_argument("--raw-dir", default="data/raw")
@@ -352,12 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         path = out_dir / f"profile-{params.profile}-{device_slug(dev)}.json"
         conv = args.conv or "auto"
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
-                                save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off")
+                                save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
+                                include_search=args.search)
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
+        for j in result["search_jobs"]:
+            print(f"{j['workload']:>20s} / search {j['strategy']:<13s} {j['trials']:4d} trials {j['seconds']:6.1f}s")
         m = result["meta"]
-        print(f"total {m.get('total_seconds', 0):.1f}s for {len(result['jobs'])} of {m['jobs_total']} jobs "
-              f"({m.get('runs_done', 0)} of {m['runs_total']} runs; data loading {sum(m['data_seconds'].values()):.1f}s)")
+        print(f"total {m.get('total_seconds', 0):.1f}s for {len(result['jobs'])} of {m['jobs_total']} ablation jobs "
+              f"({m.get('runs_done', 0)} of {m['runs_total']} runs) and {len(result['search_jobs'])} of "
+              f"{m['search_jobs_total']} search jobs; data loading {sum(m['data_seconds'].values()):.1f}s")
+        print(f"process start-up {m['startup_seconds']:.1f}s per job: one job at a time, these jobs take "
+              f"{m.get('serial_pipeline_seconds', 0):.0f}s")
         print(f"wrote {path}")
     return 0
 

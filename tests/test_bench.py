@@ -1,0 +1,49 @@
+"""Smoke tests of the benchmark (python -m tunebench.bench) on a CPU with tiny sizes: both
+modes run, print their tables and write JSON whose numbers are measured (positive, finite,
+ratios against the tutorial loop consistent with the rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from tunebench import bench
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import TINY  # noqa: E402  the tiny config of the end-to-end test
+
+
+def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
+    code = bench.main(["throughput", "--device", "cpu", "--models", "mlp", "--samples", "1024", "--populations", "2",
+                       "--tutorial-samples", "256", "--batch", "128", "--raw-dir", str(tmp_path / "raw"),
+                       "--out-dir", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "x tutorial" in printed and "(c) engine, population 2" in printed
+    rows = json.loads((tmp_path / "throughput-cpu.json").read_text())["fp32"]["rows"]
+    assert [r["K"] for r in rows] == [1, 1, 2]  # (a) tutorial, (b) one run, (c) population
+    tutorial = rows[0]["samples_per_s"]
+    for r in rows:
+        assert r["samples_per_s"] > 0 and math.isfinite(r["tflops"])
+        assert math.isclose(r["vs_tutorial"], r["samples_per_s"] / tutorial)
+
+
+def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search",
+                       "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    meta = result["meta"]
+    assert meta["complete"] and len(result["jobs"]) == meta["jobs_total"] == 3
+    assert len(result["search_jobs"]) == meta["search_jobs_total"] == 2
+    assert sum(j["runs"] for j in result["jobs"]) == meta["runs_total"] == 27
+    seconds = [j["seconds"] for j in result["jobs"] + result["search_jobs"]]
+    assert all(s > 0 for s in seconds) and meta["startup_seconds"] > 0
+    assert math.isclose(meta["serial_pipeline_seconds"], sum(seconds) + 5 * meta["startup_seconds"])
+    assert "process start-up" in capsys.readouterr().out
