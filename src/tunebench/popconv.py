@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - depends on the platform
 BLOCK_P = 32  # pooled output pixels per forward program (x4 conv pixels)
 BLOCK_M = 64  # input pixels per dgrad program
 BLOCK_S = 64  # pixels reduced per wgrad iteration
-BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration
+BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration (16 where 9 x channels <= 16)
 MAX_SPLIT = 16  # wgrad: programs sharing one run's pixel reduction (partials summed after)
 WGRAD_PIXELS_PER_SPLIT = 8192  # pixels per wgrad program before the reduction is split
 
@@ -107,6 +107,13 @@ def _torch_backward(grad_y, y, code, x, weight, need_dx: bool):
 if HAS_TRITON:
 
     @triton.jit
+    def _taps(r, channels):
+        """A reduction index r = tap * channels + channel, tap = 3 * kernel row + kernel
+        column -> (in range, channel, kernel row, kernel column)."""
+        tap = r // channels
+        return r < 9 * channels, r % channels, tap // 3, tap % 3
+
+    @triton.jit
     def _window_dot(acc, x_row, oy, ox, row_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv,
                     PRECISION: tl.constexpr):
         """acc + (implicit im2col rows of the conv pixels (oy, ox)) @ wv."""
@@ -142,12 +149,7 @@ if HAS_TRITON:
         acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc3 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         for r0 in range(0, 9 * C, BLOCK_R):  # reduction index r = tap * C + channel
-            r = r0 + tl.arange(0, BLOCK_R)
-            r_ok = r < 9 * C
-            tap = r // C
-            ci = r % C
-            ty = tap // 3
-            tx = tap % 3
+            r_ok, ci, ty, tx = _taps(r0 + tl.arange(0, BLOCK_R), C)
             wv = tl.load(w_ptr + k * swk + co[None, :] * swo + ci[:, None] * swc + ty[:, None] * swh + tx[:, None] * sww,
                          mask=r_ok[:, None] & co_ok[None, :], other=0.0)
             # The four pixels of each 2x2 window share the weight tile.
@@ -196,12 +198,7 @@ if HAS_TRITON:
         ix = m % W
         acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
         for r0 in range(0, 9 * CO, BLOCK_R):  # reduction index r = tap * CO + out channel
-            r = r0 + tl.arange(0, BLOCK_R)
-            r_ok = r < 9 * CO
-            tap = r // CO
-            co = r % CO
-            ty = tap // 3
-            tx = tap % 3
+            r_ok, co, ty, tx = _taps(r0 + tl.arange(0, BLOCK_R), CO)
             plane = ((k * N + n)[:, None] * CO + co[None, :]) * (PH * PW)
             gz = _grad_z(gp_ptr, code_ptr, plane, iy[:, None] + 1 - ty[None, :], ix[:, None] + 1 - tx[None, :],
                          m_ok[:, None] & r_ok[None, :], PH, PW)
@@ -225,11 +222,7 @@ if HAS_TRITON:
         co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
         r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
         co_ok = co < CO
-        r_ok = r < 9 * C
-        tap = r // C
-        ci = r % C
-        ty = tap // 3
-        tx = tap % 3
+        r_ok, ci, ty, tx = _taps(r, C)
         n_pix = N * (2 * PH) * (2 * PW)  # pixels outside the pooled area have zero gradient
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
@@ -256,6 +249,12 @@ def _tile(n: int, cap: int = 64) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
 
+def _reduction_tile(channels: int) -> int:
+    # A single input channel (the first layer) has 9 products per output: a 32-wide slice
+    # would be 72% padding.
+    return 16 if 9 * channels <= 16 else BLOCK_R
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 convolutions follow cuDNN's setting (TF32 by default on Ampere and later).
     return "tf32" if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 else "ieee"
@@ -270,7 +269,7 @@ def _triton_forward(x, weight, bias):
     block_co = _tile(CO)
     grid = (triton.cdiv(N * PH * PW, BLOCK_P), triton.cdiv(CO, block_co), K)
     _fwd_kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
-                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=BLOCK_R, PRECISION=_precision(x.dtype))
+                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=_reduction_tile(C), PRECISION=_precision(x.dtype))
     return y, code
 
 
@@ -287,9 +286,10 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
     block_co = _tile(CO)
-    grid = (triton.cdiv(CO, block_co), triton.cdiv(9 * C, BLOCK_R), K * split)
+    block_r = _reduction_tile(C)
+    grid = (triton.cdiv(CO, block_co), triton.cdiv(9 * C, block_r), K * split)
     _wgrad_kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
-                        BLOCK_CO=block_co, BLOCK_R=BLOCK_R, BLOCK_S=BLOCK_S, PRECISION=precision)
+                        BLOCK_CO=block_co, BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
     db = db_part.sum(1).to(weight.dtype)
@@ -299,7 +299,7 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     block_c = _tile(C)
     grid = (triton.cdiv(N * H * W, BLOCK_M), triton.cdiv(C, block_c), K)
     _dgrad_kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(),
-                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=BLOCK_R, PRECISION=precision)
+                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=_reduction_tile(CO), PRECISION=precision)
     return dx, dw, db
 
 
