@@ -7,7 +7,8 @@
 #      divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
-#      BENCH_CONVS=native,gemm,triton adds the GEMM ones) and the MLP, bf16, then tf32;
+#      BENCH_CONVS=native,gemm,triton adds the GEMM ones; TRITON_TILES="P=64,W=8;R=64" times
+#      other tile sets of the fused kernels, a row each) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench profile --profile full --search for a fixed time budget
 #      (PROFILE_BUDGET seconds): seconds per ablation and search job of the full profile
 #      (every claim, full data, 5 seeds) and one process start-up. All of it, for the
@@ -79,6 +80,7 @@ fi
 bench() {  # bench PRECISION GRAPHS SECONDS
     step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
         "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv "${BENCH_CONVS:-native,triton}" \
+        ${TRITON_TILES:+--triton-tiles "$TRITON_TILES"} \
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then

@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tunebench import bench
@@ -47,3 +48,17 @@ def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys)
     assert all(s > 0 for s in seconds) and meta["startup_seconds"] > 0
     assert math.isclose(meta["serial_pipeline_seconds"], sum(seconds) + 5 * meta["startup_seconds"])
     assert "process start-up" in capsys.readouterr().out
+
+
+def test_triton_tile_sets_become_rows_and_unknown_names_fail():
+    assert bench.conv_variants("native,triton", "P=64,W=8;R=64") == [
+        ("native", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]
+    assert bench.conv_variants("triton", None) == [("triton", {})]
+    from tunebench import popconv
+
+    with popconv.tiles(P=64, W=8):
+        assert (popconv.BLOCK_P, popconv.NUM_WARPS) == (64, 8)
+    assert (popconv.BLOCK_P, popconv.NUM_WARPS) == (32, 4)  # restored
+    with pytest.raises(ValueError, match="unknown tile name"):
+        with popconv.tiles(Q=1):
+            pass

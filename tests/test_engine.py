@@ -535,7 +535,7 @@ def test_cnn_triton_fused_layers_train_like_native(kw, digits, monkeypatch):
     popconv's own tests cover the production tiles)."""
     if DEVICE.type == "cpu":
         for name, size in (("BLOCK_P", 256), ("BLOCK_M", 512), ("BLOCK_S", 512)):
-            monkeypatch.setattr(popconv, name, size)
+            monkeypatch.setattr(popconv, name, size)  # as popconv.tiles(P=256, M=512, S=512), for the whole test
     small = DeviceData(digits.x_train[:96], digits.y_train[:96], digits.x_val[:40], digits.y_val[:40],
                        digits.x_test[:40], digits.y_test[:40], 10, "digits-slice")
     fused_calls = []

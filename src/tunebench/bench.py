@@ -11,6 +11,7 @@ Results go to results/bench/*.json (written atomically)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import json
@@ -133,6 +134,28 @@ def tutorial_loop(cfg: RunConfig, dev: torch.device, dataset, samples: int, warm
 
 
 # ---------------------------------------------------------------- (b), (c) the engine
+def conv_variants(convs: str, triton_tiles: str | None) -> list[tuple[str, dict[str, int]]]:
+    """--conv native,triton --triton-tiles "P=64,W=8;R=64" -> [(native, {}), (triton,
+    {P: 64, W: 8}), (triton, {R: 64})]: each tile set of the fused kernels is its own row."""
+    out = []
+    for conv in convs.split(","):
+        if conv == "triton" and triton_tiles:
+            for variant in triton_tiles.split(";"):
+                sizes = dict(item.split("=") for item in variant.split(",") if item)
+                out.append((conv, {k.strip(): int(v) for k, v in sizes.items()}))
+        else:
+            out.append((conv, {}))
+    return out
+
+
+def popconv_tiles(sizes: dict[str, int]):
+    if not sizes:
+        return contextlib.nullcontext()
+    from tunebench import popconv
+
+    return popconv.tiles(**sizes)
+
+
 def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
                  conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
@@ -221,11 +244,12 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             set_precision(args.precision)
             # Largest activation: the first conv's output (cnn) or the input (mlp), per example.
             per_ex = cfg.width * 28 * 28 if arch == "cnn" else max(28 * 28, cfg.width)
-            convs = (args.conv or "native").split(",") if arch == "cnn" else ["native"]
+            convs = conv_variants(args.conv or "native", args.triton_tiles) if arch == "cnn" else [("native", {})]
             graph_modes = {"on": [True], "off": [False], "both": [False, True]}[args.graphs]
             graph_modes = graph_modes if dev.type == "cuda" else [False]  # graphs are CUDA-only
-            for conv_impl, graphs, K in itertools.product(convs, graph_modes, [1] + pops):
-                how = (f" [{conv_impl} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
+            for (conv_impl, tile_sizes), graphs, K in itertools.product(convs, graph_modes, [1] + pops):
+                tile_text = "".join(f" {k}{v}" for k, v in tile_sizes.items())
+                how = (f" [{conv_impl}{tile_text} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
                 label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
                 if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
                     add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
@@ -235,7 +259,8 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
                 n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 try:
-                    n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
+                    with popconv_tiles(tile_sizes):
+                        n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
@@ -390,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=512, help="engine batch size")
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
+    ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
+                    "';'-separated, each a comma list of P, M, S, R (tile sizes) and W (warps), e.g. 'P=64,W=8;R=64'")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
     ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "

@@ -25,6 +25,7 @@ Backends, each a pair of functions on population tensors (leading run axis K):
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -47,6 +48,24 @@ BLOCK_S = 64  # pixels reduced per wgrad iteration
 BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration (16 where 9 x channels <= 16)
 MAX_SPLIT = 16  # wgrad: programs sharing one run's pixel reduction (partials summed after)
 WGRAD_PIXELS_PER_SPLIT = 8192  # pixels per wgrad program before the reduction is split
+NUM_WARPS = 4  # threads per program / 32
+TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS"}
+
+
+@contextlib.contextmanager
+def tiles(**sizes: int):
+    """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS), e.g.
+    tiles(P=64, W=8): what `python -m tunebench.bench --triton-tiles` sweeps on a GPU."""
+    unknown = set(sizes) - set(TILE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown tile name(s) {sorted(unknown)}; known: {', '.join(TILE_NAMES)}")
+    module = globals()
+    saved = {TILE_NAMES[k]: module[TILE_NAMES[k]] for k in sizes}
+    module.update({TILE_NAMES[k]: int(v) for k, v in sizes.items()})
+    try:
+        yield
+    finally:
+        module.update(saved)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -269,7 +288,7 @@ def _triton_forward(x, weight, bias):
     block_co = _tile(CO)
     grid = (triton.cdiv(N * PH * PW, BLOCK_P), triton.cdiv(CO, block_co), K)
     _fwd_kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
-                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=_reduction_tile(C), PRECISION=_precision(x.dtype))
+                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=_reduction_tile(C), PRECISION=_precision(x.dtype), num_warps=NUM_WARPS)
     return y, code
 
 
@@ -289,7 +308,7 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     block_r = _reduction_tile(C)
     grid = (triton.cdiv(CO, block_co), triton.cdiv(9 * C, block_r), K * split)
     _wgrad_kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
-                        BLOCK_CO=block_co, BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision)
+                        BLOCK_CO=block_co, BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision, num_warps=NUM_WARPS)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
     db = db_part.sum(1).to(weight.dtype)
@@ -299,7 +318,7 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     block_c = _tile(C)
     grid = (triton.cdiv(N * H * W, BLOCK_M), triton.cdiv(C, block_c), K)
     _dgrad_kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(),
-                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=_reduction_tile(CO), PRECISION=precision)
+                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=_reduction_tile(CO), PRECISION=precision, num_warps=NUM_WARPS)
     return dx, dw, db
 
 
