@@ -4,7 +4,7 @@
 #   1. the engine tests that mean something on CUDA: CUDA-graph replay == eager steps, the
 #      GEMM convolution == the native one, the fused Triton conv+ReLU+pool kernels
 #      (tests/test_popconv.py, and whole runs against native), populations == single runs,
-#      divergence;
+#      groups side by side on CUDA streams == one at a time, divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; TRITON_TILES="P=64,W=8;R=64" times
@@ -74,7 +74,7 @@ STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
     step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$OUT/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_models.py tests/test_popconv.py \
-        -k "graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm"
+        -k "graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS

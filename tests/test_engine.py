@@ -556,29 +556,67 @@ def test_triton_conv_without_a_device_for_it_is_a_clear_error(digits, monkeypatc
         population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="triton")
 
 
-def test_out_of_memory_halves_the_population_and_results_stay_the_same(digits, monkeypatch):
+@pytest.mark.parametrize("concurrent", [1, 4])
+def test_out_of_memory_halves_the_population_and_results_stay_the_same(digits, monkeypatch, concurrent):
     """Jobs side by side on one GPU can take memory after a job's probe: a population that
     runs out of memory retries as two halves (down to single runs, where it is an error)."""
     cfgs = [cfg(lr=lr) for lr in (0.01, 0.02, 0.05, 0.1)]
     reference = population(cfgs, [0, 1, 2, 3], digits)
-    real, sizes, logs = engine.train_group, [], []
+    real, sizes, logs = engine.group_trainer, [], []
 
-    def train_group_with_little_memory(group, *args, **kw):
+    def trainer_with_little_memory(group, *args, **kw):
         sizes.append(len(group))
         if len(group) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(group, *args, **kw)
+        return (yield from real(group, *args, **kw))
 
-    monkeypatch.setattr(engine, "train_group", train_group_with_little_memory)
-    halved = population(cfgs, [0, 1, 2, 3], digits, log=logs.append)
-    assert sizes == [4, 2, 1, 1, 2, 1, 1]
+    monkeypatch.setattr(engine, "group_trainer", trainer_with_little_memory)
+    halved = population(cfgs, [0, 1, 2, 3], digits, log=logs.append, concurrent_groups=concurrent)
+    assert sorted(sizes) == [1, 1, 1, 1, 2, 2, 4]
     assert any("out of memory with 4 runs" in line for line in logs)
     for a, b in zip(reference, halved):
         assert_same_run(a, b)
         assert b.population == 1
-    monkeypatch.setattr(engine, "train_group", lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")))
+
+    def never_fits(group, *args, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        yield  # a generator, as group_trainer
+
+    monkeypatch.setattr(engine, "group_trainer", never_fits)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         engine.train(cfgs[0], digits, 0)
+
+
+def _line(logs: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(logs) if text in line)
+
+
+def test_groups_side_by_side_equal_one_at_a_time(digits):
+    """Arms of other architectures are separate groups; trained side by side (one CUDA
+    stream each on a GPU) every run's numbers equal those of one group at a time, bit for
+    bit on a CPU. The log shows the interleaving: all three groups start before the first
+    finishes its second epoch."""
+    cfgs = [cfg(width=w, depth=d, epochs=3, dropout=0.2 if d == 2 else 0.0) for w, d in ((8, 1), (16, 2), (32, 1)) for _ in range(2)]
+    seeds = [0, 1] * 3
+    one_at_a_time = population(cfgs, seeds, digits, concurrent_groups=1)
+    logs = []
+    side_by_side = population(cfgs, seeds, digits, concurrent_groups=4, log=logs.append)
+    for a, b in zip(one_at_a_time, side_by_side):
+        if DEVICE.type == "cpu":
+            np.testing.assert_array_equal(_metrics(a), _metrics(b))
+        else:  # other streams may get other library workspaces: equal up to rounding
+            assert_same_run(a, b)
+        assert a.population == b.population == 2
+    assert _line(logs, "[3] group") < _line(logs, "[1] epoch 2/3") < _line(logs, "[3] epoch 3/3")
+
+
+def test_groups_that_fill_the_memory_budget_run_one_at_a_time(digits):
+    """A chunk as large as its architecture allows (here max_chunk) takes the whole memory
+    budget: the next group starts only after it."""
+    cfgs = [cfg(width=w, epochs=2) for w in (8, 16) for _ in range(2)]
+    logs = []
+    engine.train_population(cfgs, [0, 1, 0, 1], digits, max_chunk=2, concurrent_groups=4, log=logs.append)
+    assert _line(logs, "[1] epoch 2/2") < _line(logs, "[2] group")
 
 
 def test_unknown_conv_impl_is_a_clear_error(digits):

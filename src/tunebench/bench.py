@@ -307,7 +307,7 @@ def process_startup_seconds(dev: torch.device, repeats: int = 3) -> float:
 
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
                    max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
-                   include_search: bool = False) -> dict:
+                   include_search: bool = False, concurrent_groups: int | None = None) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does, then (include_search) every search job
     (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
@@ -331,7 +331,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
             "conv_impl": conv_impl, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s,
             "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs),
-            "search_jobs_total": len(all_search)}
+            "search_jobs_total": len(all_search), "concurrent_groups": concurrent_groups or "engine default"}
     result = {"meta": meta, "jobs": jobs, "search_jobs": search_jobs}
     meta["startup_seconds"] = process_startup_seconds(dev)
     log(f"process start-up (imports + device init): {meta['startup_seconds']:.1f}s per job")
@@ -376,7 +376,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         t0 = time.perf_counter()
         res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
                                       precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
-                                      cuda_graphs=cuda_graphs)
+                                      cuda_graphs=cuda_graphs, concurrent_groups=concurrent_groups)
         sync(dev)
         s = time.perf_counter() - t0
         log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                     "';'-separated, each a comma list of P, M, S, R (tile sizes) and W (warps), e.g. 'P=64,W=8;R=64'")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
     ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
+    ap.add_argument("--concurrent-groups", type=int, default=None, help="profile: ablation groups trained side by side "
+                    "(default: the engine's, engine.CUDA_CONCURRENT_GROUPS on CUDA, 1 on a CPU)")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
                     "profile: on unless off)")
     ap.add_argument("--raw-dir", default="data/raw")
@@ -447,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         conv = args.conv or "auto"
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
-                                include_search=args.search)
+                                include_search=args.search, concurrent_groups=args.concurrent_groups)
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
         for j in result["search_jobs"]:

@@ -21,10 +21,11 @@ Design (see design.md for the measurements behind it):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -273,7 +274,18 @@ def _evaluate(forward_eval, params, buffers, x, y, cfg, per_run_x: bool, chunk: 
     return loss_sum / n, acc
 
 
-def train_group(
+def train_group(cfgs: list[RunConfig], seeds: list[int], data: DeviceData, **kw) -> list[RunResult]:
+    """Train runs that share group_key(config) together; returns one result per run (the
+    keyword arguments of group_trainer)."""
+    trainer = group_trainer(cfgs, seeds, data, **kw)
+    while True:
+        try:
+            next(trainer)
+        except StopIteration as done:
+            return done.value
+
+
+def group_trainer(
     cfgs: list[RunConfig],
     seeds: list[int],
     data: DeviceData,
@@ -283,12 +295,19 @@ def train_group(
     log: Callable[[str], None] | None = None,
     cuda_graphs: bool = True,
     conv_impl: str = "native",
-) -> list[RunResult]:
-    """Train runs that share group_key(config) together; returns one result per run.
+    tag: str = "",
+) -> Generator[None, int | None, list[RunResult]]:
+    """train_group as a generator: it pauses once per epoch, after the epoch's steps and
+    evaluation are queued on the device and before the host reads their results, and
+    returns the results (StopIteration.value). train_population advances several of these
+    in turn, each on its own CUDA stream, so one group's host read overlaps the other
+    groups' queued work. What is sent in at a pause: the number of groups that trained
+    during that epoch (its wall time is divided by it; None: 1).
     cuda_graphs: on CUDA, capture the training step once and replay it (no effect on CPU).
     conv_impl: the CNN's convolution, "native" (F.conv2d; cuDNN/oneDNN), "gemm" (im2col +
     batched matmul, see models.conv3x3_gemm) or "triton" (conv+ReLU+pool layers as one fused
-    Triton kernel for the whole population, see popconv); the same function each way."""
+    Triton kernel for the whole population, see popconv); the same function each way.
+    tag: prefixed to the epoch log lines (which group they are about)."""
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl {conv_impl!r}: expected one of {', '.join(CONV_IMPLS)}")
     if conv_impl == "triton" and cfgs[0].model == "cnn":
@@ -430,6 +449,9 @@ def train_group(
         skeleton.train()
         diverged.logical_or_(active & ~params_finite)
         active.logical_and_(params_finite)  # in place: the captured step reads this tensor
+        # Pause outside every context manager (no_grad, autocast, a stream are global state
+        # that the other groups' turns would inherit).
+        co_training = (yield) or 1
         host = {
             k: v.detach().float().cpu().numpy()
             for k, v in dict(
@@ -438,7 +460,8 @@ def train_group(
                 diverged=diverged.float(), grad=(grad_sq / steps_per_epoch).sqrt(),
             ).items()
         }
-        seconds = time.perf_counter() - t0
+        # Wall time of the epoch; with groups training side by side, its share of it.
+        seconds = (time.perf_counter() - t0) / co_training
         for k, res in enumerate(results):
             if res.diverged_epoch is not None or res.stopped_epoch is not None:
                 continue
@@ -480,7 +503,7 @@ def train_group(
                 active[k] = False
         if log:
             log(
-                f"  epoch {epoch + 1}/{cfg0.epochs}: {int(host['active'].sum())}/{K} active, "
+                f"  {tag}epoch {epoch + 1}/{cfg0.epochs}: {int(host['active'].sum())}/{K} active, "
                 f"{int(host['diverged'].sum())} diverged, {seconds:.2f}s"
             )
         if not bool(active.any()):
@@ -610,6 +633,14 @@ def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32", co
     return max(1, min(by_memory, by_index, 1024))
 
 
+# Groups trained side by side on one GPU, each on its own CUDA stream, as long as their
+# populations together fit the memory one full-size population may take (see
+# train_population). Small groups (a few seeds of one architecture, or one search round's
+# trials of one width) leave most of an H100 idle: the full profile's slowest jobs were
+# MLP dimensions whose arms are different architectures (benchmarks/h100-2026-11-26/).
+CUDA_CONCURRENT_GROUPS = 8
+
+
 def train_population(
     cfgs: list[RunConfig],
     seeds: list[int],
@@ -620,42 +651,75 @@ def train_population(
     log: Callable[[str], None] | None = None,
     cuda_graphs: bool = True,
     conv_impl: str = "auto",
+    concurrent_groups: int | None = None,
 ) -> list[RunResult]:
     """Train many runs: grouped by architecture, each group in memory-sized chunks.
     Results come back in the order of `cfgs`. conv_impl "auto": CUDA_CONV_IMPL on CUDA,
-    "native" elsewhere (see train_group)."""
+    "native" elsewhere (see group_trainer).
+
+    concurrent_groups: chunks trained side by side (default CUDA_CONCURRENT_GROUPS on CUDA,
+    1 elsewhere: a CPU gains nothing from it). A chunk of n runs whose architecture fits
+    `cap` at once takes n/cap of the memory budget; chunks start while the running ones'
+    shares add up to at most 1. Each group's arithmetic is the same whatever runs beside
+    it, so results equal those of one group at a time (tests/test_engine.py).
+    A chunk that runs out of CUDA memory (the memory sized at probe time can be taken since
+    by other jobs on the GPU, `--resources gpu=N`) retries as two halves; a single run that
+    does not fit is a real error."""
+    device = data.x_train.device
     if conv_impl == "auto":
-        conv_impl = CUDA_CONV_IMPL if data.x_train.device.type == "cuda" else "native"
+        conv_impl = CUDA_CONV_IMPL if device.type == "cuda" else "native"
+    concurrent_groups = concurrent_groups or (CUDA_CONCURRENT_GROUPS if device.type == "cuda" else 1)
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
         groups.setdefault(group_key(c), []).append(i)
-    results: list[RunResult | None] = [None] * len(cfgs)
+    pending: list[tuple[list[int], int]] = []  # (members, how many of them fit at once)
     for members in groups.values():
         cap = max_chunk or max_population(cfgs[members[0]], data, precision, conv_impl)
-        pending = [members[start : start + cap] for start in range(0, len(members), cap)]
-        while pending:
-            chunk = pending.pop(0)
+        pending += [(members[start : start + cap], cap) for start in range(0, len(members), cap)]
+    results: list[RunResult | None] = [None] * len(cfgs)
+    running: list[dict] = []
+    started = 0
+
+    def share(chunk_cap) -> float:
+        return len(chunk_cap[0]) / chunk_cap[1]
+
+    while pending or running:
+        while pending and (not running or (len(running) < concurrent_groups
+                                           and sum(share(r["chunk"]) for r in running) + share(pending[0]) <= 1)):
+            chunk, cap = pending.pop(0)
             c = cfgs[chunk[0]]
+            started += 1
+            tag = f"[{started}] " if concurrent_groups > 1 else ""
             if log:
-                log(f"group {c.model} depth={c.depth} width={c.width} opt={c.optimizer}: {len(chunk)} runs at once")
+                log(f"{tag}group {c.model} depth={c.depth} width={c.width} opt={c.optimizer}: {len(chunk)} runs at once")
+            stream = torch.cuda.Stream(device) if device.type == "cuda" and concurrent_groups > 1 else None
+            if stream is not None:  # the data and anything queued before must be ready for it
+                stream.wait_stream(torch.cuda.current_stream(device))
+            trainer = group_trainer([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision,
+                                    log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl, tag=tag)
+            running.append({"chunk": (chunk, cap), "trainer": trainer, "stream": stream, "resumed": False})
+        for job in list(running):  # one epoch of each running group in turn
+            chunk, cap = job["chunk"]
             try:
-                out = train_group([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision,
-                                  log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl)
+                with torch.cuda.stream(job["stream"]) if job["stream"] is not None else contextlib.nullcontext():
+                    job["trainer"].send(len(running) if job["resumed"] else None)
+                job["resumed"] = True
+            except StopIteration as done:
+                running.remove(job)
+                for i, r in zip(chunk, done.value):
+                    results[i] = r
             except torch.cuda.OutOfMemoryError:
-                # Memory sized from the free memory at probe time can be gone since: other
-                # training jobs on the same GPU (`--resources gpu=N`). Half the population
-                # retries; a single run that does not fit is a real error.
+                running.remove(job)
                 if len(chunk) == 1:
                     raise
-                if torch.cuda.is_available():
+                job["trainer"].close()
+                del job
+                if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if log:
                     log(f"  CUDA out of memory with {len(chunk)} runs; retrying as two populations")
                 half = len(chunk) // 2
-                pending[:0] = [chunk[:half], chunk[half:]]
-                continue
-            for i, r in zip(chunk, out):
-                results[i] = r
+                pending[:0] = [(chunk[:half], cap), (chunk[half:], cap)]
     return results  # type: ignore[return-value]
 
 
