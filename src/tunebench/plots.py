@@ -14,6 +14,8 @@ import seaborn as sns  # noqa: E402
 from tunebench.claims import METRICS  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="paper")
+# Seaborn bootstraps its intervals; a fixed seed makes the same data draw the same figure.
+BOOTSTRAP_SEED = 0
 
 
 def _numeric(values: pd.Series) -> pd.Series | None:
@@ -41,7 +43,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
         if x is not None:
             d["_x"] = num[x][d.index]
-            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=("ci", 95), marker="o", ax=ax)
+            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=("ci", 95), seed=BOOTSTRAP_SEED, marker="o", ax=ax)
             span = d["_x"][d["_x"] > 0]
             if len(span) and span.max() / span.min() > 100:
                 ax.set_xscale("log")
@@ -54,7 +56,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
             ax.set_xlabel(x.removeprefix("arm_"))
         else:
             d["arm_label"] = d["arm"].str.replace(r"[a-z_]+=", "", regex=True)
-            sns.pointplot(d, x="arm_label", y=metric, errorbar=("ci", 95), linestyle="none", ax=ax, color="C0")
+            sns.pointplot(d, x="arm_label", y=metric, errorbar=("ci", 95), seed=BOOTSTRAP_SEED, linestyle="none", ax=ax, color="C0")
             ax.tick_params(axis="x", rotation=45)
             for lab in ax.get_xticklabels():
                 lab.set_horizontalalignment("right")
@@ -96,7 +98,7 @@ def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None
     for ax, wl in zip(axes[0], workloads):
         d = epochs[epochs["workload"] == wl]
         y = "val_loss" if (d["n_classes"] == 0).all() else "val_acc"
-        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=("ci", 95), ax=ax)
+        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=("ci", 95), seed=BOOTSTRAP_SEED, ax=ax)
         if y == "val_loss":
             ax.set_yscale("log")
         ax.set_title(wl)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunebench import judge, plots
+from tunebench import engine, judge, plots
 from tunebench.claims import CLAIMS, SOURCE
 from tunebench.config import Params
 
@@ -64,14 +64,21 @@ def provenance(params: Params, datasets: list[dict], devices: list[str], wall: d
         "profile": params.profile,
         "seeds": params.active.seeds,
         "devices": sorted(set(devices)),
-        # The engine runs fp32 with PyTorch's defaults; on CUDA those allow TF32 in cuDNN
-        # convolutions (not in matmuls), and the training step is replayed as a CUDA graph.
-        "precision": "fp32 (on CUDA: PyTorch defaults, TF32 in cuDNN convolutions only; step replayed as a CUDA graph)",
+        "precision": cuda_precision_note(),
         "python": platform.python_version(),
         "versions": versions,
         "datasets": datasets,
         **wall,
     }
+
+
+def cuda_precision_note() -> str:
+    """How the engine computes, from its own settings: fp32 with PyTorch's defaults, which
+    on CUDA allow TF32 in convolutions (cuDNN's, or the fused Triton kernels, which follow
+    the same switch) and not in matmuls."""
+    conv = {"native": "cuDNN", "gemm": "im2col + GEMM", "triton": "fused Triton conv+ReLU+pool"}[engine.CUDA_CONV_IMPL]
+    return (f"fp32 (on CUDA: PyTorch defaults, TF32 in the CNN convolutions only ({conv}); step replayed as a CUDA "
+            f"graph; up to {engine.CUDA_CONCURRENT_GROUPS} architecture groups side by side)")
 
 
 def render_header(prov: dict) -> str:
@@ -89,7 +96,7 @@ def render_header(prov: dict) -> str:
         "initial draw stream, dropout masks and augmentation)",
         f"- device: {', '.join(prov['devices'])}; precision: {prov['precision']}",
         f"- compute: {prov['ablation_seconds']:.0f} s of training in ablation jobs, {prov['search_seconds']:.0f} s in search jobs; "
-        f"pipeline wall time {prov['wall_seconds']:.0f} s (first prepared data set to this report)",
+        f"pipeline wall time {prov['wall_seconds']:.0f} s (first prepared data set to the last training table)",
         f"- Python {prov['python']}; " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
         "",
     ]
@@ -251,10 +258,13 @@ def build(params: Params, args, atomic_path, log) -> None:
         prep = load_prepared(Path(p))
         datasets.append({"dataset": prep.name, "source": prep.source, "train/val/test": f"{len(prep.y_train)}/{len(prep.y_val)}/{len(prep.y_test)}",
                          "content sha256": f"`{prep.content_hash[:16]}`", "raw sha256": f"`{prep.raw_hash[:16]}`"})
+    # Pipeline wall time from file times, first prepared data set to the newest training
+    # table, so a report rendered again later (a changed figure) states the same time.
     first_data = min((Path(p).stat().st_mtime for p in args.datasets), default=t_start)
+    last_table = max((Path(p).stat().st_mtime for p in [*args.ablations, *args.search]), default=time.time())
     wall = {"ablation_seconds": float(epochs["epoch_seconds"].sum()) if not epochs.empty else 0.0,
             "search_seconds": float(search_df["seconds"].sum()) if not search_df.empty else 0.0,
-            "wall_seconds": time.time() - first_data}
+            "wall_seconds": max(0.0, last_table - first_data)}
     devices = list(epochs["device"].unique()) if "device" in epochs else []
     prov = provenance(params, datasets, devices or ["unknown"], wall)
     seeds = len(params.active.seeds)

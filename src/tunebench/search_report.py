@@ -231,7 +231,12 @@ def figures(df: pd.DataFrame, target: Target, params=None) -> dict[str, Figure]:
             warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
             sns.boxplot(data=sub, x="strategy", y="pick_test_acc", order=order, color="0.85", ax=ax,
                         showfliers=False)
-        sns.stripplot(data=sub, x="strategy", y="pick_test_acc", order=order, color="k", size=4, ax=ax)
+        rng_state = np.random.get_state()
+        np.random.seed(0)  # seaborn jitters strip points with numpy's global RNG: same data, same figure
+        try:
+            sns.stripplot(data=sub, x="strategy", y="pick_test_acc", order=order, color="k", size=4, ax=ax)
+        finally:
+            np.random.set_state(rng_state)
         ax.set(title=wl, xlabel="", ylabel="test accuracy of the pick")
         ax.tick_params(axis="x", labelrotation=30)
     figs["pick_test_acc"] = fig
