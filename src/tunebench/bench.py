@@ -11,7 +11,6 @@ Results go to results/bench/*.json (written atomically)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import itertools
 import json
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunebench import data, engine, models
+from tunebench import data, engine, models, popconv
 from tunebench.config import RunConfig
 
 ARCHS = {  # the reference CNN of the tutorial-era posts, and a mid-sized MLP
@@ -148,14 +147,6 @@ def conv_variants(convs: str, triton_tiles: str | None) -> list[tuple[str, dict[
     return out
 
 
-def popconv_tiles(sizes: dict[str, int]):
-    if not sizes:
-        return contextlib.nullcontext()
-    from tunebench import popconv
-
-    return popconv.tiles(**sizes)
-
-
 def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
                  conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
@@ -259,7 +250,7 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
                 n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 try:
-                    with popconv_tiles(tile_sizes):
+                    with popconv.tiles(**tile_sizes):
                         n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
@@ -382,19 +373,20 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
         record(jobs, dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
                           epochs=sum(len(r.epochs) for r in res)), s)
-    for wl, strategy in all_search:
-        if out_of_time():
-            break
+    if all_search:
         import optuna
 
         from tunebench import search
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
+    for wl, strategy in all_search:
+        if out_of_time():
+            break
         dd = device_data(wl)
         storage = optuna.storages.InMemoryStorage()
         t0 = time.perf_counter()
         df = search.run_job(params, wl, strategy, dd, storage)
-        search.importances(storage, sorted(set(df["study"])))
+        search.frame_importances(storage, df)
         sync(dev)
         s = time.perf_counter() - t0
         log(f"search {wl}/{strategy}: {len(df)} trials, {s:.1f}s")

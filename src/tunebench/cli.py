@@ -114,7 +114,7 @@ def cmd_search(args) -> None:
     settings = params.search_settings()
     storage = search.open_storage(settings, Path(args.journal))
     df = search.run_job(params, args.workload, args.strategy, dd, storage, log=log)
-    imp = search.importances(storage, sorted(set(df["study"]))) if "study" in df else {}
+    imp = search.frame_importances(storage, df)
     with atomic_path(Path(args.out)) as tmp:
         df.to_parquet(tmp, index=False)
     if args.importance:

@@ -21,7 +21,7 @@ Design (see design.md for the measurements behind it):
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -679,13 +679,9 @@ def train_population(
     results: list[RunResult | None] = [None] * len(cfgs)
     running: list[dict] = []
     started = 0
-
-    def share(chunk_cap) -> float:
-        return len(chunk_cap[0]) / chunk_cap[1]
-
     while pending or running:
-        while pending and (not running or (len(running) < concurrent_groups
-                                           and sum(share(r["chunk"]) for r in running) + share(pending[0]) <= 1)):
+        while pending and (not running or (len(running) < concurrent_groups and sum(r["share"] for r in running)
+                                           + len(pending[0][0]) / pending[0][1] <= 1)):
             chunk, cap = pending.pop(0)
             c = cfgs[chunk[0]]
             started += 1
@@ -697,13 +693,13 @@ def train_population(
                 stream.wait_stream(torch.cuda.current_stream(device))
             trainer = group_trainer([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision,
                                     log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl, tag=tag)
-            running.append({"chunk": (chunk, cap), "trainer": trainer, "stream": stream, "resumed": False})
+            running.append({"chunk": chunk, "cap": cap, "share": len(chunk) / cap, "trainer": trainer, "stream": stream})
         for job in list(running):  # one epoch of each running group in turn
-            chunk, cap = job["chunk"]
+            chunk, trainer = job["chunk"], job["trainer"]
+            fresh = inspect.getgeneratorstate(trainer) == inspect.GEN_CREATED  # a fresh generator takes None
             try:
-                with torch.cuda.stream(job["stream"]) if job["stream"] is not None else contextlib.nullcontext():
-                    job["trainer"].send(len(running) if job["resumed"] else None)
-                job["resumed"] = True
+                with torch.cuda.stream(job["stream"]):  # None: a no-op (CPU, or one group at a time)
+                    trainer.send(None if fresh else len(running))
             except StopIteration as done:
                 running.remove(job)
                 for i, r in zip(chunk, done.value):
@@ -712,14 +708,12 @@ def train_population(
                 running.remove(job)
                 if len(chunk) == 1:
                     raise
-                job["trainer"].close()
-                del job
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if log:
                     log(f"  CUDA out of memory with {len(chunk)} runs; retrying as two populations")
                 half = len(chunk) // 2
-                pending[:0] = [(chunk[:half], cap), (chunk[half:], cap)]
+                pending[:0] = [(chunk[:half], job["cap"]), (chunk[half:], job["cap"])]
     return results  # type: ignore[return-value]
 
 

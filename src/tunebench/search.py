@@ -671,6 +671,11 @@ def run_job(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FRAME_COLUMNS))
 
 
+def frame_importances(storage, frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """importances() of every study in a job's frame (run_job's); {} for an empty frame."""
+    return importances(storage, sorted(set(frame["study"]))) if "study" in frame else {}
+
+
 def importances(storage, study_names: Sequence[str], *, seed: int = 0) -> dict[str, dict[str, float]]:
     """fANOVA parameter importances (optuna.importance.get_param_importances, seeded) per
     study, over its COMPLETE trials. The trials are copied into an in-memory study with the
