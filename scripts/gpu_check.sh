@@ -29,6 +29,9 @@
 #
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, pytest.log, bench-*.log,
 # profile.log, bench/*.json, summary.txt.  Step limits (s): PYTEST_S, BENCH_S, TF32_S, PROFILE_S.
+# A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
+# BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
+# are kept: bench profile --resume).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,7 +73,7 @@ cat "$OUT/env.txt"
 
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     # Rows of at most 3M model-samples: a few seconds each on an H100.
-    SAMPLES=30000; POPS=16,64,128; MAX_MS=2000000
+    SAMPLES=30000; POPS=${POPS:-16,64,128}; MAX_MS=2000000
     PROFILE_BUDGET=${PROFILE_BUDGET:-120}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-70}
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
@@ -81,18 +84,18 @@ STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
     step "pytest engine (CUDA)" "${PYTEST_S:-110}" "$OUT/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
-        -k "(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory) and not compile_for_sm90"
+        -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90}"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
     step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
         "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv "${BENCH_CONVS:-native,triton}" \
         ${4:+--triton-tiles "$4"} \
-        --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models cnn,mlp --out-dir "$OUT/bench"
+        --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    bench bf16 on "${BENCH_S:-130}" "${TRITON_TILES-P=64,M=128,S=128}"
-    bench tf32 on "${TF32_S:-75}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-130}" "${TRITON_TILES-P=64,M=128,S=128}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-75}"
 fi
 if [[ " $STEPS " == *" profile "* ]]; then
     # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.
@@ -105,7 +108,7 @@ except (OSError, KeyError, ValueError):
     step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
         "${PROFILE_S:-260}" "$OUT/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
-        --max-search-seconds "$PROFILE_SEARCH_BUDGET" --out-dir "$OUT/bench"
+        --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"

@@ -50,7 +50,7 @@ def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys)
     assert "process start-up" in capsys.readouterr().out
 
 
-def test_profile_budgets_count_ablation_and_search_jobs_separately(tmp_path):
+def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile_resumes(tmp_path):
     """A spent ablation budget still leaves the search jobs their own budget, so a short
     device lease samples both kinds of job."""
     params = tmp_path / "params.yaml"
@@ -60,6 +60,25 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately(tmp_path):
     assert code == 0
     result = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
     assert not result["jobs"] and len(result["search_jobs"]) == 2 and not result["meta"]["complete"]
+
+    # A second call resumes: runs only the ablation jobs, keeps the timed search jobs.
+    first = tmp_path / "first.json"
+    (tmp_path / "profile-tiny-cpu.json").rename(first)
+    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--resume", str(first),
+                       "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
+    assert code == 0
+    resumed = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    meta = resumed["meta"]
+    assert meta["complete"] and len(resumed["jobs"]) == 3
+    assert resumed["search_jobs"] == [{**j, "call": result["meta"]["time"]} for j in result["search_jobs"]]
+    assert meta["startup_seconds"] == result["meta"]["startup_seconds"] and meta["resumed"] == [result["meta"]["time"]]
+    assert meta["total_seconds"] > result["meta"]["total_seconds"]
+
+    wrong = {**result, "meta": {**result["meta"], "precision": "bf16"}}
+    first.write_text(json.dumps(wrong))
+    with pytest.raises(ValueError, match="precision is 'bf16'"):
+        bench.main(["profile", "--device", "cpu", "--params", str(params), "--resume", str(first),
+                    "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
 
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():

@@ -631,13 +631,18 @@ def test_unknown_conv_impl_is_a_clear_error(digits):
     ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.2, "optimizer": "adam", "lr": 0.003}, "triton"),
 ])
 def test_cuda_graph_replay_equals_eager_steps(kw, conv_impl, digits):
-    """The captured step replays exactly what the eager step computes (same kernels)."""
+    """The captured step replays what the eager step computes: bit for bit with our own
+    kernels (MLP matmuls, the Triton convolutions); within 1e-6 with cuDNN's, which may pick
+    another convolution algorithm while capturing (an H200 showed 1-ulp differences in 5 of
+    30 metrics)."""
     cfgs = [cfg(**{**kw, "lr": kw.get("lr", 0.05) * f, "epochs": 3}) for f in (1.0, 2.0, 1e4)]  # the last diverges
     eager = population(cfgs, [0, 1, 2], digits, cuda_graphs=False, conv_impl=conv_impl)
     graphed = population(cfgs, [0, 1, 2], digits, cuda_graphs=True, conv_impl=conv_impl)
     for a, b in zip(eager, graphed):
         assert a.diverged_epoch == b.diverged_epoch
-        if not a.diverged:
+        if not a.diverged and (kw["model"] == "cnn" and conv_impl == "native"):
+            np.testing.assert_allclose(_metrics(a), _metrics(b), rtol=1e-6, atol=0)
+        elif not a.diverged:
             np.testing.assert_array_equal(_metrics(a), _metrics(b))
 
 

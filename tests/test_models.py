@@ -313,6 +313,22 @@ def test_conv3x3_gemm_under_bf16_autocast_is_close():
     assert 0 < rel < 1e-2, rel  # bf16 operands: 1e-3..1e-2, never exact
 
 
+@pytest.mark.parametrize("conv_impl", ["native", "gemm"])
+def test_population_convolutions_follow_bf16_autocast(conv_impl):
+    """A vmapped F.conv2d ignores autocast (torch 2.11, 2.14); the CNN's convolutions must
+    still run in bf16 for a population under bf16 autocast, as for a single run."""
+    net = build(cfg_for("cnn"), IMAGE, 0)
+    net.conv_impl = conv_impl
+    layer = net.convs[0]
+    x = input_for("cnn", 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        single = net.conv(layer, x)
+        population = torch.func.vmap(lambda h: net.conv(layer, h))(torch.stack([x, x]))
+    assert single.dtype == population.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert torch.func.vmap(lambda h: net.conv(layer, h))(torch.stack([x, x])).dtype == torch.float32
+
+
 @pytest.mark.parametrize("kw", [{}, {"batchnorm": True}, {"depth": 4, "residual": True, "dropout": 0.3}])
 def test_cnn_gemm_forward_equals_native(kw):
     net = build(cfg_for("cnn", **kw), IMAGE, 0).train()

@@ -123,14 +123,23 @@ def test_nan_propagates_as_in_max_pool(backend):
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")
 def test_bf16_under_autocast_close_to_unfused():
+    """Under bf16 autocast the kernels take bf16 operands, accumulate in fp32 and pick each
+    window's maximum from the fp32 sums. The reference is therefore fp32 math on the same
+    bf16-rounded operands, not an all-bf16 computation: rounding the conv output to bf16
+    before the pool turns near-ties into different argmaxes, and so routes gradients to
+    other pixels (on an H200 an all-bf16 reference differed in 6.3% of the input gradients,
+    by up to 0.9; the same comparison between two references on a CPU gives 6.4% and 0.9).
+    A few windows may still pick another argmax from fp32 summation order: at most 0.1% of
+    elements may differ by more than bf16 rounding."""
     x, w, b, v = tensors(4, 32, 32, 64, 14, 14)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y, grads = value_and_grads(fused("triton"), x, w, b, v)
-        y_ref, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
-    assert y.dtype == y_ref.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g.float(), g_ref.float(), rtol=5e-2, atol=5e-2)
+    assert y.dtype == torch.bfloat16
+    y_ref, grads_ref = value_and_grads(popconv.reference, *(t.bfloat16().float() for t in (x, w, b, v)))
+    for got, want in zip((y, *grads), (y_ref, *grads_ref)):
+        scale = want.abs().max()
+        off = ~torch.isclose(got.float(), want, rtol=2e-2, atol=2e-2 * scale)
+        assert off.float().mean() <= 1e-3, (off.float().mean(), (got.float() - want).abs().max(), scale)
 
 
 def test_unknown_backend_is_a_clear_error():

@@ -318,7 +318,7 @@ def process_startup_seconds(dev: torch.device, repeats: int = 3) -> float:
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
                    max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
                    include_search: bool = False, concurrent_groups: int | None = None,
-                   max_search_seconds: float | None = None) -> dict:
+                   max_search_seconds: float | None = None, resume: dict | None = None) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does, then (include_search) every search job
     (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
@@ -329,7 +329,10 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     max_seconds: start no ablation job after this much wall time (the result says how many
     ran); max_search_seconds: likewise for the search jobs, counted from the first of them
     (so that a short device lease samples both kinds); `save` gets the partial result after
-    every job."""
+    every job.
+    resume: an earlier partial result of the same profile, device, precision and convolution
+    (a device lease too short for the whole profile): its jobs are kept, not run again, its
+    start-up is reused, and total_seconds adds this call's wall time to the earlier one's."""
     from tunebench import grid
 
     # fp32 runs as the pipeline does, with PyTorch's defaults (TF32 for cuDNN convolutions,
@@ -346,8 +349,24 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
             "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs),
             "search_jobs_total": len(all_search), "concurrent_groups": concurrent_groups or "engine default"}
     result = {"meta": meta, "jobs": jobs, "search_jobs": search_jobs}
-    meta["startup_seconds"] = process_startup_seconds(dev)
+    earlier_seconds = 0.0
+    if resume is not None:
+        old = resume["meta"]
+        for key in ("device", "profile", "precision", "conv_impl"):
+            if old.get(key) != meta[key]:
+                raise ValueError(f"--resume: the earlier result's {key} is {old.get(key)!r}, this run's {meta[key]!r}")
+        jobs += [{**j, "call": old["time"]} for j in resume["jobs"]]
+        search_jobs += [{**j, "call": old["time"]} for j in resume.get("search_jobs", [])]
+        meta.update(startup_seconds=old["startup_seconds"], resumed=[*old.get("resumed", []), old["time"]],
+                    data_seconds={**old["data_seconds"], **load_s})
+        load_s = meta["data_seconds"]
+        earlier_seconds = old.get("total_seconds", 0.0)
+        log(f"resuming {old['time']}: {len(jobs)} ablation and {len(search_jobs)} search jobs already timed")
+    else:
+        meta["startup_seconds"] = process_startup_seconds(dev)
     log(f"process start-up (imports + device init): {meta['startup_seconds']:.1f}s per job")
+    done_jobs = {(j["workload"], j["dimension"]) for j in jobs}
+    done_search = {(j["workload"], j["strategy"]) for j in search_jobs}
     t_all = time.perf_counter()
 
     def device_data(workload: str) -> engine.DeviceData:
@@ -375,13 +394,15 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     def record(kind_list: list, row: dict, seconds: float) -> None:
         kind_list.append({**row, "seconds": seconds})
         done = len(jobs) + len(search_jobs)
-        meta.update(total_seconds=time.perf_counter() - t_all,
+        meta.update(total_seconds=earlier_seconds + time.perf_counter() - t_all,
                     complete=len(jobs) == len(all_jobs) and len(search_jobs) == len(all_search),
                     runs_done=sum(j["runs"] for j in jobs),
                     serial_pipeline_seconds=sum(j["seconds"] for j in jobs + search_jobs) + done * meta["startup_seconds"])
         save(result)
 
     for wl, dim in all_jobs:
+        if (wl, dim) in done_jobs:
+            continue
         if out_of_time(t_all, max_seconds):
             break
         dd = device_data(wl)
@@ -403,6 +424,8 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
     t_search = time.perf_counter()
     for wl, strategy in all_search:
+        if (wl, strategy) in done_search:
+            continue
         if out_of_time(t_search, max_search_seconds):
             break
         dd = device_data(wl)
@@ -435,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
     ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
                     "many seconds of search jobs")
+    ap.add_argument("--resume", default=None, help="profile: an earlier profile JSON of this profile and device "
+                    "whose jobs are kept, not run again (a device lease too short for the whole profile)")
     ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
     ap.add_argument("--concurrent-groups", type=int, default=None, help="profile: ablation groups trained side by side "
                     "(default: the engine's, engine.CUDA_CONCURRENT_GROUPS on CUDA, 1 on a CPU)")
@@ -464,10 +489,16 @@ def main(argv: list[str] | None = None) -> int:
         params = config.load(args.params, profile=args.profile)
         path = out_dir / f"profile-{params.profile}-{device_slug(dev)}.json"
         conv = args.conv or "auto"
+        resume = None
+        if args.resume:
+            try:
+                resume = json.loads(Path(args.resume).read_text())
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"--resume {args.resume}: cannot read an earlier profile result ({err})") from err
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
                                 include_search=args.search, concurrent_groups=args.concurrent_groups,
-                                max_search_seconds=args.max_search_seconds)
+                                max_search_seconds=args.max_search_seconds, resume=resume)
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
         for j in result["search_jobs"]:

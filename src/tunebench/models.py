@@ -111,6 +111,17 @@ class MLP(Net):
         return self.out(h)
 
 
+def autocast_operands(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """The convolution's operands in autocast's dtype when autocast is on, else as given.
+    Why: under torch.func.vmap, F.conv2d skips autocast (seen with torch 2.11 and 2.14: a
+    vmapped conv under bf16 autocast returns fp32), so a population's "bf16" convolutions
+    would silently run in fp32/TF32. Casting first makes them bf16, as for a single run."""
+    if not torch.is_autocast_enabled(h.device.type):
+        return h, weight, bias
+    dtype = torch.get_autocast_dtype(h.device.type)
+    return h.to(dtype), weight.to(dtype), bias.to(dtype) if bias is not None else None
+
+
 def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 3x3, stride-1, padding-1 convolution as one matrix product: the nine shifted copies
     of the (zero-padded, channels-last) input are concatenated along channels (im2col) and
@@ -120,10 +131,7 @@ def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     (design.md); here vmap turns the product into one batched GEMM on the tensor cores.
     h: (N, C, H, W) in any memory layout; returns (N, C_out, H, W), contiguous (vmap cannot
     clone channels-last tensors, which batch norm's backward does)."""
-    if torch.is_autocast_enabled(h.device.type):  # cast once, before the 9x larger im2col copy
-        dtype = torch.get_autocast_dtype(h.device.type)
-        h, weight = h.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+    h, weight, bias = autocast_operands(h, weight, bias)  # cast once, before the 9x larger im2col copy
     n, c, height, width = h.shape
     padded = F.pad(h.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))  # (N, H+2, W+2, C)
     cols = torch.cat([padded[:, dy : dy + height, dx : dx + width, :] for dy in range(3) for dx in range(3)], -1)
@@ -165,7 +173,9 @@ class CNN(Net):
         self.conv_impl = "native"
 
     def conv(self, layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
-        return conv3x3_gemm(h, layer.weight, layer.bias) if self.conv_impl == "gemm" else layer(h)
+        if self.conv_impl == "gemm":
+            return conv3x3_gemm(h, layer.weight, layer.bias)
+        return F.conv2d(*autocast_operands(h, layer.weight, layer.bias), padding=1)
 
     def forward(self, x, key):
         h = x
