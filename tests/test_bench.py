@@ -119,3 +119,30 @@ def test_kernels_mode_ranks_where_an_epoch_spends_its_time(tmp_path, capsys):
     assert all(r["ms"] > 0 and r["calls"] > 0 for r in rows) and 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
     assert math.isclose(sum(r["ms"] for r in rows) / meta["profiled_ms"], sum(r["share"] for r in rows))
     assert "ms of cpu time" in capsys.readouterr().out
+
+
+def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):
+    """scripts/gpu_check.sh with no step: its set-up, its summary of the JSON the steps
+    write (given here from a tiny CPU run of each bench mode) and its log archive - the
+    parts no CPU dry run of a GPU step would otherwise check before a GPU session."""
+    import os
+    import subprocess
+    import tarfile
+
+    out = tmp_path / "out"
+    raw = str(tmp_path / "raw")
+    assert bench.main(["throughput", "--device", "cpu", "--models", "mlp", "--samples", "512", "--populations", "2",
+                       "--tutorial-samples", "128", "--batch", "128", "--raw-dir", raw, "--out-dir", str(out / "bench")]) == 0
+    assert bench.main(["kernels", "--device", "cpu", "--models", "mlp", "--samples", "512", "--populations", "2",
+                       "--batch", "128", "--raw-dir", raw, "--out-dir", str(out / "bench")]) == 0
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "STEPS": "none"}
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = (out / "summary.txt").read_text()
+    assert "throughput-cpu.json fp32" in summary and "(c) engine, population 2" in summary
+    assert "mlp K=2 fp32 conv=native on cpu" in summary
+    with tarfile.open(out / "logs.tgz") as archive:
+        assert archive.getnames() == ["logs"]
+    assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "summary.txt"]
