@@ -301,7 +301,8 @@ def fastest_conv(rows: list[dict], default: str = "native") -> str:
 # ---------------------------------------------------------------- kernels mode
 def kernel_table(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
                  conv_impl: str = "native", top: int = 15) -> dict:
-    """One engine epoch of K runs under torch.profiler, after the warm-up engine_epoch does:
+    """One engine epoch of K runs under torch.profiler, after a one-batch epoch outside it (so
+    that Triton's compilation is not profiled; the profiled call's own one-batch warm-up is):
     the `top` operators and kernels by self time (device time on CUDA: the kernels; CPU time
     on a CPU: the ATen operators), each with its calls, milliseconds and share of the total.
     Eager steps (no CUDA graph): replay hides the kernels from the profiler, and a kernel's
@@ -399,9 +400,8 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
                 raise ValueError(f"--resume: the earlier result's {key} is {old.get(key)!r}, this run's {meta[key]!r}")
         jobs += [{**j, "call": old["time"]} for j in resume["jobs"]]
         search_jobs += [{**j, "call": old["time"]} for j in resume.get("search_jobs", [])]
-        meta.update(startup_seconds=old["startup_seconds"], resumed=[*old.get("resumed", []), old["time"]],
-                    data_seconds={**old["data_seconds"], **load_s})
-        load_s = meta["data_seconds"]
+        meta.update(startup_seconds=old["startup_seconds"], resumed=[*old.get("resumed", []), old["time"]])
+        load_s.update(old["data_seconds"])  # (meta's data_seconds; data loaded again here overwrites its entry)
         earlier_seconds = old.get("total_seconds", 0.0)
         log(f"resuming {old['time']}: {len(jobs)} ablation and {len(search_jobs)} search jobs already timed")
     else:
@@ -520,12 +520,12 @@ def main(argv: list[str] | None = None) -> int:
         K = int((args.populations or ("4" if dev.type == "cpu" else "128")).split(",")[0])
         dd, source = fmnist_device_data(Path(args.raw_dir), samples, dev)
         n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
+        n = max(args.batch, n_run // args.batch * args.batch)  # whole batches
+        set_precision(args.precision)
         results = {}
         for arch in args.models.split(","):
             cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
             for conv in (args.conv or "native").split(",") if arch == "cnn" else ["native"]:
-                set_precision(args.precision)
-                n = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 try:
                     res = kernel_table(cfg, K, dd, args.precision, n, conv)
                 except Exception as err:  # noqa: BLE001  Triton missing or failing: say so, go on with the next

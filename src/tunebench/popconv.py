@@ -31,6 +31,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from tunebench.models import autocast_operands
+
 try:  # Triton ships with torch's CUDA wheels on Linux; elsewhere only the torch backend exists.
     import triton
     import triton.language as tl
@@ -398,8 +400,6 @@ def conv_relu_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ba
     autocast the inputs are cast to its dtype first, as F.conv2d's would be."""
     if backend not in BACKENDS:
         raise ValueError(f"conv_relu_pool backend {backend!r} is not available here (have: {sorted(BACKENDS)})")
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    x, weight, bias = autocast_operands(x, weight, bias)
     with torch.autocast(x.device.type, enabled=False):  # the torch backend's ops keep the dtype given
         return _ConvReluPool.apply(x, weight, bias, backend)[0]
