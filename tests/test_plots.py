@@ -1,6 +1,6 @@
 """Figures of tunebench.plots: they render, and the same data always draws the same
-picture (seaborn bootstraps its intervals; the seed is fixed), so a rerun of the report
-stage does not change the published figures."""
+picture, so a rerun of the report stage does not change the published figures; the error
+bars are Student-t intervals over seeds."""
 
 from __future__ import annotations
 
@@ -46,3 +46,26 @@ def test_same_data_same_figure(draw):
     first = png(draw())
     np.random.seed(2)
     assert png(draw()) == first
+
+
+def test_seed_interval_is_the_t_interval_of_the_mean():
+    lo, hi = plots.seed_interval(pd.Series([1.0, 2.0, 3.0]))
+    half = 4.302652729911275 * 1.0 / np.sqrt(3)  # t(2, 0.975) * sd / sqrt(n)
+    assert lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    # A diverged run's NaN/inf is left out, not averaged in.
+    assert plots.seed_interval(pd.Series([1.0, np.nan, 2.0, 3.0, np.inf])) == pytest.approx((lo, hi))
+    assert plots.seed_interval(pd.Series([0.7])) == (0.7, 0.7)  # one seed: no interval
+    assert plots.seed_interval(pd.Series([0.5, 0.5, 0.5])) == (0.5, 0.5)
+    assert all(np.isnan(plots.seed_interval(pd.Series([np.nan, np.nan]))))
+
+
+def test_curves_band_is_the_seed_interval():
+    """The shaded band seaborn draws is seed_interval of each epoch's values."""
+    data = epochs_frame()
+    fig = plots.curves_figure(data)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices  # first arm: lr=0.01
+    d = data[data["arm"] == "lr=0.01"]
+    for epoch, values in d.groupby("epoch")["val_acc"]:
+        lo, hi = plots.seed_interval(values)
+        ys = band[np.isclose(band[:, 0], epoch), 1]
+        assert min(ys) == pytest.approx(lo) and max(ys) == pytest.approx(hi)

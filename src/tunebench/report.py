@@ -122,6 +122,8 @@ disagree; the split is shown. Diverged runs (non-finite loss) count at chance ac
 infinite loss; divergence rates are listed per arm. Epochs-to-target is censored at the
 budget + 1 when the target is never reached. The interval alone is not trusted with 3 seeds
 (all three differences share a sign 25% of the time under no effect), hence the p gate.
+Figures show each arm's mean over seeds with a 95% Student-t interval (t(n-1) * sd / sqrt(n)),
+not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
 """
 
 
