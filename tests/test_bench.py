@@ -146,3 +146,42 @@ def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):
     with tarfile.open(out / "logs.tgz") as archive:
         assert archive.getnames() == ["logs"]
     assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "summary.txt"]
+
+
+@pytest.mark.slow
+def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
+    """gpu_check.sh's `pipeline` step on the tiny project (its ablation half, for time):
+    Snakemake through this interpreter, which the rules reach as `python` although PATH has
+    no such Python (the GPU image has python3 only); the log read back into
+    bench/pipeline-tiny.json; the tables come back in pipeline-results.tgz."""
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+
+    from test_pipeline import make_project
+
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project")
+    (project / "scripts").mkdir()
+    shutil.copy(Path(__file__).parent.parent / "scripts" / "gpu_check.sh", project / "scripts")
+    out = tmp_path / "out"
+    src = str(Path(__file__).parent.parent / "src")
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "PYTHONPATH": src, "OUT": str(out),
+           "PY": sys.executable, "STEPS": "pipeline", "PIPELINE_PROFILE": "tiny", "PIPELINE_CORES": "2",
+           "PIPELINE_GPU_SLOTS": "2", "PIPELINE_ARGS": "results/runs.parquet", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
+    # 2 data sets prepared, 3 ablation jobs, the aggregate: all done, 2 training jobs side by side.
+    assert (summary["steps_done"], summary["steps_total"], summary["complete"]) == (6, 6, True)
+    assert {r["rule"]: r["done"] for r in summary["per_rule"]} == {"prepare_data": 2, "run_ablation": 3, "aggregate": 1}
+    assert summary["training_jobs_at_once"] == 2 and summary["wall_seconds"] > 0
+    assert "6 of 6 steps (complete)" in (out / "summary.txt").read_text()
+    with tarfile.open(out / "pipeline-results.tgz") as archive:
+        names = archive.getnames()
+    assert {"results/runs.parquet", "results/ablations/digits_mlp/init.parquet", "logs/aggregate.log"} <= set(names)
+    assert not [n for n in names if ".checkpoints" in n]
+    assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "pipeline-results.tgz",
+                                                     "summary.txt"]

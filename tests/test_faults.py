@@ -21,6 +21,8 @@ import pytest
 
 from test_pipeline import BIN, TINY, env, make_project, run
 
+from tunebench import snakelog
+
 pytestmark = pytest.mark.slow
 
 TARGET = "results/runs.parquet"
@@ -234,21 +236,6 @@ def test_second_pipeline_on_the_same_folder_is_refused(tmp_path, baseline):
 
 
 # ------------------------------------------------------------------------------- (d)
-def most_training_jobs_at_once(log: str) -> int:
-    """From Snakemake's output: the most run_ablation/run_search jobs started and not yet
-    finished at one time."""
-    running, most, rule = set(), 0, None
-    for line in log.splitlines():
-        if line.rstrip().endswith(":") and "rule " in line:
-            rule = line.split("rule ")[1].rstrip(":")
-        elif line.strip().startswith("jobid:") and rule in ("run_ablation", "run_search"):
-            running.add(line.split(":")[1].strip())
-            most = max(most, len(running))
-        elif line.startswith("Finished jobid:"):
-            running.discard(line.split(":")[1].split()[0])
-    return most
-
-
 @pytest.mark.parametrize("cores, gpu_slots", [(2, 1), (1, 1), (2, 2)])
 def test_two_runs_give_identical_tables(tmp_path, baseline, cores, gpu_slots):
     """A fresh run equals the baseline (--cores 2, one training job at a time) to the last
@@ -256,7 +243,7 @@ def test_two_runs_give_identical_tables(tmp_path, baseline, cores, gpu_slots):
     with --resources gpu=2 two training jobs run side by side, 1 thread each."""
     project = make_project(tmp_path)
     out = sm(project, TARGET, "--resources", f"gpu={gpu_slots}", cores=cores)
-    assert most_training_jobs_at_once(out.stdout + out.stderr) == gpu_slots
+    assert snakelog.most_at_once(snakelog.job_spans(out.stdout + out.stderr)) == gpu_slots
     assert_same_tables(tables(project), baseline)
 
 
