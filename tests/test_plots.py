@@ -59,6 +59,24 @@ def test_seed_interval_is_the_t_interval_of_the_mean():
     assert all(np.isnan(plots.seed_interval(pd.Series([np.nan, np.nan]))))
 
 
+def test_intervals_are_clipped_to_the_metric_range():
+    """Accuracies of 0.99, 0.90, 0.10 have a t interval reaching past both 0 and 1; drawn,
+    it stops at the range an accuracy can take."""
+    accuracies = pd.Series([0.99, 0.90, 0.10])
+    lo, hi = plots.seed_interval(accuracies)
+    assert lo < 0 and hi > 1
+    assert plots.interval_for("final_test_acc")(accuracies) == (0.0, 1.0)
+    assert plots.interval_for("val_loss")(pd.Series([0.01, 0.02, 2.0]))[0] == 0.0
+    assert plots.interval_for("an_unlisted_metric")(accuracies) == (lo, hi)
+
+
+def test_every_claim_metric_has_a_range():
+    from tunebench.claims import METRICS
+
+    assert set(METRICS) <= set(plots.METRIC_RANGE)
+    assert all(lo < hi for lo, hi in plots.METRIC_RANGE.values())
+
+
 def test_curves_band_is_the_seed_interval():
     """The shaded band seaborn draws is seed_interval of each epoch's values."""
     data = epochs_frame()
@@ -66,6 +84,6 @@ def test_curves_band_is_the_seed_interval():
     band = fig.axes[0].collections[0].get_paths()[0].vertices  # first arm: lr=0.01
     d = data[data["arm"] == "lr=0.01"]
     for epoch, values in d.groupby("epoch")["val_acc"]:
-        lo, hi = plots.seed_interval(values)
+        lo, hi = plots.interval_for("val_acc")(values)
         ys = band[np.isclose(band[:, 0], epoch), 1]
         assert min(ys) == pytest.approx(lo) and max(ys) == pytest.approx(hi)

@@ -17,13 +17,28 @@ from tunebench.claims import METRICS  # noqa: E402
 sns.set_theme(style="whitegrid", context="paper")
 
 
-def seed_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float]:
+# Where each plotted metric can lie: an interval is clipped to it (a t interval of accuracies
+# near 1 can reach past 1). Metrics not listed are unbounded.
+UNIT = (0.0, 1.0)
+NON_NEGATIVE = (0.0, np.inf)
+METRIC_RANGE = {
+    "final_test_acc": UNIT, "test_at_best_val": UNIT, "test_acc_epoch1": UNIT, "final_train_acc": UNIT,
+    "best_val": UNIT, "diverged": UNIT, "val_acc": UNIT, "gap": (-1.0, 1.0),
+    "final_test_loss": NON_NEGATIVE, "final_train_loss": NON_NEGATIVE, "loss_epoch1": NON_NEGATIVE,
+    "val_loss": NON_NEGATIVE, "epochs_to_target": NON_NEGATIVE, "epochs_used": NON_NEGATIVE,
+    "grad_spread": NON_NEGATIVE, "trials_to_target": NON_NEGATIVE, "seconds_to_target": NON_NEGATIVE,
+}
+
+
+def seed_interval(values: pd.Series, level: float = 0.95,
+                  bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float]:
     """The figures' error bars: Student's t interval of the mean over seeds,
-    mean +- t(n-1) * sd / sqrt(n). With the 3-5 seeds of a profile, a percentile bootstrap
-    (seaborn's default) covers far less than its nominal 95% and costs 1,000 resamples per
-    point: 100 s of the quick report's 107 s went into the learning curves' bootstraps.
-    Deterministic, so the same data draws the same figure. NaN (a diverged run's metric) is
-    left out; fewer than 2 finite values give no interval."""
+    mean +- t(n-1) * sd / sqrt(n), clipped to the metric's range `bounds`. With the 3-5
+    seeds of a profile, a percentile bootstrap (seaborn's default) covers far less than its
+    nominal 95% and costs 1,000 resamples per point: 100 s of the quick report's 107 s went
+    into the learning curves' bootstraps. Deterministic, so the same data draws the same
+    figure. NaN/inf (a diverged run's metric) is left out; fewer than 2 finite values give
+    no interval."""
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -32,7 +47,13 @@ def seed_interval(values: pd.Series, level: float = 0.95) -> tuple[float, float]
     if len(v) < 2 or np.all(v == v[0]):
         return mean, mean
     lo, hi = stats.t.interval(level, df=len(v) - 1, loc=mean, scale=stats.sem(v))
-    return float(lo), float(hi)
+    return float(max(lo, bounds[0])), float(min(hi, bounds[1]))
+
+
+def interval_for(metric: str):
+    """seed_interval clipped to `metric`'s range, as seaborn's `errorbar` callable."""
+    bounds = METRIC_RANGE.get(metric, (-np.inf, np.inf))
+    return lambda values: seed_interval(values, bounds=bounds)
 
 
 def _numeric(values: pd.Series) -> pd.Series | None:
@@ -60,7 +81,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
         if x is not None:
             d["_x"] = num[x][d.index]
-            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=seed_interval, marker="o", ax=ax)
+            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=interval_for(metric), marker="o", ax=ax)
             span = d["_x"][d["_x"] > 0]
             if len(span) and span.max() / span.min() > 100:
                 ax.set_xscale("log")
@@ -73,7 +94,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
             ax.set_xlabel(x.removeprefix("arm_"))
         else:
             d["arm_label"] = d["arm"].str.replace(r"[a-z_]+=", "", regex=True)
-            sns.pointplot(d, x="arm_label", y=metric, errorbar=seed_interval, linestyle="none", ax=ax, color="C0")
+            sns.pointplot(d, x="arm_label", y=metric, errorbar=interval_for(metric), linestyle="none", ax=ax, color="C0")
             ax.tick_params(axis="x", rotation=45)
             for lab in ax.get_xticklabels():
                 lab.set_horizontalalignment("right")
@@ -115,7 +136,7 @@ def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None
     for ax, wl in zip(axes[0], workloads):
         d = epochs[epochs["workload"] == wl]
         y = "val_loss" if (d["n_classes"] == 0).all() else "val_acc"
-        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=seed_interval, ax=ax)
+        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=interval_for(y), ax=ax)
         if y == "val_loss":
             ax.set_yscale("log")
         ax.set_title(wl)
