@@ -9,10 +9,11 @@
 #      groups side by side on CUDA streams == one at a time, divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
-#      BENCH_CONVS=native,gemm,triton adds the GEMM ones; in bf16 also the Triton tile set(s)
-#      TRITON_TILES, default "P=32;P=16;S=32,R=64": the default tiles, then smaller sets, a
-#      row each; on an H200 the defaults beat P=64,M=128,S=128 by 26%) and the MLP, bf16,
-#      then tf32;
+#      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
+#      TRITON_TILES (bf16, default "W=8;W=8,S=32;P=16") and TF32_TILES (default "W=8"), a row
+#      each: `python -m tunebench.bench registers` (no GPU needed) shows the default 4 warps
+#      at 255 registers with spills in 1 bf16 and 5 tf32 kernels, and 8 warps free of spills;
+#      on an H200 the defaults beat P=64,M=128,S=128 by 26%) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), native and Triton, bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
@@ -40,7 +41,7 @@
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, summary.txt, bench/*.json (throughput,
 # kernels, profile, pipeline), logs.tgz (each step's log) and pipeline-results.tgz: at most 8
 # files, the device tool's limit.
-# Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), PROFILE_S.
+# Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), PROFILE_S, PIPELINE_S.
 # A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
 # are kept: bench profile --resume).
@@ -109,8 +110,8 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-P=32;P=16;S=32,R=64}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-60}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-W=8;W=8,S=32;P=16}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-80}" "${TF32_TILES-W=8}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     for p in $KERNEL_PRECISIONS; do

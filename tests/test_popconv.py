@@ -148,45 +148,55 @@ def test_unknown_backend_is_a_clear_error():
         popconv.conv_relu_pool(x, w, b, "cudnn")
 
 
-# Compiles each kernel for an H100 (sm_90) with Triton's own compiler and ptxas, no GPU
-# needed: a kernel that only the interpreter accepts (which the tests above use on a CPU)
-# fails here, in CI, rather than on a lent GPU. Run in a fresh process, because this
-# session's kernels were defined under the interpreter (conftest.py).
-AOT_SCRIPT = r"""
-import sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from tunebench import popconv as pc
-
-dtype, precision = sys.argv[1], sys.argv[2]
-ptr = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}  # the rest: the data's dtype
-for C, CO in [(1, 32), (32, 64)]:  # the reference CNN's two layers
-    launches = [
-        (pc._fwd_kernel, dict(BLOCK_P=pc.BLOCK_P, BLOCK_CO=pc._tile(CO), BLOCK_R=pc._reduction_tile(C))),
-        (pc._wgrad_kernel, dict(BLOCK_CO=pc._tile(CO), BLOCK_R=pc._reduction_tile(C), BLOCK_S=pc.BLOCK_S)),
-        (pc._dgrad_kernel, dict(BLOCK_M=pc.BLOCK_M, BLOCK_C=pc._tile(C), BLOCK_R=pc._reduction_tile(CO))),
-    ]
-    for kernel, constexprs in launches:
-        constexprs["PRECISION"] = precision
-        signature = {a: "constexpr" if a in constexprs else ptr.get(a, "*" + dtype) if a.endswith("_ptr") else "i32"
-                     for a in kernel.arg_names}
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32),
-                                  options={"num_warps": pc.NUM_WARPS})
-        assert compiled.asm["cubin"], kernel
-        print(kernel.__name__, C, CO, "shared bytes", compiled.metadata.shared)
-"""
-
-
+# Compiles each kernel for an H100/H200 (sm_90) with Triton's own compiler and ptxas, no GPU
+# needed (`python -m tunebench.bench registers`): a kernel that only the interpreter accepts
+# (which the tests above use on a CPU) fails here, in CI, rather than on a lent GPU. Run in a
+# fresh process, because this session's kernels were defined under the interpreter.
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
-@pytest.mark.parametrize("dtype,precision", [("fp32", "ieee"), ("fp32", "tf32"), ("bf16", "ieee")])
-def test_kernels_compile_for_sm90(dtype, precision):
+def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
+    import json
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", AOT_SCRIPT, dtype, precision], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tunebench.bench", "registers", "--kernel-precisions", "bf16,tf32,fp32",
+                           "--triton-tiles", "W=8", "--out-dir", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("shared bytes") == 6, proc.stdout
+    rows = json.loads((tmp_path / "registers-sm90.json").read_text())["rows"]
+    # 3 precisions x 2 tile sets (default, W=8) x 2 layers x 3 kernels, each compiled to a cubin
+    assert len(rows) == 36 and all(r["cubin_bytes"] > 0 for r in rows)
+    assert all(0 < r["registers"] <= 255 and r["spill_store_bytes"] >= 0 and r["shared_bytes"] > 0 for r in rows)
+    assert all(r["warps_per_sm"] == popconv.resident_warps(r["registers"], r["shared_bytes"], r["warps"]) for r in rows)
+    assert {(r["precision"], r["dtype"], r["input_precision"]) for r in rows} == {
+        ("bf16", "bf16", "ieee"), ("tf32", "fp32", "tf32"), ("fp32", "fp32", "ieee")}
+    # The tile sizes compiled are the ones the launches use.
+    fwd = next(r for r in rows if r["kernel"] == "fwd" and r["C"] == 32 and r["tiles"] == "default")
+    assert fwd["blocks"] == {"BLOCK_P": popconv.BLOCK_P, "BLOCK_CO": 64, "BLOCK_R": popconv.BLOCK_R}
+    assert fwd["warps"] == popconv.NUM_WARPS
+    assert {r["warps"] for r in rows if r["tiles"] == "W=8"} == {8}
+    assert "registers" in proc.stdout and "spilled B" in proc.stdout
+
+
+@pytest.mark.parametrize("registers, shared, warps, resident", [
+    (255, 6144, 4, 8),     # 256 registers x 128 threads: 2 programs fill the register file
+    (127, 6144, 8, 16),    # half the registers, twice the warps: 2 programs of 8 warps
+    (244, 73728, 8, 8),    # registers allow 1 program of 8 warps (3 by shared memory)
+    (40, 120 * 1024, 4, 4),  # shared memory allows 1 program
+    (32, 0, 4, 64),        # the 64-warp cap
+])
+def test_resident_warps_per_sm(registers, shared, warps, resident):
+    assert popconv.resident_warps(registers, shared, warps) == resident
+
+
+def test_registers_mode_refuses_the_interpreter_and_unknown_precisions(monkeypatch, capsys):
+    from tunebench import bench
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert bench.main(["registers"]) == 2
+    assert "unset TRITON_INTERPRET" in capsys.readouterr().err or "triton" not in popconv.BACKENDS
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert bench.main(["registers", "--kernel-precisions", "bf16,fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "fp8" in err or "not installed" in err

@@ -1,4 +1,4 @@
-"""Throughput, profile and kernel timing: `python -m tunebench.bench [throughput|profile|kernels] ...`.
+"""Throughput, profile and kernel timing: `python -m tunebench.bench [throughput|profile|kernels|registers] ...`.
 
 throughput (default): samples/s on one device, in one process, for the reference CNN
 (conv32-conv64-fc128) and an MLP (2x256) on Fashion-MNIST-shaped data:
@@ -8,6 +8,8 @@ throughput (default): samples/s on one device, in one process, for the reference
 profile: wall time of every ablation job of a params.yaml profile, trained in-process.
 kernels: where one engine epoch of a population spends its time, per kernel (torch.profiler;
 device time on CUDA, CPU time on a CPU): what to speed up next.
+registers: the fused Triton kernels compiled for an H100/H200 (sm_90) without a GPU, with
+ptxas's registers per thread, spilled bytes and shared memory, per precision and tile set.
 Results go to results/bench/*.json (written atomically)."""
 
 from __future__ import annotations
@@ -339,6 +341,38 @@ def print_kernels(result: dict) -> None:
         print(f"  {r['share']:6.1%} {r['ms']:9.2f} ms {r['calls']:7d}x  {r['name'][:100]}")
 
 
+# ---------------------------------------------------------------- registers mode
+REFERENCE_LAYERS = ((1, 32), (32, 64))  # the reference CNN's two convolutions, C -> CO
+# --kernel-precisions name -> (the data's Triton type, tl.dot input precision)
+KERNEL_PRECISIONS = {"bf16": ("bf16", "ieee"), "tf32": ("fp32", "tf32"), "fp32": ("fp32", "ieee")}
+
+
+def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch: int = 90) -> list[dict]:
+    """ptxas's resource report (registers per thread, spilled bytes, shared memory) of every
+    fused kernel of the reference CNN, compiled for sm_<arch> without a GPU, per precision
+    and tile set ({} = the defaults). A kernel at 255 registers that spills to local memory
+    runs few warps per SM and waits on memory: the first thing to fix before timing tiles."""
+    rows = []
+    for precision in precisions:
+        dtype, input_precision = KERNEL_PRECISIONS[precision]
+        for sizes in tile_sets:
+            with popconv.tiles(**sizes):
+                for C, CO in REFERENCE_LAYERS:
+                    for r in popconv.compile_report(C, CO, dtype, input_precision, arch):
+                        rows.append({"precision": precision,
+                                     "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default", **r})
+    return rows
+
+
+def print_registers(rows: list[dict]) -> None:
+    print(f"{'precision':9s} {'tiles':12s} {'layer':7s} {'kernel':6s} {'warps':>5s} {'registers':>9s} "
+          f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s}  block sizes")
+    for r in rows:
+        blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in r["blocks"].items())
+        print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d} {r['kernel']:6s} {r['warps']:5d} "
+              f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d}  {blocks}")
+
+
 # ---------------------------------------------------------------- profile mode
 STARTUP_SNIPPET = (
     "import sys, torch, tunebench.cli, tunebench.engine, tunebench.ablate, tunebench.search; "
@@ -484,7 +518,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tunebench.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile", "kernels"))
+    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile", "kernels", "registers"))
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 2048 CPU, 60000 CUDA; at most 54000 engine)")
@@ -498,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes) and W (warps), e.g. 'P=64,W=8;R=64'")
+    ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
+    ap.add_argument("--arch", type=int, default=90, help="registers: the GPU to compile for, sm_<arch> (90: H100/H200)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
     ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
                     "many seconds of search jobs")
@@ -513,8 +549,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
-    dev = torch.device(args.device) if args.device else engine.default_device()
     out_dir = Path(args.out_dir)
+    if args.mode == "registers":  # static: compiles, runs nothing, needs no GPU
+        if "triton" not in popconv.BACKENDS:
+            print("error: registers mode needs Triton, which is not installed", file=sys.stderr)
+            return 2
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            print("error: registers mode compiles the kernels for a GPU; unset TRITON_INTERPRET", file=sys.stderr)
+            return 2
+        unknown = set(args.kernel_precisions.split(",")) - set(KERNEL_PRECISIONS)
+        if unknown:
+            print(f"error: --kernel-precisions: unknown {sorted(unknown)}; known: {', '.join(KERNEL_PRECISIONS)}",
+                  file=sys.stderr)
+            return 2
+        tile_sets = [{}] + [sizes for _, sizes in conv_variants("triton", args.triton_tiles) if sizes]
+        rows = register_table(args.kernel_precisions.split(","), tile_sets, args.arch)
+        print_registers(rows)
+        path = out_dir / f"registers-sm{args.arch}.json"
+        atomic_json(path, {"meta": {"arch": args.arch, "triton": popconv.triton.__version__, "torch": torch.__version__},
+                           "rows": rows})
+        print(f"wrote {path}")
+        return 0
+    dev = torch.device(args.device) if args.device else engine.default_device()
     if args.mode == "kernels":
         samples = args.samples or (2048 if dev.type == "cpu" else 30_000)
         K = int((args.populations or ("4" if dev.type == "cpu" else "128")).split(",")[0])

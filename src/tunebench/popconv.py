@@ -287,10 +287,10 @@ def _triton_forward(x, weight, bias):
     PH, PW = H // 2, W // 2
     y = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=x.dtype)
     code = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=torch.int8)
-    block_co = _tile(CO)
-    grid = (triton.cdiv(N * PH * PW, BLOCK_P), triton.cdiv(CO, block_co), K)
-    _fwd_kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
-                      BLOCK_P=BLOCK_P, BLOCK_CO=block_co, BLOCK_R=_reduction_tile(C), PRECISION=_precision(x.dtype), num_warps=NUM_WARPS)
+    kernel, tiles_, warps = _launches(C, CO, _precision(x.dtype))["fwd"]
+    grid = (triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K)
+    kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
+                 **tiles_, num_warps=warps)
     return y, code
 
 
@@ -300,28 +300,103 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     PH, PW = H // 2, W // 2
     gp = (grad_y * (y > 0)).contiguous()  # ReLU's mask, on the small pooled array
     code = code.contiguous()
-    precision = _precision(x.dtype)
+    launches = _launches(C, CO, _precision(x.dtype))
+    kernel, tiles_, warps = launches["wgrad"]
     n_pix = N * 4 * PH * PW
     split = max(1, min(MAX_SPLIT, triton.cdiv(n_pix, WGRAD_PIXELS_PER_SPLIT)))
-    per_split = triton.cdiv(triton.cdiv(n_pix, split), BLOCK_S) * BLOCK_S
+    per_split = triton.cdiv(triton.cdiv(n_pix, split), tiles_["BLOCK_S"]) * tiles_["BLOCK_S"]
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
-    block_co = _tile(CO)
-    block_r = _reduction_tile(C)
-    grid = (triton.cdiv(CO, block_co), triton.cdiv(9 * C, block_r), K * split)
-    _wgrad_kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
-                        BLOCK_CO=block_co, BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision, num_warps=NUM_WARPS)
+    grid = (triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split)
+    kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
+                 **tiles_, num_warps=warps)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
     db = db_part.sum(1).to(weight.dtype)
     if not need_dx:
         return dw, db
     dx = torch.empty(K, N, C, H, W, device=x.device, dtype=x.dtype)
-    block_c = _tile(C)
-    grid = (triton.cdiv(N * H * W, BLOCK_M), triton.cdiv(C, block_c), K)
-    _dgrad_kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(),
-                        BLOCK_M=BLOCK_M, BLOCK_C=block_c, BLOCK_R=_reduction_tile(CO), PRECISION=precision, num_warps=NUM_WARPS)
+    kernel, tiles_, warps = launches["dgrad"]
+    grid = (triton.cdiv(N * H * W, tiles_["BLOCK_M"]), triton.cdiv(C, tiles_["BLOCK_C"]), K)
+    kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(), **tiles_, num_warps=warps)
     return dx, dw, db
+
+
+def _launches(C: int, CO: int, precision: str) -> dict:
+    """kernel name -> (kernel, its compile-time arguments, warps) for one C -> CO layer at the
+    current tiles: what the launches above use, and what compile_report compiles."""
+    return {
+        "fwd": (_fwd_kernel, dict(BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=_reduction_tile(C), PRECISION=precision),
+                NUM_WARPS),
+        "wgrad": (_wgrad_kernel, dict(BLOCK_CO=_tile(CO), BLOCK_R=_reduction_tile(C), BLOCK_S=BLOCK_S, PRECISION=precision),
+                  NUM_WARPS),
+        "dgrad": (_dgrad_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_C=_tile(C), BLOCK_R=_reduction_tile(CO), PRECISION=precision),
+                  NUM_WARPS),
+    }
+
+
+# An H100/H200 SM (sm_90): 65,536 32-bit registers, allocated per thread in steps of 8;
+# 228 KiB of shared memory; at most 64 resident warps and 32 programs.
+SM90_REGISTERS, SM90_SHARED_BYTES, SM90_MAX_WARPS, SM90_MAX_PROGRAMS = 65536, 228 * 1024, 64, 32
+
+
+def resident_warps(registers: int, shared_bytes: int, warps: int) -> int:
+    """Warps one SM can hold of a kernel using `registers` per thread and `shared_bytes` per
+    program of `warps` warps (an estimate: the occupancy limit from registers, shared memory
+    and the hardware caps; fewer resident warps hide less memory latency)."""
+    per_thread = -(-registers // 8) * 8
+    programs = min(SM90_REGISTERS // (per_thread * 32 * warps), SM90_SHARED_BYTES // max(shared_bytes, 1),
+                   SM90_MAX_PROGRAMS, SM90_MAX_WARPS // warps)
+    return programs * warps
+
+
+# Pointer arguments that do not take the data's dtype (the rest do; other arguments are i32).
+_POINTER_TYPES = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}
+
+
+def compile_report(C: int, CO: int, dtype: str = "bf16", precision: str = "ieee", arch: int = 90) -> list[dict]:
+    """Compiles the three kernels of one C -> CO layer at the current tiles for sm_<arch>
+    with Triton's compiler and ptxas, no GPU needed, and reads ptxas's resource report:
+    registers per thread (at most 255), bytes spilled to local memory (slow), shared memory
+    per program. dtype: the data's Triton type (bf16 | fp32); precision: ieee | tf32.
+    Needs a process where the kernels were not defined under TRITON_INTERPRET=1."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.compiler import ASTSource
+
+    try:
+        ptxas = get_ptxas(arch)
+    except TypeError:  # older Triton: no arch argument
+        ptxas = get_ptxas()
+    ptxas = getattr(ptxas, "path", ptxas)
+    rows = []
+    for name, (kernel, constexprs, warps) in _launches(C, CO, precision).items():
+        signature = {a: "constexpr" if a in constexprs else _POINTER_TYPES.get(a, "*" + dtype) if a.endswith("_ptr")
+                     else "i32" for a in kernel.arg_names}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": warps})
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx = os.path.join(tmp, f"{name}.ptx")
+            with open(ptx, "w") as f:
+                f.write(compiled.asm["ptx"])
+            report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", ptx, "-o", os.path.join(tmp, "k.cubin")],
+                                    capture_output=True, text=True, check=True).stderr
+        registers = re.search(r"Used (\d+) registers", report)
+        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
+        if not (registers and spills):
+            raise RuntimeError(f"ptxas -v printed no resource report for {name}: {report[-500:]}")
+        regs = int(registers.group(1))
+        rows.append({"kernel": name, "C": C, "CO": CO, "dtype": dtype, "input_precision": precision, "warps": warps,
+                     "warps_per_sm": resident_warps(regs, int(compiled.metadata.shared), warps),
+                     "blocks": {k: v for k, v in constexprs.items() if k != "PRECISION"},
+                     "registers": regs, "spill_store_bytes": int(spills.group(1)),
+                     "spill_load_bytes": int(spills.group(2)), "shared_bytes": int(compiled.metadata.shared),
+                     "cubin_bytes": len(compiled.asm["cubin"])})
+    return rows
 
 
 BACKENDS = {"torch": (_torch_forward, _torch_backward)}
