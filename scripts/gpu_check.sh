@@ -129,7 +129,7 @@ try:
 except (OSError, KeyError, ValueError):
     print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
-        "${PROFILE_S:-200}" "$LOGS/profile.log" \
+        "${PROFILE_S:-180}" "$LOGS/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi
