@@ -144,8 +144,8 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
     # in a folder of its own: writing to a path that is already a link would overwrite its target.
     bin_dir="$(mktemp -d)" && printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "$PY")" > "$bin_dir/python" \
         && chmod +x "$bin_dir/python" && export PATH="$bin_dir:$PATH"
-    # Greedy scheduling: the default ILP scheduler needs PuLP (16 MB, not carried); with at
-    # most a few dozen jobs ready at once, greedy picks as well.
+    # Greedy scheduling: the default ILP scheduler needs PuLP (16 MB, not carried). The gpu
+    # resource caps the training jobs at once under either scheduler.
     step "snakemake --config profile=$profile --cores $cores --resources gpu=$slots" "${PIPELINE_S:-540}" "$LOGS/pipeline.log" \
         "$PY" -m snakemake --cores "$cores" --resources gpu="$slots" --config profile="$profile" --scheduler greedy \
         ${PIPELINE_ARGS:-}
