@@ -82,6 +82,8 @@ step() {  # step NAME SECONDS LOGFILE CMD...
     nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm --format=csv 2>&1 || echo "nvidia-smi: not available"
     "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
     "$PY" -c 'import torchvision, sklearn, pydantic, yaml, pytest; print("imports ok, pydantic", pydantic.__version__)' 2>&1 || echo "MISSING a module: some steps will fail"
+    "$PY" -c 'import optuna, snakemake; print("optuna", optuna.__version__, "snakemake", snakemake.__version__)' 2>&1 | tail -n 1 \
+        || echo "no Optuna or Snakemake: the search jobs and the pipeline step will fail"
     ls data/raw/fashion_mnist/ 2>&1 || echo "NO data/raw/fashion_mnist: the bench will say which data it used"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
