@@ -153,7 +153,8 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     """gpu_check.sh's `pipeline` step on the tiny project (its ablation half, for time):
     Snakemake through this interpreter, which the rules reach as `python` although PATH has
     no such Python (the GPU image has python3 only); the log read back into
-    bench/pipeline-tiny.json; the tables come back in pipeline-results.tgz."""
+    bench/pipeline-tiny.json; the tables come back in pipeline-results.tgz. Then the same
+    step cut off by its time limit."""
     import os
     import shutil
     import subprocess
@@ -185,3 +186,16 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     assert not [n for n in names if ".checkpoints" in n]
     assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "pipeline-results.tgz",
                                                      "summary.txt"]
+
+    # A pipeline cut off by its time limit (a GPU lease's): a failed step and an incomplete
+    # summary, not a crash; what it finished still comes back.
+    shutil.rmtree(out)
+    for made in ("results", "logs", "reports", ".snakemake"):
+        shutil.rmtree(project / made, ignore_errors=True)
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env={**env, "PIPELINE_S": "6"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "TIMED OUT after 6s" in proc.stdout and "FAILED steps: snakemake" in proc.stdout
+    summary = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
+    assert not summary["complete"] and summary["steps_done"] < 6
+    assert (out / "pipeline-results.tgz").is_file() and "(NOT complete)" in (out / "summary.txt").read_text()
