@@ -10,10 +10,12 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "W=8;W=8,S=32;P=16") and TF32_TILES (default "W=8"), a row
-#      each: `python -m tunebench.bench registers` (no GPU needed) shows the default 4 warps
-#      at 255 registers with spills in 1 bf16 and 5 tf32 kernels, and 8 warps free of spills;
-#      on an H200 the defaults beat P=64,M=128,S=128 by 26%) and the MLP, bf16, then tf32;
+#      TRITON_TILES (bf16, default "W=8;P=64,W=8;W=8,S=32") and TF32_TILES (default
+#      "W=8;P=64,W=8"), a row each. `python -m tunebench.bench registers` (no GPU needed)
+#      shows why: at the default 4 warps 1 bf16 and 5 tf32 kernels spill at 255 registers,
+#      and 8 warps none; P=64 puts the forward's dot products on wgmma instead of mma.sync,
+#      spill-free only with 8 warps (P=64 at 4 warps spills 572 B, which fits the H200's
+#      P=64,M=128,S=128 losing 26% to the defaults) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), native and Triton, bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
@@ -112,8 +114,8 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-W=8;W=8,S=32;P=16}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-80}" "${TF32_TILES-W=8}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-W=8;P=64,W=8;W=8,S=32}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-90}" "${TF32_TILES-W=8;P=64,W=8}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     for p in $KERNEL_PRECISIONS; do
@@ -131,7 +133,7 @@ try:
 except (OSError, KeyError, ValueError):
     print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
-        "${PROFILE_S:-180}" "$LOGS/profile.log" \
+        "${PROFILE_S:-170}" "$LOGS/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi

@@ -176,6 +176,10 @@ def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
     assert fwd["blocks"] == {"BLOCK_P": popconv.BLOCK_P, "BLOCK_CO": 64, "BLOCK_R": popconv.BLOCK_R}
     assert fwd["warps"] == popconv.NUM_WARPS
     assert {r["warps"] for r in rows if r["tiles"] == "W=8"} == {8}
+    # bf16 and TF32 dot products run on tensor cores (wgmma or mma.sync); exact fp32 cannot.
+    assert all(r["mma"] in ("wgmma", "mma.sync") for r in rows if r["precision"] in ("bf16", "tf32"))
+    assert all(r["mma"] == "none" for r in rows if r["precision"] == "fp32")
+    assert all(r["async_copies"] >= 0 for r in rows)
     assert "registers" in proc.stdout and "spilled B" in proc.stdout
 
 

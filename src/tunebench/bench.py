@@ -366,11 +366,12 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch:
 
 def print_registers(rows: list[dict]) -> None:
     print(f"{'precision':9s} {'tiles':12s} {'layer':7s} {'kernel':6s} {'warps':>5s} {'registers':>9s} "
-          f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s}  block sizes")
+          f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s} {'mma':8s} {'cp.async':>8s}  block sizes")
     for r in rows:
         blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in r["blocks"].items())
         print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d} {r['kernel']:6s} {r['warps']:5d} "
-              f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d}  {blocks}")
+              f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d} "
+              f"{r['mma']:8s} {r['async_copies']:8d}  {blocks}")
 
 
 # ---------------------------------------------------------------- profile mode

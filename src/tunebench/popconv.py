@@ -395,7 +395,12 @@ def compile_report(C: int, CO: int, dtype: str = "bf16", precision: str = "ieee"
                      "blocks": {k: v for k, v in constexprs.items() if k != "PRECISION"},
                      "registers": regs, "spill_store_bytes": int(spills.group(1)),
                      "spill_load_bytes": int(spills.group(2)), "shared_bytes": int(compiled.metadata.shared),
-                     "cubin_bytes": len(compiled.asm["cubin"])})
+                     "cubin_bytes": len(compiled.asm["cubin"]),
+                     # Hopper's warpgroup MMA (wgmma) needs 64+ rows a warpgroup; smaller dots
+                     # fall back to Ampere's mma.sync. cp.async: loads pipelined through shared memory.
+                     "mma": "wgmma" if "wgmma.mma_async" in compiled.asm["ptx"]
+                     else "mma.sync" if "mma.sync" in compiled.asm["ptx"] else "none",
+                     "async_copies": compiled.asm["ptx"].count("cp.async.")})
     return rows
 
 
