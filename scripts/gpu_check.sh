@@ -10,12 +10,12 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "W=8;P=64,W=8;W=8,S=32") and TF32_TILES (default
-#      "W=8;P=64,W=8"), a row each. `python -m tunebench.bench registers` (no GPU needed)
-#      shows why: at the default 4 warps 1 bf16 and 5 tf32 kernels spill at 255 registers,
-#      and 8 warps none; P=64 puts the forward's dot products on wgmma instead of mma.sync,
-#      spill-free only with 8 warps (P=64 at 4 warps spills 572 B, which fits the H200's
-#      P=64,M=128,S=128 losing 26% to the defaults) and the MLP, bf16, then tf32;
+#      TRITON_TILES (bf16, default "L=1;L=1,W=8;L=1,P=64,W=8;W=8") and TF32_TILES (default
+#      "L=1,W=8;W=8"), a row each. Why those: `python -m tunebench.bench registers` (no GPU
+#      needed; benchmarks/sm90-registers-2026-11-27/NOTES.md): at the default 4 warps 1 bf16
+#      and 4 tf32 kernels spill at 255 registers, 8 warps none; L=1, the channels-last
+#      forward, pipelines its bf16 loads (cp.async) at half the registers; P=64 puts the
+#      forward on wgmma) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), native and Triton, bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
@@ -93,7 +93,7 @@ cat "$OUT/env.txt"
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     # Rows of at most 3M model-samples: a few seconds each on an H100.
     SAMPLES=30000; POPS=${POPS:-16,64,128}; MAX_MS=2000000
-    PROFILE_BUDGET=${PROFILE_BUDGET:-100}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-60}; KERNEL_PRECISIONS="bf16 tf32"
+    PROFILE_BUDGET=${PROFILE_BUDGET:-60}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-40}; KERNEL_PRECISIONS="bf16 tf32"
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
     SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5; PROFILE_SEARCH_BUDGET=5
@@ -114,8 +114,8 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-110}" "${TRITON_TILES-W=8;P=64,W=8;W=8,S=32}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-90}" "${TF32_TILES-W=8;P=64,W=8}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-L=1;L=1,W=8;L=1,P=64,W=8;W=8}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-L=1,W=8;W=8}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     for p in $KERNEL_PRECISIONS; do
@@ -133,7 +133,7 @@ try:
 except (OSError, KeyError, ValueError):
     print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
-        "${PROFILE_S:-170}" "$LOGS/profile.log" \
+        "${PROFILE_S:-120}" "$LOGS/profile.log" \
         "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi

@@ -64,6 +64,36 @@ def test_fused_equals_unfused_with_gradients(backend, shape):
         assert_close(g, g_ref)
 
 
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("shape, block_r", [((2, 3, 32, 24, 6, 6), 32), ((2, 2, 16, 8, 5, 7), 16)],
+                         ids=["C32-slice32", "C16-slice16-odd-size"])
+def test_channels_last_forward_equals_the_default_bit_for_bit(shape, block_r):
+    """tiles(L=1): the forward reads a channels-last copy of its input, tap by tap (loads
+    that can be vectorised on a GPU). Same reduction slices in the same order, so the same
+    values and window codes to the bit, and the gradients still equal the unfused layer's."""
+    x, w, b, v = tensors(*shape)
+    C, CO = shape[2], shape[3]
+    with popconv.tiles(R=block_r):
+        y, code = popconv._triton_forward(x, w, b)
+        with popconv.tiles(L=1):
+            assert popconv._launches(C, CO, "ieee")["fwd"][0] is popconv._fwd_kernel_cl
+            y_cl, code_cl = popconv._triton_forward(x, w, b)
+            got, grads = value_and_grads(fused("triton"), x, w, b, v)
+    assert torch.equal(y_cl, y) and torch.equal(code_cl, code)
+    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert_close(got, want)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_channels_last_only_where_channels_fill_whole_slices():
+    with popconv.tiles(L=1):
+        assert popconv._launches(1, 32, "ieee")["fwd"][0] is popconv._fwd_kernel  # the first layer: 1 channel
+        assert popconv._launches(20, 40, "ieee")["fwd"][0] is popconv._fwd_kernel  # 20 % 32 != 0
+        assert popconv._launches(64, 64, "ieee")["fwd"][0] is popconv._fwd_kernel_cl
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_input_shared_by_all_runs_and_not_differentiated(backend):
     """The first layer's input: a data batch (not differentiated), which evaluation shares

@@ -342,7 +342,7 @@ def print_kernels(result: dict) -> None:
 
 
 # ---------------------------------------------------------------- registers mode
-REFERENCE_LAYERS = ((1, 32), (32, 64))  # the reference CNN's two convolutions, C -> CO
+REFERENCE_LAYERS = ((1, 32, 28, 28), (32, 64, 14, 14))  # the reference CNN's convolutions: C -> CO on H x W
 # --kernel-precisions name -> (the data's Triton type, tl.dot input precision)
 KERNEL_PRECISIONS = {"bf16": ("bf16", "ieee"), "tf32": ("fp32", "tf32"), "fp32": ("fp32", "ieee")}
 
@@ -357,8 +357,8 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch:
         dtype, input_precision = KERNEL_PRECISIONS[precision]
         for sizes in tile_sets:
             with popconv.tiles(**sizes):
-                for C, CO in REFERENCE_LAYERS:
-                    for r in popconv.compile_report(C, CO, dtype, input_precision, arch):
+                for C, CO, H, W in REFERENCE_LAYERS:
+                    for r in popconv.compile_report(C, CO, H, W, dtype, input_precision, arch):
                         rows.append({"precision": precision,
                                      "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default", **r})
     return rows
@@ -532,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
-                    "';'-separated, each a comma list of P, M, S, R (tile sizes) and W (warps), e.g. 'P=64,W=8;R=64'")
+                    "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
+                    "forward), e.g. 'P=64,W=8;L=1'; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
     ap.add_argument("--arch", type=int, default=90, help="registers: the GPU to compile for, sm_<arch> (90: H100/H200)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")

@@ -51,13 +51,19 @@ BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration (16 where 9 
 MAX_SPLIT = 16  # wgrad: programs sharing one run's pixel reduction (partials summed after)
 WGRAD_PIXELS_PER_SPLIT = 8192  # pixels per wgrad program before the reduction is split
 NUM_WARPS = 4  # threads per program / 32
-TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS"}
+# 1: the forward of a layer whose input channels fill whole reduction slices (C % BLOCK_R
+# == 0) reads a channels-last copy of its input, tap by tap, so that each row of a slice is
+# BLOCK_R adjacent channels: loads Triton can vectorise and pipeline (cp.async), which the
+# gathered bf16 elements of the default layout never are. The same sums in the same order.
+CHANNELS_LAST = 0
+TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST"}
 
 
 @contextlib.contextmanager
 def tiles(**sizes: int):
-    """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS), e.g.
-    tiles(P=64, W=8): what `python -m tunebench.bench --triton-tiles` sweeps on a GPU."""
+    """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS;
+    L: CHANNELS_LAST), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
+    --triton-tiles` sweeps on a GPU."""
     unknown = set(sizes) - set(TILE_NAMES)
     if unknown:
         raise ValueError(f"unknown tile name(s) {sorted(unknown)}; known: {', '.join(TILE_NAMES)}")
@@ -192,6 +198,59 @@ if HAS_TRITON:
         tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
 
     @triton.jit
+    def _window_dot_cl(acc, x_row, oy, ox, row_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION: tl.constexpr):
+        """_window_dot for a channels-last input: one tap, BLOCK_R adjacent channels a row."""
+        iy = oy + ty - 1
+        ix = ox + tx - 1
+        ok = row_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        a = tl.load(x_row[:, None] + (iy * sxh + ix * sxw)[:, None] + ci[None, :], mask=ok[:, None], other=0.0)
+        return tl.dot(a, wv, acc, input_precision=PRECISION)
+
+    @triton.jit
+    def _fwd_kernel_cl(x_ptr, w_ptr, b_ptr, y_ptr, code_ptr,
+                       N, H, W, CO, PH, PW, sxk, sxn, sxh, sxw, sbk, sbo,
+                       C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr,
+                       PRECISION: tl.constexpr):
+        """_fwd_kernel on x as (K, N, H, W, C) with unit channel stride and w as (K, 3, 3, C,
+        CO) contiguous; C % BLOCK_R == 0. The reduction runs over r = tap * C + channel in
+        slices of BLOCK_R, as in _fwd_kernel, so every sum is the same."""
+        k = tl.program_id(2).to(tl.int64)
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        p_ok = p < N * PH * PW
+        co_ok = co < CO
+        n = p // (PH * PW)
+        rem = p % (PH * PW)
+        oy = 2 * (rem // PW)
+        ox = 2 * (rem % PW)
+        x_row = x_ptr + k * sxk + n.to(tl.int64) * sxn
+        acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc3 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        for tap in range(9):
+            ty = tap // 3
+            tx = tap % 3
+            for c0 in tl.static_range(0, C, BLOCK_R):
+                ci = c0 + tl.arange(0, BLOCK_R)
+                wv = tl.load(w_ptr + ((k * 9 + tap) * C + ci[:, None]) * CO + co[None, :], mask=co_ok[None, :], other=0.0)
+                acc0 = _window_dot_cl(acc0, x_row, oy, ox, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
+                acc1 = _window_dot_cl(acc1, x_row, oy, ox + 1, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
+                acc2 = _window_dot_cl(acc2, x_row, oy + 1, ox, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
+                acc3 = _window_dot_cl(acc3, x_row, oy + 1, ox + 1, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
+        bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+        best = acc0 + bias
+        code = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.int32)
+        best, code = _take_max(best, code, acc1 + bias, 1)
+        best, code = _take_max(best, code, acc2 + bias, 2)
+        best, code = _take_max(best, code, acc3 + bias, 3)
+        out = tl.where(best < 0, 0.0, best)
+        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
+        ok = p_ok[:, None] & co_ok[None, :]
+        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
+
+    @triton.jit
     def _grad_z(gp_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
         """Gradient of the pre-pool conv output at (oy, ox): the pooled gradient (already
         masked by ReLU) where this pixel was its window's maximum, else 0. `plane`: the
@@ -289,6 +348,12 @@ def _triton_forward(x, weight, bias):
     code = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=torch.int8)
     kernel, tiles_, warps = _launches(C, CO, _precision(x.dtype))["fwd"]
     grid = (triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K)
+    if kernel is _fwd_kernel_cl:
+        x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
+        w_cl = weight.permute(0, 3, 4, 2, 1).contiguous()  # (K, 3, 3, C, CO)
+        kernel[grid](x_cl, w_cl, bias, y, code, N, H, W, CO, PH, PW, x_cl.stride(0), x_cl.stride(1), x_cl.stride(2),
+                     x_cl.stride(3), *bias.stride(), **tiles_, num_warps=warps)
+        return y, code
     kernel[grid](x, weight, bias, y, code, N, C, H, W, CO, PH, PW, *x.stride(), *weight.stride(), *bias.stride(),
                  **tiles_, num_warps=warps)
     return y, code
@@ -302,9 +367,7 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     code = code.contiguous()
     launches = _launches(C, CO, _precision(x.dtype))
     kernel, tiles_, warps = launches["wgrad"]
-    n_pix = N * 4 * PH * PW
-    split = max(1, min(MAX_SPLIT, triton.cdiv(n_pix, WGRAD_PIXELS_PER_SPLIT)))
-    per_split = triton.cdiv(triton.cdiv(n_pix, split), tiles_["BLOCK_S"]) * tiles_["BLOCK_S"]
+    split, per_split = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split)
@@ -322,12 +385,35 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     return dx, dw, db
 
 
+def _wgrad_split(n_pix: int, block_s: int) -> tuple[int, int]:
+    """(programs sharing one run's pixel reduction, pixels each: a multiple of block_s)."""
+    split = max(1, min(MAX_SPLIT, triton.cdiv(n_pix, WGRAD_PIXELS_PER_SPLIT)))
+    return split, triton.cdiv(triton.cdiv(n_pix, split), block_s) * block_s
+
+
+def _integer_arguments(kernel, constexprs: dict, K: int, N: int, C: int, H: int, W: int, CO: int) -> dict[str, int]:
+    """The integer arguments the launches above pass `kernel` for contiguous population
+    tensors of these sizes (x (K, N, C, H, W) or its channels-last copy, weight (K, CO, C,
+    3, 3), bias (K, CO)): what Triton's JIT specialises on at run time."""
+    PH, PW = H // 2, W // 2
+    sizes = dict(N=N, C=C, H=H, W=W, CO=CO, PH=PH, PW=PW)
+    x_strides = dict(sxk=N * H * W * C, sxn=H * W * C, sxh=W * C, sxw=C) if kernel is _fwd_kernel_cl else \
+        dict(sxk=N * C * H * W, sxn=C * H * W, sxc=H * W, sxh=W, sxw=1)
+    w_strides = dict(swk=CO * C * 9, swo=C * 9, swc=9, swh=3, sww=1)
+    split, per_split = _wgrad_split(N * 4 * PH * PW, constexprs.get("BLOCK_S", BLOCK_S))
+    values = {**sizes, **x_strides, **w_strides, "sbk": CO, "sbo": 1, "SPLIT": split, "PIXELS_PER_SPLIT": per_split}
+    return {a: values[a] for a in kernel.arg_names if not a.endswith("_ptr") and a not in constexprs}
+
+
 def _launches(C: int, CO: int, precision: str) -> dict:
     """kernel name -> (kernel, its compile-time arguments, warps) for one C -> CO layer at the
     current tiles: what the launches above use, and what compile_report compiles."""
+    block_r = _reduction_tile(C)
+    channels_last = bool(CHANNELS_LAST) and C % block_r == 0
     return {
-        "fwd": (_fwd_kernel, dict(BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=_reduction_tile(C), PRECISION=precision),
-                NUM_WARPS),
+        "fwd": (_fwd_kernel_cl, dict(C=C, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision),
+                NUM_WARPS) if channels_last else
+               (_fwd_kernel, dict(BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision), NUM_WARPS),
         "wgrad": (_wgrad_kernel, dict(BLOCK_CO=_tile(CO), BLOCK_R=_reduction_tile(C), BLOCK_S=BLOCK_S, PRECISION=precision),
                   NUM_WARPS),
         "dgrad": (_dgrad_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_C=_tile(C), BLOCK_R=_reduction_tile(CO), PRECISION=precision),
@@ -354,11 +440,15 @@ def resident_warps(registers: int, shared_bytes: int, warps: int) -> int:
 _POINTER_TYPES = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}
 
 
-def compile_report(C: int, CO: int, dtype: str = "bf16", precision: str = "ieee", arch: int = 90) -> list[dict]:
-    """Compiles the three kernels of one C -> CO layer at the current tiles for sm_<arch>
-    with Triton's compiler and ptxas, no GPU needed, and reads ptxas's resource report:
-    registers per thread (at most 255), bytes spilled to local memory (slow), shared memory
-    per program. dtype: the data's Triton type (bf16 | fp32); precision: ieee | tf32.
+def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precision: str = "ieee", arch: int = 90,
+                   N: int = 512, K: int = 128) -> list[dict]:
+    """Compiles the three kernels of one C -> CO layer on H x W images at the current tiles
+    for sm_<arch> with Triton's compiler and ptxas, no GPU needed, and reads ptxas's
+    resource report: registers per thread (at most 255), bytes spilled to local memory
+    (slow), shared memory per program. dtype: the data's Triton type (bf16 | fp32);
+    precision: ieee | tf32. Specialised as Triton's JIT specialises a launch on K runs of
+    N examples: integer arguments equal to 1 become constants, and pointers and integers
+    divisible by 16 say so (which decides vectorised and asynchronous loads).
     Needs a process where the kernels were not defined under TRITON_INTERPRET=1."""
     import re
     import subprocess
@@ -375,9 +465,14 @@ def compile_report(C: int, CO: int, dtype: str = "bf16", precision: str = "ieee"
     ptxas = getattr(ptxas, "path", ptxas)
     rows = []
     for name, (kernel, constexprs, warps) in _launches(C, CO, precision).items():
-        signature = {a: "constexpr" if a in constexprs else _POINTER_TYPES.get(a, "*" + dtype) if a.endswith("_ptr")
+        integers = _integer_arguments(kernel, constexprs, K, N, C, H, W, CO)
+        constants = {**constexprs, **{a: 1 for a, v in integers.items() if v == 1}}
+        signature = {a: "constexpr" if a in constants else _POINTER_TYPES.get(a, "*" + dtype) if a.endswith("_ptr")
                      else "i32" for a in kernel.arg_names}
-        compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", arch, 32),
+        aligned = [a for a in kernel.arg_names if a.endswith("_ptr") or (a in integers and integers[a] % 16 == 0
+                                                                            and a not in constants)]
+        attrs = {(kernel.arg_names.index(a),): [["tt.divisibility", 16]] for a in aligned}
+        compiled = triton.compile(ASTSource(kernel, signature, constants, attrs), target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": warps})
         with tempfile.TemporaryDirectory() as tmp:
             ptx = os.path.join(tmp, f"{name}.ptx")
@@ -390,7 +485,7 @@ def compile_report(C: int, CO: int, dtype: str = "bf16", precision: str = "ieee"
         if not (registers and spills):
             raise RuntimeError(f"ptxas -v printed no resource report for {name}: {report[-500:]}")
         regs = int(registers.group(1))
-        rows.append({"kernel": name, "C": C, "CO": CO, "dtype": dtype, "input_precision": precision, "warps": warps,
+        rows.append({"kernel": "fwd-cl" if kernel is _fwd_kernel_cl else name, "C": C, "CO": CO, "H": H, "W": W, "dtype": dtype, "input_precision": precision, "warps": warps,
                      "warps_per_sm": resident_warps(regs, int(compiled.metadata.shared), warps),
                      "blocks": {k: v for k, v in constexprs.items() if k != "PRECISION"},
                      "registers": regs, "spill_store_bytes": int(spills.group(1)),
