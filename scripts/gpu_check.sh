@@ -14,8 +14,8 @@
 #      "L=1,W=8;W=8"), a row each. Why those: `python -m tunebench.bench registers` (no GPU
 #      needed; benchmarks/sm90-registers-2026-11-27/NOTES.md): at the default 4 warps 1 bf16
 #      and 4 tf32 kernels spill at 255 registers, 8 warps none; L=1, the channels-last
-#      forward, pipelines its bf16 loads (cp.async) at half the registers; P=64 puts the
-#      forward on wgmma) and the MLP, bf16, then tf32;
+#      forward and weight gradient, pipelines the forward's bf16 loads (cp.async) at half the
+#      registers; P=64 puts the forward on wgmma) and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), native and Triton, bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every

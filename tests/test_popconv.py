@@ -65,24 +65,32 @@ def test_fused_equals_unfused_with_gradients(backend, shape):
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
-@pytest.mark.parametrize("shape, block_r", [((2, 3, 32, 24, 6, 6), 32), ((2, 2, 16, 8, 5, 7), 16)],
-                         ids=["C32-slice32", "C16-slice16-odd-size"])
-def test_channels_last_forward_equals_the_default_bit_for_bit(shape, block_r):
-    """tiles(L=1): the forward reads a channels-last copy of its input, tap by tap (loads
-    that can be vectorised on a GPU). Same reduction slices in the same order, so the same
-    values and window codes to the bit, and the gradients still equal the unfused layer's."""
+@pytest.mark.parametrize("shape, block_r", [((2, 3, 32, 24, 6, 6), 32), ((2, 2, 32, 8, 5, 7), 16)],
+                         ids=["C32-slice32", "C32-two-slices-a-tap-odd-size"])
+def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, monkeypatch):
+    """tiles(L=1): the forward and the weight gradient read a channels-last copy of the
+    input, tap by tap (loads that can be vectorised on a GPU). Same reduction slices in the
+    same order, so the same values, window codes and gradients to the bit, and the
+    gradients still equal the unfused layer's. The weight-gradient reduction is split over
+    programs (as on a GPU at batch 512), which the channels-last kernel must follow too."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
     x, w, b, v = tensors(*shape)
     C, CO = shape[2], shape[3]
     with popconv.tiles(R=block_r):
         y, code = popconv._triton_forward(x, w, b)
+        grads = popconv._triton_backward(v, y, code, x, w, need_dx=True)
         with popconv.tiles(L=1):
-            assert popconv._launches(C, CO, "ieee")["fwd"][0] is popconv._fwd_kernel_cl
+            launches = popconv._launches(C, CO, "ieee")
+            assert launches["fwd"][0] is popconv._fwd_kernel_cl and launches["wgrad"][0] is popconv._wgrad_kernel_cl
             y_cl, code_cl = popconv._triton_forward(x, w, b)
-            got, grads = value_and_grads(fused("triton"), x, w, b, v)
+            grads_cl = popconv._triton_backward(v, y_cl, code_cl, x, w, need_dx=True)
+            got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(y_cl, y) and torch.equal(code_cl, code)
+    for g_cl, g in zip(grads_cl, grads):  # dx, dw, db
+        assert torch.equal(g_cl, g)
     want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
     assert_close(got, want)
-    for g, g_ref in zip(grads, grads_ref):
+    for g, g_ref in zip(vmapped_grads, grads_ref):
         assert_close(g, g_ref)
 
 
@@ -92,6 +100,8 @@ def test_channels_last_only_where_channels_fill_whole_slices():
         assert popconv._launches(1, 32, "ieee")["fwd"][0] is popconv._fwd_kernel  # the first layer: 1 channel
         assert popconv._launches(20, 40, "ieee")["fwd"][0] is popconv._fwd_kernel  # 20 % 32 != 0
         assert popconv._launches(64, 64, "ieee")["fwd"][0] is popconv._fwd_kernel_cl
+        assert popconv._launches(1, 32, "ieee")["wgrad"][0] is popconv._wgrad_kernel
+        assert popconv._launches(64, 64, "ieee")["wgrad"][0] is popconv._wgrad_kernel_cl
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -365,11 +365,11 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch:
 
 
 def print_registers(rows: list[dict]) -> None:
-    print(f"{'precision':9s} {'tiles':12s} {'layer':7s} {'kernel':6s} {'warps':>5s} {'registers':>9s} "
+    print(f"{'precision':9s} {'tiles':12s} {'layer':7s} {'kernel':8s} {'warps':>5s} {'registers':>9s} "
           f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s} {'mma':8s} {'cp.async':>8s}  block sizes")
     for r in rows:
         blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in r["blocks"].items())
-        print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d} {r['kernel']:6s} {r['warps']:5d} "
+        print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d} {r['kernel']:8s} {r['warps']:5d} "
               f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d} "
               f"{r['mma']:8s} {r['async_copies']:8d}  {blocks}")
 
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
-                    "forward), e.g. 'P=64,W=8;L=1'; registers: compiled besides the defaults")
+                    "forward and weight gradient), e.g. 'P=64,W=8;L=1'; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
     ap.add_argument("--arch", type=int, default=90, help="registers: the GPU to compile for, sm_<arch> (90: H100/H200)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")

@@ -51,10 +51,11 @@ BLOCK_R = 32  # reduction slice: (tap, channel) pairs per iteration (16 where 9 
 MAX_SPLIT = 16  # wgrad: programs sharing one run's pixel reduction (partials summed after)
 WGRAD_PIXELS_PER_SPLIT = 8192  # pixels per wgrad program before the reduction is split
 NUM_WARPS = 4  # threads per program / 32
-# 1: the forward of a layer whose input channels fill whole reduction slices (C % BLOCK_R
-# == 0) reads a channels-last copy of its input, tap by tap, so that each row of a slice is
-# BLOCK_R adjacent channels: loads Triton can vectorise and pipeline (cp.async), which the
-# gathered bf16 elements of the default layout never are. The same sums in the same order.
+# 1: the forward and the weight gradient of a layer whose input channels fill whole
+# reduction slices (C % BLOCK_R == 0) read a channels-last copy of its input, tap by tap, so
+# that each row of a slice is BLOCK_R adjacent channels: loads Triton can vectorise and
+# pipeline (cp.async), which the gathered bf16 elements of the default layout never are.
+# The same sums in the same order.
 CHANNELS_LAST = 0
 TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST"}
 
@@ -325,6 +326,49 @@ if HAS_TRITON:
         tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
 
 
+    @triton.jit
+    def _wgrad_kernel_cl(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
+                         N, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
+                         sxk, sxn, sxh, sxw,
+                         C: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+                         PRECISION: tl.constexpr):
+        """_wgrad_kernel on x as (K, N, H, W, C) with unit channel stride; C % BLOCK_R == 0, so
+        each program's reduction slice is one tap's BLOCK_R adjacent channels. The same
+        partial sums in the same order."""
+        pid_s = tl.program_id(2)
+        k = (pid_s // SPLIT).to(tl.int64)
+        s = pid_s % SPLIT
+        co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        r0 = tl.program_id(1) * BLOCK_R
+        r = r0 + tl.arange(0, BLOCK_R)
+        tap = r0 // C
+        ty = tap // 3
+        tx = tap % 3
+        ci = r0 % C + tl.arange(0, BLOCK_R)
+        co_ok = co < CO
+        n_pix = N * (2 * PH) * (2 * PW)
+        acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
+        for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
+            j = j0 + tl.arange(0, BLOCK_S)
+            j_ok = j < n_pix
+            n = (j // (4 * PH * PW)).to(tl.int64)
+            oy = (j % (4 * PH * PW)) // (2 * PW)
+            ox = j % (2 * PW)
+            plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
+            gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+            iy = oy + ty - 1
+            ix = ox + tx - 1
+            ok = j_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            xv = tl.load(x_ptr + k * sxk + (n * sxn + iy * sxh + ix * sxw)[:, None] + ci[None, :], mask=ok[:, None],
+                         other=0.0)
+            acc = tl.dot(gz.to(xv.dtype), xv, acc, input_precision=PRECISION)
+            db += tl.sum(gz, axis=1)
+        part = (k * SPLIT + s) * CO + co
+        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None])
+        tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
+
+
 def _tile(n: int, cap: int = 64) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
@@ -371,8 +415,13 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split)
-    kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
-                 **tiles_, num_warps=warps)
+    if kernel is _wgrad_kernel_cl:
+        x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
+        kernel[grid](gp, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
+                     x_cl.stride(1), x_cl.stride(2), x_cl.stride(3), **tiles_, num_warps=warps)
+    else:
+        kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
+                     **tiles_, num_warps=warps)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
     db = db_part.sum(1).to(weight.dtype)
@@ -397,7 +446,7 @@ def _integer_arguments(kernel, constexprs: dict, K: int, N: int, C: int, H: int,
     3, 3), bias (K, CO)): what Triton's JIT specialises on at run time."""
     PH, PW = H // 2, W // 2
     sizes = dict(N=N, C=C, H=H, W=W, CO=CO, PH=PH, PW=PW)
-    x_strides = dict(sxk=N * H * W * C, sxn=H * W * C, sxh=W * C, sxw=C) if kernel is _fwd_kernel_cl else \
+    x_strides = dict(sxk=N * H * W * C, sxn=H * W * C, sxh=W * C, sxw=C) if kernel in (_fwd_kernel_cl, _wgrad_kernel_cl) else \
         dict(sxk=N * C * H * W, sxn=C * H * W, sxc=H * W, sxh=W, sxw=1)
     w_strides = dict(swk=CO * C * 9, swo=C * 9, swc=9, swh=3, sww=1)
     split, per_split = _wgrad_split(N * 4 * PH * PW, constexprs.get("BLOCK_S", BLOCK_S))
@@ -414,8 +463,9 @@ def _launches(C: int, CO: int, precision: str) -> dict:
         "fwd": (_fwd_kernel_cl, dict(C=C, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision),
                 NUM_WARPS) if channels_last else
                (_fwd_kernel, dict(BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision), NUM_WARPS),
-        "wgrad": (_wgrad_kernel, dict(BLOCK_CO=_tile(CO), BLOCK_R=_reduction_tile(C), BLOCK_S=BLOCK_S, PRECISION=precision),
-                  NUM_WARPS),
+        "wgrad": (_wgrad_kernel_cl, dict(C=C, BLOCK_CO=_tile(CO), BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision),
+                  NUM_WARPS) if channels_last else
+                 (_wgrad_kernel, dict(BLOCK_CO=_tile(CO), BLOCK_R=block_r, BLOCK_S=BLOCK_S, PRECISION=precision), NUM_WARPS),
         "dgrad": (_dgrad_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_C=_tile(C), BLOCK_R=_reduction_tile(CO), PRECISION=precision),
                   NUM_WARPS),
     }
@@ -485,7 +535,7 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
         if not (registers and spills):
             raise RuntimeError(f"ptxas -v printed no resource report for {name}: {report[-500:]}")
         regs = int(registers.group(1))
-        rows.append({"kernel": "fwd-cl" if kernel is _fwd_kernel_cl else name, "C": C, "CO": CO, "H": H, "W": W, "dtype": dtype, "input_precision": precision, "warps": warps,
+        rows.append({"kernel": name + "-cl" if kernel in (_fwd_kernel_cl, _wgrad_kernel_cl) else name, "C": C, "CO": CO, "H": H, "W": W, "dtype": dtype, "input_precision": precision, "warps": warps,
                      "warps_per_sm": resident_warps(regs, int(compiled.metadata.shared), warps),
                      "blocks": {k: v for k, v in constexprs.items() if k != "PRECISION"},
                      "registers": regs, "spill_store_bytes": int(spills.group(1)),
