@@ -244,3 +244,6 @@ def test_registers_mode_refuses_the_interpreter_and_unknown_precisions(monkeypat
     assert bench.main(["registers", "--kernel-precisions", "bf16,fp8"]) == 2
     err = capsys.readouterr().err
     assert "fp8" in err or "not installed" in err
+    assert bench.main(["registers", "--triton-tiles", "W=8;Q=2"]) == 2
+    err = capsys.readouterr().err
+    assert "'Q'" in err or "not installed" in err

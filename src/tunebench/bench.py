@@ -9,7 +9,8 @@ profile: wall time of every ablation job of a params.yaml profile, trained in-pr
 kernels: where one engine epoch of a population spends its time, per kernel (torch.profiler;
 device time on CUDA, CPU time on a CPU): what to speed up next.
 registers: the fused Triton kernels compiled for an H100/H200 (sm_90) without a GPU, with
-ptxas's registers per thread, spilled bytes and shared memory, per precision and tile set.
+ptxas's registers per thread, spilled bytes and shared memory, the resident warps per SM,
+the tensor-core instruction and the asynchronous copies, per precision and tile set.
 Results go to results/bench/*.json (written atomically)."""
 
 from __future__ import annotations
@@ -347,10 +348,11 @@ REFERENCE_LAYERS = ((1, 32, 28, 28), (32, 64, 14, 14))  # the reference CNN's co
 KERNEL_PRECISIONS = {"bf16": ("bf16", "ieee"), "tf32": ("fp32", "tf32"), "fp32": ("fp32", "ieee")}
 
 
-def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch: int = 90) -> list[dict]:
-    """ptxas's resource report (registers per thread, spilled bytes, shared memory) of every
-    fused kernel of the reference CNN, compiled for sm_<arch> without a GPU, per precision
-    and tile set ({} = the defaults). A kernel at 255 registers that spills to local memory
+def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> list[dict]:
+    """ptxas's resource report (registers per thread, spilled bytes, shared memory, resident
+    warps per SM, tensor-core instruction, asynchronous copies) of every fused kernel of the
+    reference CNN, compiled for an H100/H200 (sm_90) without a GPU, per precision and tile
+    set ({} = the defaults). A kernel at 255 registers that spills to local memory
     runs few warps per SM and waits on memory: the first thing to fix before timing tiles."""
     rows = []
     for precision in precisions:
@@ -358,7 +360,7 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]], arch:
         for sizes in tile_sets:
             with popconv.tiles(**sizes):
                 for C, CO, H, W in REFERENCE_LAYERS:
-                    for r in popconv.compile_report(C, CO, H, W, dtype, input_precision, arch):
+                    for r in popconv.compile_report(C, CO, H, W, dtype, input_precision):
                         rows.append({"precision": precision,
                                      "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default", **r})
     return rows
@@ -535,7 +537,6 @@ def main(argv: list[str] | None = None) -> int:
                     "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
                     "forward and weight gradient), e.g. 'P=64,W=8;L=1'; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
-    ap.add_argument("--arch", type=int, default=90, help="registers: the GPU to compile for, sm_<arch> (90: H100/H200)")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
     ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
                     "many seconds of search jobs")
@@ -565,10 +566,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         tile_sets = [{}] + [sizes for _, sizes in conv_variants("triton", args.triton_tiles) if sizes]
-        rows = register_table(args.kernel_precisions.split(","), tile_sets, args.arch)
+        bad = sorted({name for sizes in tile_sets for name in sizes} - set(popconv.TILE_NAMES))
+        if bad:
+            print(f"error: --triton-tiles: unknown tile name(s) {bad}; known: {', '.join(popconv.TILE_NAMES)}",
+                  file=sys.stderr)
+            return 2
+        rows = register_table(args.kernel_precisions.split(","), tile_sets)
         print_registers(rows)
-        path = out_dir / f"registers-sm{args.arch}.json"
-        atomic_json(path, {"meta": {"arch": args.arch, "triton": popconv.triton.__version__, "torch": torch.__version__},
+        path = out_dir / "registers-sm90.json"
+        atomic_json(path, {"meta": {"arch": 90, "triton": popconv.triton.__version__, "torch": torch.__version__},
                            "rows": rows})
         print(f"wrote {path}")
         return 0

@@ -490,10 +490,10 @@ def resident_warps(registers: int, shared_bytes: int, warps: int) -> int:
 _POINTER_TYPES = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}
 
 
-def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precision: str = "ieee", arch: int = 90,
+def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precision: str = "ieee",
                    N: int = 512, K: int = 128) -> list[dict]:
     """Compiles the three kernels of one C -> CO layer on H x W images at the current tiles
-    for sm_<arch> with Triton's compiler and ptxas, no GPU needed, and reads ptxas's
+    for an H100/H200 (sm_90) with Triton's compiler and ptxas, no GPU needed, and reads ptxas's
     resource report: registers per thread (at most 255), bytes spilled to local memory
     (slow), shared memory per program. dtype: the data's Triton type (bf16 | fp32);
     precision: ieee | tf32. Specialised as Triton's JIT specialises a launch on K runs of
@@ -508,6 +508,7 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
     from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
 
+    arch = 90  # resident_warps' limits are sm_90's
     try:
         ptxas = get_ptxas(arch)
     except TypeError:  # older Triton: no arch argument
