@@ -157,20 +157,40 @@ if HAS_TRITON:
         return tl.where(better, z, best), tl.where(better, q, code)
 
     @triton.jit
+    def _pooled_tile(N, CO, PH, PW, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
+        """A forward program's tile: pooled pixels p over (n, py, px) x output channels co,
+        their masks, and the top-left conv pixel (oy, ox) of each pooling window."""
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        n = p // (PH * PW)
+        rem = p % (PH * PW)
+        return p < N * PH * PW, co, co < CO, n, rem, 2 * (rem // PW), 2 * (rem % PW)
+
+    @triton.jit
+    def _pool_relu_store(acc0, acc1, acc2, acc3, b_ptr, y_ptr, code_ptr, k, sbk, sbo, p_ok, co, co_ok, n, rem,
+                         N, CO, PH, PW):
+        """Bias, the max of each window's four conv pixels (code: which one), then ReLU;
+        stores y and code as (K, N, CO, PH, PW), contiguous."""
+        bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+        best = acc0 + bias
+        code = tl.zeros(acc0.shape, dtype=tl.int32)
+        best, code = _take_max(best, code, acc1 + bias, 1)
+        best, code = _take_max(best, code, acc2 + bias, 2)
+        best, code = _take_max(best, code, acc3 + bias, 3)
+        out = tl.where(best < 0, 0.0, best)  # ReLU after the max (they commute); keeps NaN
+        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
+        ok = p_ok[:, None] & co_ok[None, :]
+        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
+
+    @triton.jit
     def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, code_ptr,
                     N, C, H, W, CO, PH, PW,
                     sxk, sxn, sxc, sxh, sxw, swk, swo, swc, swh, sww, sbk, sbo,
                     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr,
                     PRECISION: tl.constexpr):
         k = tl.program_id(2).to(tl.int64)
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # pooled pixel over (n, py, px)
-        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        p_ok = p < N * PH * PW
-        co_ok = co < CO
-        n = p // (PH * PW)
-        rem = p % (PH * PW)
-        oy = 2 * (rem // PW)
-        ox = 2 * (rem % PW)
+        p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, PH, PW, BLOCK_P, BLOCK_CO)
         x_row = x_ptr + k * sxk + n.to(tl.int64) * sxn
         acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
@@ -185,18 +205,8 @@ if HAS_TRITON:
             acc1 = _window_dot(acc1, x_row, oy, ox + 1, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
             acc2 = _window_dot(acc2, x_row, oy + 1, ox, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
             acc3 = _window_dot(acc3, x_row, oy + 1, ox + 1, p_ok, ty, tx, ci, r_ok, H, W, sxc, sxh, sxw, wv, PRECISION)
-        bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-        best = acc0 + bias
-        code = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.int32)
-        best, code = _take_max(best, code, acc1 + bias, 1)
-        best, code = _take_max(best, code, acc2 + bias, 2)
-        best, code = _take_max(best, code, acc3 + bias, 3)
-        out = tl.where(best < 0, 0.0, best)  # ReLU after the max (they commute); keeps NaN
-        # Output (K, N, CO, PH, PW), contiguous.
-        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
-        ok = p_ok[:, None] & co_ok[None, :]
-        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
-        tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
+        _pool_relu_store(acc0, acc1, acc2, acc3, b_ptr, y_ptr, code_ptr, k, sbk, sbo, p_ok, co, co_ok, n, rem,
+                         N, CO, PH, PW)
 
     @triton.jit
     def _window_dot_cl(acc, x_row, oy, ox, row_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION: tl.constexpr):
@@ -216,14 +226,7 @@ if HAS_TRITON:
         CO) contiguous; C % BLOCK_R == 0. The reduction runs over r = tap * C + channel in
         slices of BLOCK_R, as in _fwd_kernel, so every sum is the same."""
         k = tl.program_id(2).to(tl.int64)
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        p_ok = p < N * PH * PW
-        co_ok = co < CO
-        n = p // (PH * PW)
-        rem = p % (PH * PW)
-        oy = 2 * (rem // PW)
-        ox = 2 * (rem % PW)
+        p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, PH, PW, BLOCK_P, BLOCK_CO)
         x_row = x_ptr + k * sxk + n.to(tl.int64) * sxn
         acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
@@ -239,17 +242,8 @@ if HAS_TRITON:
                 acc1 = _window_dot_cl(acc1, x_row, oy, ox + 1, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
                 acc2 = _window_dot_cl(acc2, x_row, oy + 1, ox, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
                 acc3 = _window_dot_cl(acc3, x_row, oy + 1, ox + 1, p_ok, ty, tx, ci, H, W, sxh, sxw, wv, PRECISION)
-        bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
-        best = acc0 + bias
-        code = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.int32)
-        best, code = _take_max(best, code, acc1 + bias, 1)
-        best, code = _take_max(best, code, acc2 + bias, 2)
-        best, code = _take_max(best, code, acc3 + bias, 3)
-        out = tl.where(best < 0, 0.0, best)
-        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
-        ok = p_ok[:, None] & co_ok[None, :]
-        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
-        tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
+        _pool_relu_store(acc0, acc1, acc2, acc3, b_ptr, y_ptr, code_ptr, k, sbk, sbo, p_ok, co, co_ok, n, rem,
+                         N, CO, PH, PW)
 
     @triton.jit
     def _grad_z(gp_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
@@ -290,6 +284,26 @@ if HAS_TRITON:
         tl.store(dx_ptr + off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
     @triton.jit
+    def _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S: tl.constexpr):
+        """BLOCK_S conv pixels j0.. over (n, oy, ox) of the pooled area, their mask, and the
+        gradient of the pre-pool output there, (BLOCK_CO, BLOCK_S)."""
+        j = j0 + tl.arange(0, BLOCK_S)
+        j_ok = j < N * (2 * PH) * (2 * PW)  # pixels outside the pooled area have zero gradient
+        n = (j // (4 * PH * PW)).to(tl.int64)
+        oy = (j % (4 * PH * PW)) // (2 * PW)
+        ox = j % (2 * PW)
+        plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
+        gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+        return j_ok, n, oy, ox, gz
+
+    @triton.jit
+    def _store_wgrad_partials(dw_ptr, db_ptr, acc, db, k, s, SPLIT, CO, C, co, co_ok, r, r_ok):
+        """The (K, SPLIT, CO, 9C) and (K, SPLIT, CO) fp32 partials; db from the first r tile."""
+        part = (k * SPLIT + s) * CO + co
+        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
+        tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
+
+    @triton.jit
     def _wgrad_kernel(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
                       N, C, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
                       sxk, sxn, sxc, sxh, sxw,
@@ -304,26 +318,17 @@ if HAS_TRITON:
         r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
         co_ok = co < CO
         r_ok, ci, ty, tx = _taps(r, C)
-        n_pix = N * (2 * PH) * (2 * PW)  # pixels outside the pooled area have zero gradient
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
         for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
-            j = j0 + tl.arange(0, BLOCK_S)
-            j_ok = j < n_pix
-            n = (j // (4 * PH * PW)).to(tl.int64)
-            oy = (j % (4 * PH * PW)) // (2 * PW)
-            ox = j % (2 * PW)
-            plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
-            gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+            j_ok, n, oy, ox, gz = _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
             iy = oy[:, None] + ty[None, :] - 1
             ix = ox[:, None] + tx[None, :] - 1
             ok = j_ok[:, None] & r_ok[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
             xv = tl.load(x_ptr + k * sxk + n[:, None] * sxn + ci[None, :] * sxc + iy * sxh + ix * sxw, mask=ok, other=0.0)
             acc = tl.dot(gz.to(xv.dtype), xv, acc, input_precision=PRECISION)
             db += tl.sum(gz, axis=1)
-        part = (k * SPLIT + s) * CO + co  # (K, SPLIT, CO, 9C) and (K, SPLIT, CO) partials, fp32
-        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
-        tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
+        _store_wgrad_partials(dw_ptr, db_ptr, acc, db, k, s, SPLIT, CO, C, co, co_ok, r, r_ok)
 
 
     @triton.jit
@@ -346,17 +351,10 @@ if HAS_TRITON:
         tx = tap % 3
         ci = r0 % C + tl.arange(0, BLOCK_R)
         co_ok = co < CO
-        n_pix = N * (2 * PH) * (2 * PW)
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
         for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
-            j = j0 + tl.arange(0, BLOCK_S)
-            j_ok = j < n_pix
-            n = (j // (4 * PH * PW)).to(tl.int64)
-            oy = (j % (4 * PH * PW)) // (2 * PW)
-            ox = j % (2 * PW)
-            plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
-            gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+            j_ok, n, oy, ox, gz = _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
             iy = oy + ty - 1
             ix = ox + tx - 1
             ok = j_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
@@ -364,9 +362,7 @@ if HAS_TRITON:
                          other=0.0)
             acc = tl.dot(gz.to(xv.dtype), xv, acc, input_precision=PRECISION)
             db += tl.sum(gz, axis=1)
-        part = (k * SPLIT + s) * CO + co
-        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None])
-        tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
+        _store_wgrad_partials(dw_ptr, db_ptr, acc, db, k, s, SPLIT, CO, C, co, co_ok, r, r < 9 * C)
 
 
 def _tile(n: int, cap: int = 64) -> int:
