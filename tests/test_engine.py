@@ -624,6 +624,22 @@ def test_unknown_conv_impl_is_a_clear_error(digits):
         population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="winograd")
 
 
+@pytest.mark.parametrize("precision, device_type, expected", [
+    ("fp32", "cuda", "native"),  # cuDNN: the fused kernels ran at 0.56x of it in TF32 (H200)
+    ("bf16", "cuda", "triton"),  # fused kernels: 1.67x cuDNN in bf16 (H100), gradient test passed there
+    ("fp32", "cpu", "native"),
+    ("bf16", "cpu", "native"),   # CPUs always use F.conv2d
+])
+def test_auto_conv_follows_the_measured_choice_per_precision(precision, device_type, expected):
+    assert engine.resolve_conv_impl("auto", precision, device_type) == expected
+    assert engine.resolve_conv_impl("gemm", precision, device_type) == "gemm"  # an explicit choice stands
+
+
+def test_unknown_precision_is_a_clear_error(digits):
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        population([cfg()], [0], digits, precision="fp16")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw, conv_impl", [
     ({"model": "mlp", "depth": 2, "dropout": 0.3, "optimizer": "adam", "lr": 0.003}, "native"),

@@ -11,6 +11,6 @@ def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
     convolution or the side-by-side groups cannot leave it stale."""
 
     assert "cuDNN" in report.cuda_precision_note() and "up to 8 architecture groups" in report.cuda_precision_note()
-    monkeypatch.setattr(engine, "CUDA_CONV_IMPL", "triton")
+    monkeypatch.setitem(engine.CUDA_CONV_IMPL, "fp32", "triton")
     monkeypatch.setattr(engine, "CUDA_CONCURRENT_GROUPS", 1)
     assert "fused Triton" in report.cuda_precision_note() and "up to 1 architecture" in report.cuda_precision_note()

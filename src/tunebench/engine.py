@@ -43,14 +43,25 @@ PER_RUN_FIELDS = frozenset(
 EVAL_TRAIN_EXAMPLES = 512  # train accuracy (for the train-test gap) on this many, eval mode
 AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)
 _INT31 = 2**31 - 1
-# The CNN convolution on CUDA, chosen by `python -m tunebench.bench` (README, engine
-# section; benchmarks/h200-2026-11-26/NOTES.md). cuDNN ("native"): at the pipeline's fp32
-# (TF32 convolutions) the fused Triton kernels ran at 0.56x of it on an H200 (population of
-# 128). In bf16 they ran at 1.62x, but their bf16 gradient test has not yet passed on a GPU
-# (it was rewritten after its first, all-bf16 reference proved unfair), so bf16 stays
-# native too until it does. CPUs always use F.conv2d (oneDNN), the faster there.
-CUDA_CONV_IMPL = "native"
+# The CNN convolution on CUDA per precision, chosen by `python -m tunebench.bench` (README,
+# engine section). fp32 (TF32 convolutions, the pipeline's precision): cuDNN ("native"), as
+# the fused Triton kernels ran at 0.56x of it on an H200 (population of 128,
+# benchmarks/h200-2026-11-26/NOTES.md). bf16: the fused Triton kernels, 833k vs cuDNN's 497k
+# model-samples/s (1.67x, one run) on an H100 at K=128, after their bf16 gradient test passed
+# there (benchmarks/h100-2026-11-27/NOTES.md). CPUs always use F.conv2d (oneDNN), the faster there.
+CUDA_CONV_IMPL = {"fp32": "native", "bf16": "triton"}
 CONV_IMPLS = ("native", "gemm", "triton")
+
+
+def resolve_conv_impl(conv_impl: str, precision: str, device_type: str) -> str:
+    """The convolution a population uses: "auto" means CUDA_CONV_IMPL[precision] on CUDA
+    and F.conv2d ("native") elsewhere; any other name is taken as given (group_trainer
+    checks it)."""
+    if precision not in CUDA_CONV_IMPL:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(CUDA_CONV_IMPL)}")
+    if conv_impl == "auto":
+        return CUDA_CONV_IMPL[precision] if device_type == "cuda" else "native"
+    return conv_impl
 
 
 @dataclass
@@ -658,8 +669,8 @@ def train_population(
     concurrent_groups: int | None = None,
 ) -> list[RunResult]:
     """Train many runs: grouped by architecture, each group in memory-sized chunks.
-    Results come back in the order of `cfgs`. conv_impl "auto": CUDA_CONV_IMPL on CUDA,
-    "native" elsewhere (see group_trainer).
+    Results come back in the order of `cfgs`. conv_impl "auto": CUDA_CONV_IMPL[precision] on CUDA,
+    "native" elsewhere (resolve_conv_impl; see group_trainer).
 
     concurrent_groups: chunks trained side by side (default CUDA_CONCURRENT_GROUPS on CUDA,
     1 elsewhere: a CPU gains nothing from it). A chunk of n runs whose architecture fits
@@ -670,8 +681,7 @@ def train_population(
     by other jobs on the GPU, `--resources gpu=N`) retries as two halves; a single run that
     does not fit is a real error."""
     device = data.x_train.device
-    if conv_impl == "auto":
-        conv_impl = CUDA_CONV_IMPL if device.type == "cuda" else "native"
+    conv_impl = resolve_conv_impl(conv_impl, precision, device.type)
     concurrent_groups = concurrent_groups or (CUDA_CONCURRENT_GROUPS if device.type == "cuda" else 1)
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):

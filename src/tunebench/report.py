@@ -76,7 +76,7 @@ def cuda_precision_note() -> str:
     """How the engine computes, from its own settings: fp32 with PyTorch's defaults, which
     on CUDA allow TF32 in convolutions (cuDNN's, or the fused Triton kernels, which follow
     the same switch) and not in matmuls."""
-    conv = {"native": "cuDNN", "gemm": "im2col + GEMM", "triton": "fused Triton conv+ReLU+pool"}[engine.CUDA_CONV_IMPL]
+    conv = {"native": "cuDNN", "gemm": "im2col + GEMM", "triton": "fused Triton conv+ReLU+pool"}[engine.CUDA_CONV_IMPL["fp32"]]
     return (f"fp32 (on CUDA: PyTorch defaults, TF32 in the CNN convolutions only ({conv}); step replayed as a CUDA "
             f"graph; up to {engine.CUDA_CONCURRENT_GROUPS} architecture groups side by side)")
 
