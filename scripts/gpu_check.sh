@@ -26,9 +26,12 @@
 #      call of its own: STEPS=profile PROFILE_BUDGET=420 PROFILE_SEARCH_BUDGET=120 PROFILE_S=580;
 #   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
 #      end on the full profile, raw data to reports/report.md, --cores $(nproc) --resources
-#      gpu=PIPELINE_GPU_SLOTS (3), for at most PIPELINE_S (540) seconds; tunebench.snakelog
-#      reads its log (wall time, steps done, jobs side by side, slowest jobs) into
-#      bench/pipeline-full.json, and pipeline-results.tgz brings back the tables and report.
+#      gpu=PIPELINE_GPU_SLOTS (4: 9.5 min on an H100, benchmarks/h100-2026-11-27/NOTES.md),
+#      for at most PIPELINE_S (540) seconds; tunebench.snakelog reads its log (wall time,
+#      steps done, jobs side by side, slowest jobs) into bench/pipeline-full.json, and
+#      pipeline-results.tgz brings back the tables and report. A run cut off by the limit
+#      goes on in a next call on the same warm machine (which keeps results/, logs/ and
+#      .snakemake/) with PIPELINE_RESUME=1: only the jobs not yet done run.
 #
 # Data: copy the four Fashion-MNIST files into data/raw/fashion_mnist/ first:
 #   mkdir -p data/raw/fashion_mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/raw/fashion_mnist/
@@ -142,7 +145,12 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
     # The <= 15 min target end to end: Snakemake itself, from raw data to reports/report.md,
     # on the full profile, training jobs side by side on the one GPU (--resources gpu=N).
     # A call of its own (STEPS=pipeline); its wall time is Snakemake's, from its log.
-    profile="${PIPELINE_PROFILE:-full}" slots="${PIPELINE_GPU_SLOTS:-3}" cores="${PIPELINE_CORES:-$(nproc)}"
+    profile="${PIPELINE_PROFILE:-full}" slots="${PIPELINE_GPU_SLOTS:-4}" cores="${PIPELINE_CORES:-$(nproc)}"
+    # Resuming a run the limit cut off: its killed job's outputs are incomplete (rerun them),
+    # its lock may be left, and mtime is no rerun trigger here because the device tool copies
+    # the tracked files afresh each call (the jobs' settings and code still are triggers).
+    resume=()
+    [ -n "${PIPELINE_RESUME:-}" ] && resume=(--rerun-triggers params input code --rerun-incomplete --nolock)  # flags last: targets may follow
     # The rules call `python`: make it this script's interpreter (the one the wheels went to).
     # A wrapper, not a link (a link to a virtual environment's python leaves the environment),
     # in a folder of its own: writing to a path that is already a link would overwrite its target.
@@ -152,7 +160,7 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
     # resource caps the training jobs at once under either scheduler.
     step "snakemake --config profile=$profile --cores $cores --resources gpu=$slots" "${PIPELINE_S:-540}" "$LOGS/pipeline.log" \
         "$PY" -m snakemake --cores "$cores" --resources gpu="$slots" --config profile="$profile" --scheduler greedy \
-        ${PIPELINE_ARGS:-}
+        "${resume[@]}" ${PIPELINE_ARGS:-}
     mkdir -p "$OUT/bench"
     "$PY" -m tunebench.snakelog "$LOGS/pipeline.log" --json "$OUT/bench/pipeline-$profile.json" 2>&1 | tee -a "$OUT/summary.txt"
     # What the run made (tables, report, figures, job logs; not the prepared data), for reading

@@ -199,3 +199,16 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     summary = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
     assert not summary["complete"] and summary["steps_done"] < 6
     assert (out / "pipeline-results.tgz").is_file() and "(NOT complete)" in (out / "summary.txt").read_text()
+    done_before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*.parquet")}
+
+    # The next call on the same machine resumes it: the steps its log saw finish do not run
+    # again (a job that finished as the limit struck may also count as done), and the tables
+    # already made are kept as they are.
+    shutil.rmtree(out)
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env={**env, "PIPELINE_RESUME": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    resumed = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
+    assert resumed["complete"] and resumed["steps_total"] <= 6 - summary["steps_done"]
+    assert resumed["per_rule"][-1]["rule"] == "aggregate"
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
