@@ -10,20 +10,21 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "L=1;L=1,W=8;L=1,P=64,W=8;W=8") and TF32_TILES (default
-#      "L=1,W=8;W=8"), a row each. Why those: `python -m tunebench.bench registers` (no GPU
-#      needed; benchmarks/sm90-registers-2026-11-27/NOTES.md): at the default 4 warps 1 bf16
-#      and 4 tf32 kernels spill at 255 registers, 8 warps none; L=1, the channels-last
-#      forward and weight gradient, pipelines the forward's bf16 loads (cp.async) at half the
-#      registers; P=64 puts the forward on wgmma) and the MLP, bf16, then tf32;
+#      TRITON_TILES (bf16, default "P=64,W=8;L=1,P=64,W=8") and TF32_TILES (default
+#      "W=8;L=1,W=8"), a row each after the default tiles' row. Why those: the H100 sweep
+#      of 2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
+#      (benchmarks/h100-2026-11-27/NOTES.md); untimed are P=64,W=8, which puts the forward
+#      on wgmma without spills, and in tf32, where 4 kernels spill at 4 warps, 8 warps
+#      (`python -m tunebench.bench registers`, benchmarks/sm90-registers-2026-11-27/NOTES.md))
+#      and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), native and Triton, bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
 #      PROFILE_BUDGET seconds of ablation jobs and PROFILE_SEARCH_BUDGET seconds of search
-#      jobs, plus one measured process start-up. All of it, for the <= 15 min target, in a
-#      call of its own: STEPS=profile PROFILE_BUDGET=420 PROFILE_SEARCH_BUDGET=120 PROFILE_S=580;
+#      jobs, plus one measured process start-up (not in the default STEPS since the pipeline
+#      step below measured the whole run: STEPS=profile);
 #   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
 #      end on the full profile, raw data to reports/report.md, --cores $(nproc) --resources
 #      gpu=PIPELINE_GPU_SLOTS (4: 9.5 min on an H100, benchmarks/h100-2026-11-27/NOTES.md),
@@ -103,7 +104,7 @@ else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     KERNEL_PRECISIONS=tf32  # = fp32 on a CPU; bf16 convolutions are slow there
 fi
 
-STEPS="${STEPS:-tests bench kernels profile}"  # a subset reruns part of the check
+STEPS="${STEPS:-tests bench kernels}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
     step "pytest engine (CUDA)" "${PYTEST_S:-110}" "$LOGS/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
@@ -117,12 +118,12 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-L=1;L=1,W=8;L=1,P=64,W=8;W=8}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-L=1,W=8;W=8}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-P=64,W=8;L=1,P=64,W=8}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-W=8;L=1,W=8}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     for p in $KERNEL_PRECISIONS; do
-        step "bench kernels CNN $p, K=${POPS##*,}" "${KERNELS_S:-45}" "$LOGS/kernels-$p.log" \
+        step "bench kernels CNN $p, K=${POPS##*,}" "${KERNELS_S:-60}" "$LOGS/kernels-$p.log" \
             "$PY" -m tunebench.bench kernels --precision "$p" --models cnn --conv native,triton --samples "$SAMPLES" \
             --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --out-dir "$OUT/bench"
     done

@@ -83,8 +83,10 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     assert bench.conv_variants("native,triton", "P=64,W=8;R=64") == [
-        ("native", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]
+        ("native", {}), ("triton", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]
     assert bench.conv_variants("triton", None) == [("triton", {})]
+    # The defaults' row always comes first, once, whatever the sweep lists.
+    assert bench.conv_variants("triton", "W=8;;W=8") == [("triton", {}), ("triton", {"W": 8})]
     from tunebench import popconv
 
     with popconv.tiles(P=64, W=8):

@@ -139,16 +139,19 @@ def tutorial_loop(cfg: RunConfig, dev: torch.device, dataset, samples: int, warm
 
 # ---------------------------------------------------------------- (b), (c) the engine
 def conv_variants(convs: str, triton_tiles: str | None) -> list[tuple[str, dict[str, int]]]:
-    """--conv native,triton --triton-tiles "P=64,W=8;R=64" -> [(native, {}), (triton,
-    {P: 64, W: 8}), (triton, {R: 64})]: each tile set of the fused kernels is its own row."""
+    """--conv native,triton --triton-tiles "P=64,W=8;R=64" -> [(native, {}), (triton, {}),
+    (triton, {P: 64, W: 8}), (triton, {R: 64})]: each tile set of the fused kernels is its
+    own row, after the default tiles' row, so that a tile set is always compared with the
+    defaults in the same run (on an H100 a sweep without that row needed a second call)."""
     out = []
     for conv in convs.split(","):
+        out.append((conv, {}))
         if conv == "triton" and triton_tiles:
             for variant in triton_tiles.split(";"):
                 sizes = dict(item.split("=") for item in variant.split(",") if item)
-                out.append((conv, {k.strip(): int(v) for k, v in sizes.items()}))
-        else:
-            out.append((conv, {}))
+                sizes = {k.strip(): int(v) for k, v in sizes.items()}
+                if sizes and (conv, sizes) not in out:
+                    out.append((conv, sizes))
     return out
 
 
