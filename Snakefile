@@ -1,7 +1,7 @@
 # tunebench: the workflow's table of contents. The grid comes from params.yaml through
 # tunebench.grid.expand (the same function the tests and the report use).
 #   snakemake --cores N                       # default (quick) profile -> reports/report.md
-#   snakemake --cores N --config profile=full
+#   snakemake --cores N --config profile=full   # -> reports/full/report.md (its report_dir)
 import sys
 
 sys.path.insert(0, "src")  # run from a checkout even without `pip install -e .`
@@ -22,5 +22,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "reports/report.md",
+        f"{PARAMS.active.report_dir}/report.md",
         "results/metrics.json",

@@ -62,7 +62,17 @@ BAD = [
     ("profiles.quick.dimensions.no_dim", {}, "no_dim"),
     ("profile", "huge", "huge"),
     ("workloads.fmnist_mlp.fixed.activation", "swishy", "swishy"),
+    ("profiles.full.report_dir", "/tmp/elsewhere", "profiles.full.report_dir"),  # outside reports/
+    ("profiles.full.report_dir", "reports/../results", "reports/../results"),
 ]
+
+
+def test_each_profile_reports_to_its_own_folder():
+    """The full profile publishes to reports/full, so a GPU run never overwrites the
+    default profile's published reports/report.md (README)."""
+    dirs = {name: validate({**PARAMS, "profile": name}).active.report_dir for name in PARAMS["profiles"]}
+    assert dirs == {"quick": "reports", "full": "reports/full"}
+    assert validate(mutate("profiles.full.report_dir", "reports/full/")).profiles["full"].report_dir == "reports/full"
 
 
 @pytest.mark.parametrize("path,value,needle", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])

@@ -103,6 +103,21 @@ def test_dry_run_after_success_has_nothing_to_do(project):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_a_profile_with_its_own_report_dir_reports_there(project):
+    """A profile's report_dir (the full profile's reports/full) is where Snakemake puts its
+    report and figures: the default profile's published report is not among the outputs."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["profiles"]["pub"] = {**params["profiles"]["tiny"], "report_dir": "reports/pub"}
+    good = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        text = snakemake(project, "-n", "--config", "profile=pub").stdout
+    finally:
+        (project / "params.yaml").write_text(good)
+    assert "reports/pub/report.md" in text and "reports/pub/figures" in text
+    assert "reports/report.md" not in text and " reports/figures" not in text
+
+
 def test_bad_params_fail_naming_key_and_keep_results(project, tmp_path):
     before = digest(project / "results")
     good = (project / "params.yaml").read_text()

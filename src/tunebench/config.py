@@ -13,7 +13,7 @@ A run's settings are layered, later layers win:
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -137,6 +137,9 @@ class Profile(_Strict):
     dimensions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-dimension overrides
     grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # per-dimension grid overrides
     search: dict[str, Any] = Field(default_factory=dict)  # SearchSettings overrides
+    # Where this profile's report.md and figures/ go: the full profile publishes to
+    # reports/full, so a GPU run never overwrites the default profile's published report.
+    report_dir: str = "reports"
 
     @field_validator("seeds")
     @classmethod
@@ -144,6 +147,14 @@ class Profile(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v
+
+    @field_validator("report_dir")
+    @classmethod
+    def _inside_reports(cls, v):
+        parts = PurePosixPath(v).parts
+        if not parts or parts[0] != "reports" or ".." in parts:
+            raise ValueError(f"report_dir {v!r} must be reports or a folder under it")
+        return str(PurePosixPath(*parts))
 
 
 class DataSettings(_Strict):

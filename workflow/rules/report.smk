@@ -17,8 +17,8 @@ rule report:
         importance=search_importances(),
         data=all_prepared(),
     output:
-        report="reports/report.md",
-        figures=directory("reports/figures"),
+        report=f"{PARAMS.active.report_dir}/report.md",  # the profile's report_dir (params.yaml)
+        figures=directory(f"{PARAMS.active.report_dir}/figures"),
         verdicts="results/verdicts.csv",
         contrasts="results/contrasts.csv",
         metrics="results/metrics.json",
