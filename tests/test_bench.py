@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from tunebench import bench
+from tunebench import bench, engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import TINY  # noqa: E402  the tiny config of the end-to-end test
@@ -107,6 +108,33 @@ def test_fastest_conv_compares_the_largest_population_all_reached():
     assert bench.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
     assert bench.fastest_conv([], default="gemm") == "gemm"
     assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
+
+
+def test_fused_kernel_rates_count_each_kinds_work():
+    """The reference CNN's fused layers and the work each kind of fused kernel does: what
+    turns `bench kernels`' device times into TFLOP/s per kind."""
+    from tunebench import models
+
+    shape = models.DataShape((1, 28, 28), 10)
+    layers = bench.fused_conv_layers(bench.ARCHS["cnn"], shape)
+    assert layers == [(1, 32, 28, 28), (32, 64, 14, 14)]
+    assert bench.fused_conv_layers(bench.ARCHS["cnn"].model_copy(update={"batchnorm": True}), shape) == []
+    flops = bench.fused_conv_flops(layers, K=2, train_examples=10, eval_examples=5)
+    conv1, conv2 = 2 * 9 * 1 * 32 * 28 * 28, 2 * 9 * 32 * 64 * 14 * 14
+    assert flops == {"forward": 2 * 15 * (conv1 + conv2), "input grad": 2 * 10 * conv2,
+                     "weight grad": 2 * 10 * (conv1 + conv2)}
+    rows = [dict(name="_fwd_kernel", ms=2.0), dict(name="_fwd_kernel_cl", ms=1.0), dict(name="_wgrad_kernel_cl", ms=4.0),
+            dict(name="ampere_sgemm_128x64_nn", ms=9.0)]
+    rates = bench.fused_kernel_rates(rows, {"forward": 6e12, "input grad": 1e12, "weight grad": 2e12})
+    # Both forward variants count as the forward; a kind with no kernel (input grad) is left out.
+    assert rates == [dict(kind="forward", ms=3.0, tflop=6.0, tflops=2000.0),
+                     dict(kind="weight grad", ms=4.0, tflop=2.0, tflops=500.0)]
+    # As kernel_table calls it: 100 trained examples per run plus the warm-up batch (512),
+    # and 2 evaluations of 20 val + 20 test + 100 train examples.
+    dd = engine.DeviceData(torch.zeros(100, 1, 28, 28), torch.zeros(100), torch.zeros(20, 1, 28, 28), torch.zeros(20),
+                           torch.zeros(20, 1, 28, 28), torch.zeros(20), 10)
+    [fwd] = bench.fused_kernels_in_epoch(bench.ARCHS["cnn"], dd, 4, 100, [dict(name="_fwd_kernel", ms=1.0)])
+    assert fwd["tflop"] * 1e12 == 4 * (100 + 512 + 2 * (20 + 20 + 100)) * (conv1 + conv2)
 
 
 def test_kernels_mode_ranks_where_an_epoch_spends_its_time(tmp_path, capsys):

@@ -326,12 +326,70 @@ def kernel_table(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, 
     if cuda:  # device time belongs to kernels and copies, not to the CPU-side operators that launch them
         events = [e for e in events if getattr(e, "device_type", None) != torch.autograd.DeviceType.CPU] or events
     total_us = sum(getattr(e, attr) for e in events) or 1.0  # (no event: an empty table, not a division by 0)
-    rows = [dict(name=e.key, calls=e.count, ms=getattr(e, attr) / 1e3, share=getattr(e, attr) / total_us)
-            for e in sorted(events, key=lambda e: -getattr(e, attr))[:top]]
-    return {"meta": {"device": device_slug(dd.x_train.device), "torch": torch.__version__, "model": cfg.model, "K": K,
-                     "precision": precision, "conv": conv_impl, "samples": samples, "epoch_seconds": seconds,
-                     "profiled_ms": total_us / 1e3, "time_kind": "device" if cuda else "cpu"},
-            "rows": rows}
+    every = [dict(name=e.key, calls=e.count, ms=getattr(e, attr) / 1e3, share=getattr(e, attr) / total_us)
+             for e in sorted(events, key=lambda e: -getattr(e, attr))]
+    result = {"meta": {"device": device_slug(dd.x_train.device), "torch": torch.__version__, "model": cfg.model, "K": K,
+                       "precision": precision, "conv": conv_impl, "samples": samples, "epoch_seconds": seconds,
+                       "profiled_ms": total_us / 1e3, "time_kind": "device" if cuda else "cpu"},
+              "rows": every[:top]}
+    if conv_impl == "triton" and cfg.model == "cnn":
+        result["fused_kernels"] = fused_kernels_in_epoch(cfg, dd, K, n, every)
+    return result
+
+
+def fused_kernels_in_epoch(cfg: RunConfig, dd: engine.DeviceData, K: int, n: int, rows: list[dict]) -> list[dict]:
+    """fused_kernel_rates for kernel_table's profiled call: its one-batch warm-up and its
+    n-example epoch, each with an end-of-epoch evaluation (val, test and up to EVAL_N
+    training examples per run)."""
+    shape = models.DataShape(tuple(dd.x_train.shape[1:]), dd.n_classes)
+    evals = 2 * (len(dd.y_val) + len(dd.y_test) + min(EVAL_N, n))
+    flops = fused_conv_flops(fused_conv_layers(cfg, shape), K, train_examples=n + cfg.batch_size, eval_examples=evals)
+    return fused_kernel_rates(rows, flops)
+
+
+# The fused kernels by the name torch.profiler gives them (the channels-last variants, `_cl`,
+# share the prefix) and the share of a 3x3 convolution's work each kind does.
+FUSED_KERNEL_KINDS = {"forward": "_fwd_kernel", "input grad": "_dgrad_kernel", "weight grad": "_wgrad_kernel"}
+
+
+def fused_conv_layers(cfg: RunConfig, shape: models.DataShape) -> list[tuple[int, int, int, int]]:
+    """(C, CO, H, W) of each convolution of the CNN that the fused kernels run (conv -> ReLU
+    -> 2x2 max-pool, models.CNN.fusable), H x W its input, in the order of the layers."""
+    net = models.CNN(cfg, shape)
+    _, h, w = shape.in_shape
+    layers = []
+    for i, conv in enumerate(net.convs):
+        if i in net.fusable:
+            layers.append((conv.in_channels, conv.out_channels, h, w))
+        if i in net.stage_ends:
+            h, w = h // 2, w // 2
+    return layers
+
+
+def fused_conv_flops(layers: list[tuple[int, int, int, int]], K: int, train_examples: int,
+                     eval_examples: int) -> dict[str, float]:
+    """The floating-point operations each kind of fused kernel must do for K runs: a 3x3
+    convolution at full resolution costs 2*9*C*CO*H*W per example (a multiply and an add per
+    tap; the pool and ReLU are free beside it). Forward: every example, trained or evaluated.
+    Weight gradient: every trained example. Input gradient: the same, but not for the first
+    layer, whose input (the data) needs no gradient (popconv skips it)."""
+    per_example = [2 * 9 * c * co * h * w for c, co, h, w in layers]
+    return {"forward": float(K * (train_examples + eval_examples) * sum(per_example)),
+            "input grad": float(K * train_examples * sum(per_example[1:])),
+            "weight grad": float(K * train_examples * sum(per_example))}
+
+
+def fused_kernel_rates(rows: list[dict], flops: dict[str, float]) -> list[dict]:
+    """Per kind of fused kernel: its device time (every profiled kernel whose name holds the
+    kind's prefix), the work it had to do, and the rate that gives: how far each kind is
+    from the tensor cores' rate (an H100 measured 798 TFLOP/s on a bf16 matrix product,
+    /work/.library/device/KINDS.md) says which kernel to rewrite first."""
+    out = []
+    for kind, prefix in FUSED_KERNEL_KINDS.items():
+        ms = sum(r["ms"] for r in rows if prefix in r["name"])
+        if ms > 0:
+            out.append(dict(kind=kind, ms=ms, tflop=flops[kind] / 1e12, tflops=flops[kind] / (ms * 1e9)))
+    return out
 
 
 def print_kernels(result: dict) -> None:
@@ -343,6 +401,8 @@ def print_kernels(result: dict) -> None:
           f"{m['time_kind']} time in one epoch of {m['samples']} model-samples")
     for r in result["rows"]:
         print(f"  {r['share']:6.1%} {r['ms']:9.2f} ms {r['calls']:7d}x  {r['name'][:100]}")
+    for r in result.get("fused_kernels", []):
+        print(f"  fused {r['kind']:>11}: {r['ms']:9.2f} ms for {r['tflop']:.2f} TFLOP -> {r['tflops']:.1f} TFLOP/s")
 
 
 # ---------------------------------------------------------------- registers mode
