@@ -26,7 +26,7 @@
 #      jobs, plus one measured process start-up (not in the default STEPS since the pipeline
 #      step below measured the whole run: STEPS=profile);
 #   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
-#      end on the full profile, raw data to reports/report.md, --cores $(nproc) --resources
+#      end on the full profile, raw data to reports/full/report.md, --cores $(nproc) --resources
 #      gpu=PIPELINE_GPU_SLOTS (4: 9.5 min on an H100, benchmarks/h100-2026-11-27/NOTES.md),
 #      for at most PIPELINE_S (540) seconds; tunebench.snakelog reads its log (wall time,
 #      steps done, jobs side by side, slowest jobs) into bench/pipeline-full.json, and
@@ -143,7 +143,7 @@ except (OSError, KeyError, ValueError):
 fi
 
 if [[ " $STEPS " == *" pipeline "* ]]; then
-    # The <= 15 min target end to end: Snakemake itself, from raw data to reports/report.md,
+    # The <= 15 min target end to end: Snakemake itself, from raw data to the profile's report,
     # on the full profile, training jobs side by side on the one GPU (--resources gpu=N).
     # A call of its own (STEPS=pipeline); its wall time is Snakemake's, from its log.
     profile="${PIPELINE_PROFILE:-full}" slots="${PIPELINE_GPU_SLOTS:-4}" cores="${PIPELINE_CORES:-$(nproc)}"

@@ -347,8 +347,8 @@ def fused_kernels_in_epoch(cfg: RunConfig, dd: engine.DeviceData, K: int, n: int
     return fused_kernel_rates(rows, flops)
 
 
-# The fused kernels by the name torch.profiler gives them (the channels-last variants, `_cl`,
-# share the prefix) and the share of a 3x3 convolution's work each kind does.
+# Each kind of fused kernel by the start of the name torch.profiler gives it (the
+# channels-last variants, `_cl`, share it).
 FUSED_KERNEL_KINDS = {"forward": "_fwd_kernel", "input grad": "_dgrad_kernel", "weight grad": "_wgrad_kernel"}
 
 
@@ -382,8 +382,8 @@ def fused_conv_flops(layers: list[tuple[int, int, int, int]], K: int, train_exam
 def fused_kernel_rates(rows: list[dict], flops: dict[str, float]) -> list[dict]:
     """Per kind of fused kernel: its device time (every profiled kernel whose name holds the
     kind's prefix), the work it had to do, and the rate that gives: how far each kind is
-    from the tensor cores' rate (an H100 measured 798 TFLOP/s on a bf16 matrix product,
-    /work/.library/device/KINDS.md) says which kernel to rewrite first."""
+    from the tensor cores' rate (an H100 reaches about 800 TFLOP/s on a large bf16 matrix
+    product) says which kernel to rewrite first."""
     out = []
     for kind, prefix in FUSED_KERNEL_KINDS.items():
         ms = sum(r["ms"] for r in rows if prefix in r["name"])
