@@ -354,8 +354,10 @@ FUSED_KERNEL_KINDS = {"forward": "_fwd_kernel", "input grad": "_dgrad_kernel", "
 
 def fused_conv_layers(cfg: RunConfig, shape: models.DataShape) -> list[tuple[int, int, int, int]]:
     """(C, CO, H, W) of each convolution of the CNN that the fused kernels run (conv -> ReLU
-    -> 2x2 max-pool, models.CNN.fusable), H x W its input, in the order of the layers."""
-    net = models.CNN(cfg, shape)
+    -> 2x2 max-pool, models.CNN.fusable), H x W its input, in the order of the layers. The
+    net is built on the meta device: no memory, and no draw from the random generator."""
+    with torch.device("meta"):
+        net = models.CNN(cfg, shape)
     _, h, w = shape.in_shape
     layers = []
     for i, conv in enumerate(net.convs):
@@ -406,7 +408,7 @@ def print_kernels(result: dict) -> None:
 
 
 # ---------------------------------------------------------------- registers mode
-REFERENCE_LAYERS = ((1, 32, 28, 28), (32, 64, 14, 14))  # the reference CNN's convolutions: C -> CO on H x W
+FMNIST_SHAPE = models.DataShape((1, 28, 28), 10)  # the reference CNN's input: one 28 x 28 channel, 10 classes
 # --kernel-precisions name -> (the data's Triton type, tl.dot input precision)
 KERNEL_PRECISIONS = {"bf16": ("bf16", "ieee"), "tf32": ("fp32", "tf32"), "fp32": ("fp32", "ieee")}
 
@@ -422,7 +424,7 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
         dtype, input_precision = KERNEL_PRECISIONS[precision]
         for sizes in tile_sets:
             with popconv.tiles(**sizes):
-                for C, CO, H, W in REFERENCE_LAYERS:
+                for C, CO, H, W in fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE):
                     for r in popconv.compile_report(C, CO, H, W, dtype, input_precision):
                         rows.append({"precision": precision,
                                      "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default", **r})
@@ -628,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --kernel-precisions: unknown {sorted(unknown)}; known: {', '.join(KERNEL_PRECISIONS)}",
                   file=sys.stderr)
             return 2
-        tile_sets = [{}] + [sizes for _, sizes in conv_variants("triton", args.triton_tiles) if sizes]
+        tile_sets = [sizes for _, sizes in conv_variants("triton", args.triton_tiles)]  # the defaults ({}) first
         bad = sorted({name for sizes in tile_sets for name in sizes} - set(popconv.TILE_NAMES))
         if bad:
             print(f"error: --triton-tiles: unknown tile name(s) {bad}; known: {', '.join(popconv.TILE_NAMES)}",
