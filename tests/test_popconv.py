@@ -80,7 +80,7 @@ def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, mon
         y, code = popconv._triton_forward(x, w, b)
         grads = popconv._triton_backward(v, y, code, x, w, need_dx=True)
         with popconv.tiles(L=1):
-            launches = popconv._launches(C, CO, "ieee")
+            launches = popconv._launches(C, CO, "ieee", *shape[4:])
             assert launches["fwd"][0] is popconv._fwd_kernel_cl and launches["wgrad"][0] is popconv._wgrad_kernel_cl
             y_cl, code_cl = popconv._triton_forward(x, w, b)
             grads_cl = popconv._triton_backward(v, y_cl, code_cl, x, w, need_dx=True)
@@ -95,13 +95,98 @@ def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, mon
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("shape", [(2, 3, 32, 64, 6, 6), (2, 2, 3, 32, 5, 7), (2, 3, 1, 4, 8, 8), (3, 2, 3, 5, 7, 6),
+                                   (2, 2, 20, 40, 6, 5)],
+                         ids=["C32-CO64", "CO32-odd-size", "C1-CO4", "CO5-odd-size", "C20-CO40-odd-width"])
+def test_unpooled_gradient_kernels_equal_the_default(shape, monkeypatch):
+    """tiles(G=1): the backward pass unpools the gradient once into a bordered
+    channels-last array, and the weight- and input-gradient kernels read it (and a bordered
+    channels-last input) row by row. The weight gradient sums the same slices in the same
+    order: equal to the bit. So does the input gradient where the output channels fill
+    whole reduction slices (CO % 32 == 0); elsewhere its slices stop at each tap, so its
+    sums differ by rounding. The bias gradient is the pooled gradient's sum, so it too
+    differs by rounding only. All equal the unfused layer's, under vmap(grad), with the
+    pixel reduction split over programs as on a GPU."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
+    x, w, b, v = tensors(*shape)
+    C, CO, H, W = shape[2:]
+    y, code = popconv._triton_forward(x, w, b)
+    dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+    with popconv.tiles(G=1):
+        launches = popconv._launches(C, CO, "ieee", H, W)
+        assert launches["wgrad"][0] is popconv._wgrad_kernel_gcl and launches["dgrad"][0] is popconv._dgrad_kernel_gcl
+        assert launches["unpool"][0] is popconv._unpool_kernel
+        dx_g, dw_g, db_g = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
+    assert torch.equal(dw_g, dw)
+    if CO % popconv._reduction_tile(CO) == 0:
+        assert torch.equal(dx_g, dx)
+    assert_close(dx_g, dx)
+    assert_close(db_g, db)
+    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert_close(got, want)
+    for g, g_ref in zip(vmapped_grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("shape", [(2, 3, 32, 24, 6, 6), (2, 2, 32, 64, 5, 7), (2, 3, 1, 4, 8, 8), (3, 2, 3, 5, 7, 6),
+                                   (2, 2, 20, 40, 6, 5)],
+                         ids=["C32-slice32", "C32-CO64-odd-size", "C1", "C3-odd-size", "C20-gathered-odd-width"])
+def test_bordered_forward_equals_the_default_bit_for_bit(shape):
+    """tiles(B=1): the forward reads a bordered channels-last input, compiled for the image
+    size. The same reduction slices in the same order (tap by tap where the channels fill
+    whole slices, gathered otherwise), so the same values and window codes to the bit; with
+    G=1 as well, the whole layer under vmap(grad) equals the unfused one."""
+    x, w, b, v = tensors(*shape)
+    C, CO, H, W = shape[2:]
+    y, code = popconv._triton_forward(x, w, b)
+    with popconv.tiles(B=1):
+        assert popconv._launches(C, CO, "ieee", H, W)["fwd"][0] is popconv._fwd_kernel_b
+        y_b, code_b = popconv._triton_forward(x, w, b)
+        with popconv.tiles(G=1):
+            got, grads = value_and_grads(fused("triton"), x, w, b, v)
+    assert torch.equal(y_b, y) and torch.equal(code_b, code)
+    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert_close(got, want)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_unpooled_gradient_array_holds_each_window_gradient_at_its_argmax():
+    """The array the G=1 kernels read: (K, N, H+2, W+2, CO), the conv output's gradient
+    (torch backend's _unpool, ReLU mask applied) inside a zero border; zero too in the last
+    row and column of an odd-sized map, which no window pools. The array starts
+    uninitialised (here: NaN) and only its border is zeroed, so the kernel must write every
+    other element, zeros included. The bordered input copy likewise."""
+    x, w, b, v = tensors(2, 2, 3, 5, 7, 6)
+    y, code = popconv._triton_forward(x, w, b)
+    gp = (v * (y > 0)).contiguous()
+    launches = popconv._launches(3, 5, "ieee", 7, 6)
+    with popconv.tiles(G=1):
+        unpool, tiles_, warps = popconv._launches(3, 5, "ieee", 7, 6)["unpool"]
+        gz = popconv._zero_border(torch.full((2, 2, 9, 8, 5), float("nan")), 6, 6)
+        unpool[popconv._grid("unpool", tiles_, 2, 2, 3, 7, 6, 5)](gp, code, gz, 2, 5, **tiles_, num_warps=warps)
+    want = popconv._unpool(gp, code, 7, 6)  # (K, N, CO, H, W)
+    assert "unpool" not in launches
+    assert torch.equal(gz[:, :, 1:-1, 1:-1], want.permute(0, 1, 3, 4, 2))
+    border = torch.ones(9, 8, dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    assert not gz[:, :, border].any() and want[..., -1, :].eq(0).all()
+    x_b = popconv._bordered_channels_last(x)
+    assert torch.equal(x_b, torch.nn.functional.pad(x, (1, 1, 1, 1)).permute(0, 1, 3, 4, 2))
+    assert x_b.is_contiguous()
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
 def test_channels_last_only_where_channels_fill_whole_slices():
     with popconv.tiles(L=1):
-        assert popconv._launches(1, 32, "ieee")["fwd"][0] is popconv._fwd_kernel  # the first layer: 1 channel
-        assert popconv._launches(20, 40, "ieee")["fwd"][0] is popconv._fwd_kernel  # 20 % 32 != 0
-        assert popconv._launches(64, 64, "ieee")["fwd"][0] is popconv._fwd_kernel_cl
-        assert popconv._launches(1, 32, "ieee")["wgrad"][0] is popconv._wgrad_kernel
-        assert popconv._launches(64, 64, "ieee")["wgrad"][0] is popconv._wgrad_kernel_cl
+        assert popconv._launches(1, 32, "ieee", 8, 8)["fwd"][0] is popconv._fwd_kernel  # the first layer: 1 channel
+        assert popconv._launches(20, 40, "ieee", 8, 8)["fwd"][0] is popconv._fwd_kernel  # 20 % 32 != 0
+        assert popconv._launches(64, 64, "ieee", 8, 8)["fwd"][0] is popconv._fwd_kernel_cl
+        assert popconv._launches(1, 32, "ieee", 8, 8)["wgrad"][0] is popconv._wgrad_kernel
+        assert popconv._launches(64, 64, "ieee", 8, 8)["wgrad"][0] is popconv._wgrad_kernel_cl
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -182,6 +267,19 @@ def test_bf16_under_autocast_close_to_unfused():
         assert off.float().mean() <= 1e-3, (off.float().mean(), (got.float() - want).abs().max(), scale)
 
 
+def test_current_tiles_follow_the_tiles_in_force():
+    """engine.max_population keys its memory probe on these: G=1's arrays change a
+    population's memory."""
+    default = dict(popconv.current_tiles())
+    assert set(default) == set(popconv.TILE_NAMES) and default["G"] == 0 and default["B"] == 0
+    with popconv.tiles(G=1, W=8):
+        assert dict(popconv.current_tiles()) == {**default, "G": 1, "W": 8}
+    assert dict(popconv.current_tiles()) == default
+    with pytest.raises(ValueError, match="unknown tile name"):
+        with popconv.tiles(Q=1):
+            pass
+
+
 def test_unknown_backend_is_a_clear_error():
     x, w, b, _ = (t[0] for t in tensors(1, 1, 1, 4, 4, 4))
     with pytest.raises(ValueError, match="backend 'cudnn'"):
@@ -221,6 +319,69 @@ def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
     assert all(r["mma"] == "none" for r in rows if r["precision"] == "fp32")
     assert all(r["async_copies"] >= 0 for r in rows)
     assert "registers" in proc.stdout and "spilled B" in proc.stdout
+    # The machine code's size and the launch's warp-instructions: every kernel has both, and
+    # the loop-heavy ones (the weight gradient reduces over thousands of pixels) a loop.
+    assert all(r["sass_instructions"] > 0 and 0 <= r["loop_instructions"] < r["sass_instructions"]
+               and r["warp_instructions"] >= r["sass_instructions"] for r in rows)
+    assert all(r["loop_instructions"] > 0 for r in rows if r["kernel"] == "wgrad")
+    steps = json.loads((tmp_path / "registers-sm90.json").read_text())["steps"]
+    assert {(t["precision"], t["tiles"]) for t in steps} == {(p, t) for p in ("bf16", "tf32", "fp32")
+                                                             for t in ("default", "W=8")}
+    assert all(t["warp_instructions"] > 1e9 and t["issue_bound_ms"] > 0 for t in steps)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_bordered_kernels_issue_fewer_instructions(tmp_path):
+    """What G=1 and B=1 are for, checked on the machine code without a GPU: decoding the
+    pooled gradient at every (pixel, tap) made the default backward kernels long; reading
+    the unpooled array, the bf16 backward of the reference CNN issues well under half the
+    warp-instructions (with the unpooling counted), and the whole step fewer. The bordered
+    forward (B=1) cuts the forward's and so the step's further."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "tunebench.bench", "registers", "--kernel-precisions", "bf16",
+                           "--triton-tiles", "G=1;G=1,B=1", "--out-dir", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "registers-sm90.json").read_text())
+    backward = {t: sum(r["warp_instructions"] for r in result["rows"]
+                       if r["tiles"] == t and r["kernel"] != "fwd" and r["in_step"]) for t in ("default", "G=1")}
+    # The first layer's input gradient is compiled but never launched, so not counted.
+    assert [r["kernel"] for r in result["rows"] if not r["in_step"]] == ["dgrad", "dgrad-gcl", "dgrad-gcl"]
+    assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1"} == {"fwd", "wgrad-gcl", "dgrad-gcl", "unpool"}
+    assert backward["G=1"] < 0.5 * backward["default"], backward
+    steps = {t["tiles"]: t["warp_instructions"] for t in result["steps"]}
+    assert steps["G=1,B=1"] < steps["G=1"] < steps["default"]
+    assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1,B=1"} == {"fwd-b", "wgrad-gcl", "dgrad-gcl",
+                                                                                 "unpool"}
+    assert steps["default"] == sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == "default"
+                                   and r["in_step"])
+    assert "G warp-instructions" in proc.stdout
+
+
+def test_sass_instruction_counts_find_the_longest_loop():
+    sass = """
+        .text.k:
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        /*0010*/                   IMAD R2, R2, R3, RZ ;
+.L_x_1:
+        /*0020*/                   HGMMA.64x32x16.F32.BF16 R24, gdesc[UR12], R24 ;
+        /*0030*/               @P0 BRA `(.L_x_1) ;
+        /*0040*/                   ISETP.GE.AND P1, PT, R2, 0x10, PT ;
+        /*0050*/               @P1 BRA `(.L_x_0) ;
+        /*0060*/                   BRA `(.L_x_2) ;
+.L_x_2:
+        /*0070*/                   EXIT ;
+"""
+    # 8 instructions; the outer loop .L_x_0 spans 5 of them (the inner one, 2); the forward
+    # branch to .L_x_2 is not a loop.
+    assert popconv.sass_instruction_counts(sass) == (8, 5)
+    assert popconv.sass_instruction_counts("") == (0, 0)
 
 
 @pytest.mark.parametrize("registers, shared, warps, resident", [

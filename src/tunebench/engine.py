@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Generator
@@ -624,8 +625,10 @@ def max_population(cfg: RunConfig, data: DeviceData, precision: str = "fp32", co
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info()
-    key = _arch_key(cfg, data) + (precision, conv_impl)
-    if key not in _CUDA_BYTES_PER_RUN:  # one probe per architecture and process
+    # The fused kernels' tiles too, where they are loaded: their layouts differ in memory.
+    popconv = sys.modules.get("tunebench.popconv")
+    key = _arch_key(cfg, data) + (precision, conv_impl, popconv.current_tiles() if popconv else None)
+    if key not in _CUDA_BYTES_PER_RUN:  # one probe per architecture and process, tile setting
         probe = cfg.model_copy(update={"epochs": 1})
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

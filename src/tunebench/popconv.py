@@ -16,6 +16,12 @@ max_pool2d does: the first maximum in row-major order; NaN wins), and it works i
 torch.func.vmap(grad(...)), the engine's step: it is an autograd.Function whose vmap rule
 hands the whole population to one kernel launch.
 
+Layout variants of the Triton kernels, chosen by tiles() (same function, bit-identical
+where they slice the reduction alike): L=1 a channels-last forward and weight gradient; G=1
+a backward that unpools the gradient once into a zero-bordered channels-last array and
+reads it row by row; B=1 a forward on a zero-bordered channels-last input. compile_report
+counts each one's machine instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
+
 Backends, each a pair of functions on population tensors (leading run axis K):
 - "triton": the kernels below (CUDA; on a CPU only with TRITON_INTERPRET=1 set before the
   import, which the tests use on tiny shapes);
@@ -57,13 +63,26 @@ NUM_WARPS = 4  # threads per program / 32
 # pipeline (cp.async), which the gathered bf16 elements of the default layout never are.
 # The same sums in the same order.
 CHANNELS_LAST = 0
-TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST"}
+# 1: the backward pass first unpools the gradient once, into a zero-bordered channels-last
+# array (K, N, H+2, W+2, CO) of the conv output's gradient, and the input- and weight-gradient
+# kernels read that array (and a zero-bordered channels-last copy of the input) row by row:
+# contiguous loads, no border masks. With 0 they decode the pooled gradient and its window
+# code at every (pixel, tap) they reduce over, 9x over: in ptxas's sm_90 code that decoding is
+# most of the instructions of the two kernels, which hold ~70% of a bf16 CNN step's
+# instructions (benchmarks/sm90-sass-2026-11-27). Costs one write and two reads of that array.
+GRAD_CL = 0
+# 1: the forward reads a zero-bordered channels-last copy of its input, compiled for the image
+# size (_fwd_kernel_b): no border masks, no divisions by run-time sizes; any channel count.
+# Takes the place of CHANNELS_LAST's forward.
+BORDERED_FORWARD = 0
+TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST",
+              "G": "GRAD_CL", "B": "BORDERED_FORWARD"}
 
 
 @contextlib.contextmanager
 def tiles(**sizes: int):
     """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS;
-    L: CHANNELS_LAST), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
+    L: CHANNELS_LAST; G: GRAD_CL; B: BORDERED_FORWARD), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
     --triton-tiles` sweeps on a GPU."""
     unknown = set(sizes) - set(TILE_NAMES)
     if unknown:
@@ -75,6 +94,14 @@ def tiles(**sizes: int):
         yield
     finally:
         module.update(saved)
+
+
+def current_tiles() -> tuple[tuple[str, int], ...]:
+    """The tile sizes and layout flags in force, by short name: part of what a population's
+    memory depends on (G=1 adds the unpooled gradient arrays), so engine.max_population
+    measures each setting on its own."""
+    module = globals()
+    return tuple((name, int(module[var])) for name, var in TILE_NAMES.items())
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -246,6 +273,58 @@ if HAS_TRITON:
                          N, CO, PH, PW)
 
     @triton.jit
+    def _bordered_window_dots(acc0, acc1, acc2, acc3, x_ptr, corner, col, row_ok, r_ok, wv,
+                              W: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
+        """The four window pixels' dot products for one reduction slice: rows read from a
+        bordered channels-last input at each pixel's tap-(0, 0) position plus `col`."""
+        ok = row_ok[:, None] & r_ok[None, :]
+        a = tl.load(x_ptr + corner[:, None] * C + col[None, :], mask=ok, other=0.0)
+        acc0 = tl.dot(a, wv, acc0, input_precision=PRECISION)
+        a = tl.load(x_ptr + (corner + 1)[:, None] * C + col[None, :], mask=ok, other=0.0)
+        acc1 = tl.dot(a, wv, acc1, input_precision=PRECISION)
+        a = tl.load(x_ptr + (corner + W + 2)[:, None] * C + col[None, :], mask=ok, other=0.0)
+        acc2 = tl.dot(a, wv, acc2, input_precision=PRECISION)
+        a = tl.load(x_ptr + (corner + W + 3)[:, None] * C + col[None, :], mask=ok, other=0.0)
+        acc3 = tl.dot(a, wv, acc3, input_precision=PRECISION)
+        return acc0, acc1, acc2, acc3
+
+    @triton.jit
+    def _fwd_kernel_b(x_ptr, w_ptr, b_ptr, y_ptr, code_ptr, N, CO, sbk, sbo,
+                      H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, BLOCK_P: tl.constexpr,
+                      BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr):
+        """_fwd_kernel on a bordered channels-last input x (K, N, H+2, W+2, C) and w as (K, 3,
+        3, C, CO), both contiguous, compiled for the image size: no border masks, and the
+        pixel index's divisions by constants. Reduction r = tap * C + channel in slices of
+        BLOCK_R, as in _fwd_kernel; where C % BLOCK_R == 0 a slice is one tap's adjacent
+        channels (vector loads), else gathered."""
+        k = tl.program_id(2).to(tl.int64)
+        p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, H // 2, W // 2, BLOCK_P, BLOCK_CO)
+        corner = ((k * N + n.to(tl.int64)) * (H + 2) + oy) * (W + 2) + ox  # bordered (oy, ox): tap (0, 0)'s pixel
+        acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc3 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        w_k = w_ptr + k * 9 * C * CO
+        if C % BLOCK_R == 0:
+            for tap in range(9):
+                for c0 in tl.static_range(0, C, BLOCK_R):
+                    ci = c0 + tl.arange(0, BLOCK_R)
+                    wv = tl.load(w_k + (tap * C + ci[:, None]) * CO + co[None, :], mask=co_ok[None, :], other=0.0)
+                    col = ((tap // 3) * (W + 2) + tap % 3) * C + ci
+                    acc0, acc1, acc2, acc3 = _bordered_window_dots(acc0, acc1, acc2, acc3, x_ptr, corner, col, p_ok,
+                                                                   ci < C, wv, W, C, PRECISION)
+        else:
+            for r0 in range(0, 9 * C, BLOCK_R):
+                r = r0 + tl.arange(0, BLOCK_R)
+                r_ok, ci, ty, tx = _taps(r, C)
+                wv = tl.load(w_k + r[:, None] * CO + co[None, :], mask=r_ok[:, None] & co_ok[None, :], other=0.0)
+                col = (ty * (W + 2) + tx) * C + ci
+                acc0, acc1, acc2, acc3 = _bordered_window_dots(acc0, acc1, acc2, acc3, x_ptr, corner, col, p_ok,
+                                                               r_ok, wv, W, C, PRECISION)
+        _pool_relu_store(acc0, acc1, acc2, acc3, b_ptr, y_ptr, code_ptr, k, sbk, sbo, p_ok, co, co_ok, n, rem,
+                         N, CO, H // 2, W // 2)
+
+    @triton.jit
     def _grad_z(gp_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
         """Gradient of the pre-pool conv output at (oy, ox): the pooled gradient (already
         masked by ReLU) where this pixel was its window's maximum, else 0. `plane`: the
@@ -304,6 +383,14 @@ if HAS_TRITON:
         tl.store(db_ptr + part, db, mask=co_ok & (tl.program_id(1) == 0))
 
     @triton.jit
+    def _wgrad_program(SPLIT, CO, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr):
+        """A weight-gradient program's place: run k, pixel slice s (grid axis 2 is k * SPLIT +
+        s), output channels co (and their mask) x reduction indices r."""
+        k = (tl.program_id(2) // SPLIT).to(tl.int64)
+        co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        return k, tl.program_id(2) % SPLIT, co, co < CO, tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+
+    @triton.jit
     def _wgrad_kernel(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
                       N, C, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
                       sxk, sxn, sxc, sxh, sxw,
@@ -311,12 +398,7 @@ if HAS_TRITON:
                       PRECISION: tl.constexpr):
         """Partial sums over one slice of the pixels: dw[k, s, co, r] (r = tap * C + c) and,
         from the programs of the first r tile, db[k, s, co]."""
-        pid_s = tl.program_id(2)
-        k = (pid_s // SPLIT).to(tl.int64)
-        s = pid_s % SPLIT
-        co = tl.program_id(0) * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        r = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
-        co_ok = co < CO
+        k, s, co, co_ok, r = _wgrad_program(SPLIT, CO, BLOCK_CO, BLOCK_R)
         r_ok, ci, ty, tx = _taps(r, C)
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
@@ -365,6 +447,100 @@ if HAS_TRITON:
         _store_wgrad_partials(dw_ptr, db_ptr, acc, db, k, s, SPLIT, CO, C, co, co_ok, r, r < 9 * C)
 
 
+    @triton.jit
+    def _unpool_kernel(gp_ptr, code_ptr, gz_ptr, N, CO,
+                       H: tl.constexpr, W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
+        """Writes the pooled area of gz (K, N, H+2, W+2, CO), contiguous and zeroed before:
+        the gradient of the conv output at (oy, ox) goes to gz[k, n, oy+1, ox+1, co]. Each
+        pooled gradient (already masked by ReLU) is stored at its window's argmax, zeros at
+        the window's three other pixels."""
+        k = tl.program_id(2).to(tl.int64)
+        p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, H // 2, W // 2, BLOCK_P, BLOCK_CO)
+        off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * ((H // 2) * (W // 2)) + rem[:, None]
+        ok = p_ok[:, None] & co_ok[None, :]
+        g = tl.load(gp_ptr + off, mask=ok, other=0.0)
+        code = tl.load(code_ptr + off, mask=ok, other=-1).to(tl.int32)
+        corner = ((k * N + n) * (H + 2) + oy + 1) * (W + 2) + ox + 1  # bordered (oy + 1, ox + 1)
+        for q in tl.static_range(4):  # the window's pixels in row-major order, as the code counts them
+            dst = gz_ptr + (corner + (q // 2) * (W + 2) + q % 2)[:, None] * CO + co[None, :]
+            tl.store(dst, tl.where(code == q, g, 0.0).to(gz_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _dgrad_kernel_gcl(gz_ptr, w_ptr, dx_ptr, N, C,
+                          H: tl.constexpr, W: tl.constexpr, CO: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr):
+        """_dgrad_kernel on the unpooled gradient gz (K, N, H+2, W+2, CO) and w as (K, 3, 3,
+        CO, C), both contiguous: each tap's rows are BLOCK_R adjacent output channels of one
+        bordered pixel, unmasked but for the tile's edge. The reduction runs over r = tap * CO
+        + out channel in slices of BLOCK_R, as in _dgrad_kernel where CO % BLOCK_R == 0. The
+        image size is a compile-time constant, as in _wgrad_kernel_gcl."""
+        # Written as in _dgrad_kernel, not shared through a helper: moved into one, the
+        # default kernel's machine code changed (ptxas: 48 spilled bytes, not 32).
+        k = tl.program_id(2).to(tl.int64)
+        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixel over (n, iy, ix)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        m_ok = m < N * H * W
+        c_ok = c < C
+        n = (m // (H * W)).to(tl.int64)
+        iy = (m % (H * W)) // W
+        ix = m % W
+        # The bordered pixel (iy + 2, ix + 2): conv output (iy + 1, ix + 1), tap (0, 0)'s.
+        centre = ((k * N + n) * (H + 2) + iy + 2) * (W + 2) + ix + 2
+        acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+        for tap in range(9):
+            row = centre - (tap // 3) * (W + 2) - tap % 3
+            for c0 in tl.static_range(0, CO, BLOCK_R):
+                co = c0 + tl.arange(0, BLOCK_R)
+                gz = tl.load(gz_ptr + row[:, None] * CO + co[None, :], mask=m_ok[:, None] & (co < CO)[None, :],
+                             other=0.0)
+                wv = tl.load(w_ptr + ((k * 9 + tap) * CO + co[:, None]) * C + c[None, :],
+                             mask=(co < CO)[:, None] & c_ok[None, :], other=0.0)
+                acc = tl.dot(gz, wv, acc, input_precision=PRECISION)
+        off = ((k * N + n)[:, None] * C + c[None, :]) * (H * W) + (iy * W + ix)[:, None]
+        tl.store(dx_ptr + off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
+
+    @triton.jit
+    def _wgrad_kernel_gcl(gz_ptr, x_ptr, dw_ptr, N, SPLIT, PIXELS_PER_SPLIT,
+                          H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, CO: tl.constexpr,
+                          BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+        """_wgrad_kernel on the unpooled gradient gz (K, N, H+2, W+2, CO) and a bordered
+        channels-last input x (K, N, H+2, W+2, C), both contiguous: every load a row of
+        adjacent channels of one bordered pixel, no border masks. The same partial sums of dw
+        over the same pixel slices, reduction tiles as in _wgrad_kernel; db is left to the
+        caller (the sum of the pooled gradient: each reaches exactly one conv pixel). The
+        image size is a compile-time constant: the pixel index's divisions become
+        multiplications."""
+        PH: tl.constexpr = H // 2
+        PW: tl.constexpr = W // 2
+        k, s, co, co_ok, r = _wgrad_program(SPLIT, CO, BLOCK_CO, BLOCK_R)
+        if C % BLOCK_R == 0:  # the slice is one tap's BLOCK_R adjacent channels: contiguous
+            # Written so that the compiler sees the offsets are multiples of BLOCK_R (aligned
+            # vector loads); (pid * BLOCK_R) % C hides that.
+            tap = tl.program_id(1) // (C // BLOCK_R)
+            r_ok = r < 9 * C
+            x_col = ((tap // 3) * (W + 2) + tap % 3) * C + (tl.program_id(1) % (C // BLOCK_R)) * BLOCK_R \
+                + tl.arange(0, BLOCK_R)
+        else:
+            r_ok, ci, ty, tx = _taps(r, C)
+            x_col = (ty * (W + 2) + tx) * C + ci
+        acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
+            j = j0 + tl.arange(0, BLOCK_S)  # conv pixel over (n, oy, ox) of the pooled area
+            j_ok = j < N * (2 * PH) * (2 * PW)
+            n = (j // (4 * PH * PW)).to(tl.int64)
+            oy = (j % (4 * PH * PW)) // (2 * PW)
+            ox = j % (2 * PW)
+            corner = ((k * N + n) * (H + 2) + oy) * (W + 2) + ox  # bordered (oy, ox): tap (0, 0)'s input pixel
+            # (pixels, channels) as stored, transposed for the product. A channel mask only where
+            # the tile overhangs CO: a mask that varies along a row stops vectorised loads.
+            gz_ok = j_ok[:, None] & co_ok[None, :] if CO % BLOCK_CO else j_ok[:, None]
+            gz = tl.load(gz_ptr + (corner + W + 3)[:, None] * CO + co[None, :], mask=gz_ok, other=0.0)
+            xv = tl.load(x_ptr + corner[:, None] * C + x_col[None, :], mask=j_ok[:, None] & r_ok[None, :], other=0.0)
+            acc = tl.dot(tl.trans(gz), xv, acc, input_precision=PRECISION)
+        part = (k * SPLIT + s) * CO + co
+        tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
+
+
 def _tile(n: int, cap: int = 64) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
@@ -386,8 +562,12 @@ def _triton_forward(x, weight, bias):
     PH, PW = H // 2, W // 2
     y = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=x.dtype)
     code = torch.empty(K, N, CO, PH, PW, device=x.device, dtype=torch.int8)
-    kernel, tiles_, warps = _launches(C, CO, _precision(x.dtype))["fwd"]
-    grid = (triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K)
+    kernel, tiles_, warps = _launches(C, CO, _precision(x.dtype), H, W)["fwd"]
+    grid = _grid("fwd", tiles_, K, N, C, H, W, CO)
+    if kernel is _fwd_kernel_b:
+        w_cl = weight.permute(0, 3, 4, 2, 1).contiguous()  # (K, 3, 3, C, CO)
+        kernel[grid](_bordered_channels_last(x), w_cl, bias, y, code, N, CO, *bias.stride(), **tiles_, num_warps=warps)
+        return y, code
     if kernel is _fwd_kernel_cl:
         x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
         w_cl = weight.permute(0, 3, 4, 2, 1).contiguous()  # (K, 3, 3, C, CO)
@@ -405,13 +585,20 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     PH, PW = H // 2, W // 2
     gp = (grad_y * (y > 0)).contiguous()  # ReLU's mask, on the small pooled array
     code = code.contiguous()
-    launches = _launches(C, CO, _precision(x.dtype))
+    launches = _launches(C, CO, _precision(x.dtype), H, W)
     kernel, tiles_, warps = launches["wgrad"]
     split, per_split = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split)
-    if kernel is _wgrad_kernel_cl:
+    grid = _grid("wgrad", tiles_, K, N, C, H, W, CO)
+    if "unpool" in launches:  # GRAD_CL: the gradient unpooled once, the input bordered, both channels-last
+        gz = _zero_border(torch.empty(K, N, H + 2, W + 2, CO, device=x.device, dtype=x.dtype), 2 * PH, 2 * PW)
+        unpool, unpool_tiles, unpool_warps = launches["unpool"]
+        unpool[_grid("unpool", unpool_tiles, K, N, C, H, W, CO)](gp, code, gz, N, CO, **unpool_tiles,
+                                                                 num_warps=unpool_warps)
+        kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
+        db_part = gp.sum((1, 3, 4), dtype=torch.float32)[:, None]  # (K, 1, CO)
+    elif kernel is _wgrad_kernel_cl:
         x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
         kernel[grid](gp, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
                      x_cl.stride(1), x_cl.stride(2), x_cl.stride(3), **tiles_, num_warps=warps)
@@ -425,9 +612,60 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
         return dw, db
     dx = torch.empty(K, N, C, H, W, device=x.device, dtype=x.dtype)
     kernel, tiles_, warps = launches["dgrad"]
-    grid = (triton.cdiv(N * H * W, tiles_["BLOCK_M"]), triton.cdiv(C, tiles_["BLOCK_C"]), K)
-    kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(), **tiles_, num_warps=warps)
+    grid = _grid("dgrad", tiles_, K, N, C, H, W, CO)
+    if kernel is _dgrad_kernel_gcl:
+        w_cl = weight.permute(0, 3, 4, 1, 2).contiguous()  # (K, 3, 3, CO, C)
+        kernel[grid](gz, w_cl, dx, N, C, **tiles_, num_warps=warps)
+    else:
+        kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(), **tiles_, num_warps=warps)
     return dx, dw, db
+
+
+def _bordered_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(K, N, C, H, W) -> (K, N, H+2, W+2, C), contiguous, with a zero border one pixel wide:
+    the conv's padding, so that the kernels reading it need no border masks."""
+    K, N, C, H, W = x.shape
+    out = _zero_border(x.new_empty(K, N, H + 2, W + 2, C), H, W)
+    out[:, :, 1 : H + 1, 1 : W + 1] = x.permute(0, 1, 3, 4, 2)
+    return out
+
+
+def _zero_border(t: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Zeroes t (K, N, R, S, C) outside rows 1..rows and columns 1..cols, in place: the part
+    that the writes which follow leave alone. Zeroing the whole array first would write its
+    bytes twice (3.8 GB for the first layer's gradient at 128 runs x 512 examples)."""
+    t[:, :, :1] = 0
+    t[:, :, rows + 1 :] = 0
+    t[:, :, :, :1] = 0
+    t[:, :, :, cols + 1 :] = 0
+    return t
+
+
+def _grid(name: str, tiles_: dict, K: int, N: int, C: int, H: int, W: int, CO: int) -> tuple[int, int, int]:
+    """The launch grid of one kernel (by its _launches name) for K runs of N examples."""
+    PH, PW = H // 2, W // 2
+    if name in ("fwd", "unpool"):  # a program per BLOCK_P pooled pixels x BLOCK_CO channels
+        return triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K
+    if name == "wgrad":
+        split, _ = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
+        return triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split
+    if name == "dgrad":
+        return triton.cdiv(N * H * W, tiles_["BLOCK_M"]), triton.cdiv(C, tiles_["BLOCK_C"]), K
+    raise ValueError(f"no kernel named {name!r}")
+
+
+def _loop_trips(name: str, kernel, tiles_: dict, N: int, C: int, H: int, W: int, CO: int) -> int:
+    """How often one program runs its main (outermost run-time) loop's body: what
+    compile_report multiplies the loop's instructions by."""
+    if name == "wgrad":
+        return _wgrad_split(N * 4 * (H // 2) * (W // 2), tiles_["BLOCK_S"])[1] // tiles_["BLOCK_S"]
+    if kernel in (_fwd_kernel_cl, _dgrad_kernel_gcl) or (kernel is _fwd_kernel_b and C % tiles_["BLOCK_R"] == 0):
+        return 9  # one trip a tap; the slices of a tap are unrolled
+    if name == "fwd":
+        return triton.cdiv(9 * C, tiles_["BLOCK_R"])
+    if name == "dgrad":
+        return triton.cdiv(9 * CO, tiles_["BLOCK_R"])
+    return 1
 
 
 def _wgrad_split(n_pix: int, block_s: int) -> tuple[int, int]:
@@ -450,12 +688,14 @@ def _integer_arguments(kernel, constexprs: dict, K: int, N: int, C: int, H: int,
     return {a: values[a] for a in kernel.arg_names if not a.endswith("_ptr") and a not in constexprs}
 
 
-def _launches(C: int, CO: int, precision: str) -> dict:
+def _launches(C: int, CO: int, precision: str, H: int, W: int) -> dict:
     """kernel name -> (kernel, its compile-time arguments, warps) for one C -> CO layer at the
-    current tiles: what the launches above use, and what compile_report compiles."""
+    current tiles: what the launches above use, and what compile_report compiles. With
+    BORDERED_FORWARD the forward is _fwd_kernel_b; with GRAD_CL an "unpool" kernel runs
+    before the _gcl weight and input gradients."""
     block_r = _reduction_tile(C)
     channels_last = bool(CHANNELS_LAST) and C % block_r == 0
-    return {
+    out = {
         "fwd": (_fwd_kernel_cl, dict(C=C, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision),
                 NUM_WARPS) if channels_last else
                (_fwd_kernel, dict(BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r, PRECISION=precision), NUM_WARPS),
@@ -465,6 +705,18 @@ def _launches(C: int, CO: int, precision: str) -> dict:
         "dgrad": (_dgrad_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_C=_tile(C), BLOCK_R=_reduction_tile(CO), PRECISION=precision),
                   NUM_WARPS),
     }
+    if BORDERED_FORWARD:
+        out["fwd"] = (_fwd_kernel_b, dict(H=H, W=W, C=C, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO), BLOCK_R=block_r,
+                                          PRECISION=precision), NUM_WARPS)
+    if GRAD_CL:
+        # Not a matrix product: 4 warps, a forward program's pooled pixels. Every kernel on
+        # the gradient array is compiled for the image size (a few sizes a model).
+        out["unpool"] = (_unpool_kernel, dict(H=H, W=W, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO)), 4)
+        out["wgrad"] = (_wgrad_kernel_gcl, dict(H=H, W=W, C=C, CO=CO, BLOCK_CO=_tile(CO), BLOCK_R=block_r,
+                                                BLOCK_S=BLOCK_S, PRECISION=precision), NUM_WARPS)
+        out["dgrad"] = (_dgrad_kernel_gcl, dict(H=H, W=W, CO=CO, BLOCK_M=BLOCK_M, BLOCK_C=_tile(C),
+                                                BLOCK_R=_reduction_tile(CO), PRECISION=precision), NUM_WARPS)
+    return out
 
 
 # An H100/H200 SM (sm_90): 65,536 32-bit registers, allocated per thread in steps of 8;
@@ -482,6 +734,34 @@ def resident_warps(registers: int, shared_bytes: int, warps: int) -> int:
     return programs * warps
 
 
+# The issue rate compile_report's time bound assumes: an H100 SXM's 132 SMs, each issuing at
+# most one warp-instruction per cycle in each of its 4 schedulers, at its 1.98 GHz boost clock.
+H100_WARP_INSTRUCTIONS_PER_S = 132 * 4 * 1.98e9
+
+
+def sass_instruction_counts(sass: str) -> tuple[int, int]:
+    """(instructions, instructions in the longest loop body) of one kernel's SASS as
+    nvdisasm prints it: a loop is a branch back to an earlier label."""
+    import re
+
+    labels, count, longest = {}, 0, 0
+    for line in sass.splitlines():
+        label = re.match(r"^(\.L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = count
+        elif re.match(r"\s+/\*[0-9a-f]{4,}\*/", line):  # an instruction: /*0a40*/ OPCODE ...
+            back = re.search(r"\bBRA\b.*?(\.L_x_\d+)", line)
+            if back and labels.get(back.group(1), count + 1) <= count:
+                longest = max(longest, count + 1 - labels[back.group(1)])
+            count += 1
+    return count, longest
+
+
+# How compile_report names the kernels of the other layouts: fwd-cl, wgrad-gcl, ...
+_VARIANT_SUFFIX = {_fwd_kernel_cl: "-cl", _wgrad_kernel_cl: "-cl", _wgrad_kernel_gcl: "-gcl", _dgrad_kernel_gcl: "-gcl",
+                   _fwd_kernel_b: "-b"} \
+    if HAS_TRITON else {}
+
 # Pointer arguments that do not take the data's dtype (the rest do; other arguments are i32).
 _POINTER_TYPES = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}
 
@@ -494,8 +774,11 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
     (slow), shared memory per program. dtype: the data's Triton type (bf16 | fp32);
     precision: ieee | tf32. Specialised as Triton's JIT specialises a launch on K runs of
     N examples: integer arguments equal to 1 become constants, and pointers and integers
-    divisible by 16 say so (which decides vectorised and asynchronous loads).
+    divisible by 16 say so (which decides vectorised and asynchronous loads). From the
+    machine code (nvdisasm): the kernel's instructions, its main loop's, and the
+    warp-instructions one launch issues, an estimate that counts each loop trip alike.
     Needs a process where the kernels were not defined under TRITON_INTERPRET=1."""
+    import math
     import re
     import subprocess
     import tempfile
@@ -510,8 +793,9 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
     except TypeError:  # older Triton: no arch argument
         ptxas = get_ptxas()
     ptxas = getattr(ptxas, "path", ptxas)
+    nvdisasm = os.path.join(os.path.dirname(ptxas), "nvdisasm")  # Triton ships it beside ptxas
     rows = []
-    for name, (kernel, constexprs, warps) in _launches(C, CO, precision).items():
+    for name, (kernel, constexprs, warps) in _launches(C, CO, precision, H, W).items():
         integers = _integer_arguments(kernel, constexprs, K, N, C, H, W, CO)
         constants = {**constexprs, **{a: 1 for a, v in integers.items() if v == 1}}
         signature = {a: "constexpr" if a in constants else _POINTER_TYPES.get(a, "*" + dtype) if a.endswith("_ptr")
@@ -527,14 +811,23 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
                 f.write(compiled.asm["ptx"])
             report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", ptx, "-o", os.path.join(tmp, "k.cubin")],
                                     capture_output=True, text=True, check=True).stderr
+            cubin = os.path.join(tmp, "triton.cubin")
+            with open(cubin, "wb") as f:
+                f.write(compiled.asm["cubin"])
+            sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout
         registers = re.search(r"Used (\d+) registers", report)
         spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
         if not (registers and spills):
             raise RuntimeError(f"ptxas -v printed no resource report for {name}: {report[-500:]}")
         regs = int(registers.group(1))
-        rows.append({"kernel": name + "-cl" if kernel in (_fwd_kernel_cl, _wgrad_kernel_cl) else name, "C": C, "CO": CO, "H": H, "W": W, "dtype": dtype, "input_precision": precision, "warps": warps,
+        instructions, loop_body = sass_instruction_counts(sass)
+        programs = math.prod(_grid(name, constexprs, K, N, C, H, W, CO))
+        per_program = instructions + loop_body * (_loop_trips(name, kernel, constexprs, N, C, H, W, CO) - 1)
+        rows.append({"kernel": name + _VARIANT_SUFFIX.get(kernel, ""),
+                     "C": C, "CO": CO, "H": H, "W": W,
+                     "dtype": dtype, "input_precision": precision, "warps": warps,
                      "warps_per_sm": resident_warps(regs, int(compiled.metadata.shared), warps),
-                     "blocks": {k: v for k, v in constexprs.items() if k != "PRECISION"},
+                     "blocks": {k: v for k, v in constexprs.items() if k.startswith("BLOCK_")},
                      "registers": regs, "spill_store_bytes": int(spills.group(1)),
                      "spill_load_bytes": int(spills.group(2)), "shared_bytes": int(compiled.metadata.shared),
                      "cubin_bytes": len(compiled.asm["cubin"]),
@@ -542,7 +835,12 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
                      # fall back to Ampere's mma.sync. cp.async: loads pipelined through shared memory.
                      "mma": "wgmma" if "wgmma.mma_async" in compiled.asm["ptx"]
                      else "mma.sync" if "mma.sync" in compiled.asm["ptx"] else "none",
-                     "async_copies": compiled.asm["ptx"].count("cp.async.")})
+                     "async_copies": compiled.asm["ptx"].count("cp.async."),
+                     # An estimate of the launch's work from the machine code: its instructions,
+                     # those of its main loop once a trip, and so the warp-instructions one
+                     # launch on K runs x N examples issues (each program's warps run each).
+                     "sass_instructions": instructions, "loop_instructions": loop_body,
+                     "warp_instructions": programs * warps * per_program})
     return rows
 
 
