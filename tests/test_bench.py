@@ -124,11 +124,14 @@ def test_fused_kernel_rates_count_each_kinds_work():
     assert flops == {"forward": 2 * 15 * (conv1 + conv2), "input grad": 2 * 10 * conv2,
                      "weight grad": 2 * 10 * (conv1 + conv2)}
     rows = [dict(name="_fwd_kernel", ms=2.0), dict(name="_fwd_kernel_cl", ms=1.0), dict(name="_wgrad_kernel_cl", ms=4.0),
-            dict(name="ampere_sgemm_128x64_nn", ms=9.0)]
+            dict(name="ampere_sgemm_128x64_nn", ms=9.0), dict(name="_wgrad_kernel_gcl", ms=1.0),
+            dict(name="_unpool_kernel", ms=0.5)]
     rates = bench.fused_kernel_rates(rows, {"forward": 6e12, "input grad": 1e12, "weight grad": 2e12})
-    # Both forward variants count as the forward; a kind with no kernel (input grad) is left out.
+    # Every variant counts as its kind; a kind with no kernel (input grad) is left out, and
+    # the unpooling (G=1) has a time but no rate.
     assert rates == [dict(kind="forward", ms=3.0, tflop=6.0, tflops=2000.0),
-                     dict(kind="weight grad", ms=4.0, tflop=2.0, tflops=500.0)]
+                     dict(kind="weight grad", ms=5.0, tflop=2.0, tflops=400.0),
+                     dict(kind="unpool", ms=0.5, tflop=0.0, tflops=None)]
     # As kernel_table calls it: 100 trained examples per run plus the warm-up batch (512),
     # and 2 evaluations of 20 val + 20 test + 100 train examples.
     dd = engine.DeviceData(torch.zeros(100, 1, 28, 28), torch.zeros(100), torch.zeros(20, 1, 28, 28), torch.zeros(20),
@@ -149,6 +152,32 @@ def test_kernels_mode_ranks_where_an_epoch_spends_its_time(tmp_path, capsys):
     assert all(r["ms"] > 0 and r["calls"] > 0 for r in rows) and 0 < sum(r["share"] for r in rows) <= 1 + 1e-9
     assert math.isclose(sum(r["ms"] for r in rows) / meta["profiled_ms"], sum(r["share"] for r in rows))
     assert "ms of cpu time" in capsys.readouterr().out
+
+
+def test_kernels_mode_profiles_each_tile_set_under_its_tiles(tmp_path, monkeypatch, capsys):
+    """--triton-tiles in kernels mode: a profile per tile set of the fused kernels, after the
+    defaults', each taken with those tiles in force and stored under its own key."""
+    from tunebench import popconv
+
+    seen = []
+
+    def fake_kernel_table(cfg, K, dd, precision, n, conv_impl="native", top=15):
+        seen.append((conv_impl, popconv.GRAD_CL, popconv.NUM_WARPS))
+        return {"meta": {"device": "cpu", "model": cfg.model, "K": K, "precision": precision, "conv": conv_impl,
+                         "samples": n * K, "profiled_ms": 1.0, "time_kind": "cpu"}, "rows": []}
+
+    monkeypatch.setattr(bench, "kernel_table", fake_kernel_table)
+    assert bench.main(["kernels", "--device", "cpu", "--models", "cnn", "--conv", "native,triton", "--triton-tiles",
+                       "G=1;G=1,W=8", "--samples", "256", "--populations", "2", "--batch", "128",
+                       "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)]) == 0
+    warps = popconv.NUM_WARPS
+    assert seen == [("native", 0, warps), ("triton", 0, warps), ("triton", 1, warps), ("triton", 1, 8)]
+    assert popconv.GRAD_CL == 0  # restored
+    result = json.loads((tmp_path / "kernels-cpu.json").read_text())
+    assert list(result) == ["cnn-native-fp32-K2", "cnn-triton-fp32-K2", "cnn-triton-G=1-fp32-K2",
+                            "cnn-triton-G=1,W=8-fp32-K2"]
+    assert [r["meta"]["tiles"] for r in result.values()] == ["default", "default", "G=1", "G=1,W=8"]
+    assert "conv=triton tiles G=1,W=8 on cpu" in capsys.readouterr().out
 
 
 def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):

@@ -348,8 +348,10 @@ def fused_kernels_in_epoch(cfg: RunConfig, dd: engine.DeviceData, K: int, n: int
 
 
 # Each kind of fused kernel by the start of the name torch.profiler gives it (the
-# channels-last variants, `_cl`, share it).
-FUSED_KERNEL_KINDS = {"forward": "_fwd_kernel", "input grad": "_dgrad_kernel", "weight grad": "_wgrad_kernel"}
+# channels-last variants, `_cl` and `_gcl`, share it). "unpool" (tiles G=1) only moves the
+# gradient into place: its time counts, its FLOPs are none.
+FUSED_KERNEL_KINDS = {"forward": "_fwd_kernel", "input grad": "_dgrad_kernel", "weight grad": "_wgrad_kernel",
+                      "unpool": "_unpool_kernel"}
 
 
 def fused_conv_layers(cfg: RunConfig, shape: models.DataShape) -> list[tuple[int, int, int, int]]:
@@ -390,7 +392,8 @@ def fused_kernel_rates(rows: list[dict], flops: dict[str, float]) -> list[dict]:
     for kind, prefix in FUSED_KERNEL_KINDS.items():
         ms = sum(r["ms"] for r in rows if prefix in r["name"])
         if ms > 0:
-            out.append(dict(kind=kind, ms=ms, tflop=flops[kind] / 1e12, tflops=flops[kind] / (ms * 1e9)))
+            work = flops.get(kind, 0.0)
+            out.append(dict(kind=kind, ms=ms, tflop=work / 1e12, tflops=work / (ms * 1e9) if work else None))
     return out
 
 
@@ -399,12 +402,16 @@ def print_kernels(result: dict) -> None:
     if "skipped" in result:
         print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']} on {m['device']}: skipped ({result['skipped']})")
         return
-    print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']} on {m['device']}: {m['profiled_ms']:.1f} ms of "
+    tiles = f" tiles {m['tiles']}" if m.get("tiles", "default") != "default" else ""
+    print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']}{tiles} on {m['device']}: "
+          f"{m['profiled_ms']:.1f} ms of "
           f"{m['time_kind']} time in one epoch of {m['samples']} model-samples")
     for r in result["rows"]:
         print(f"  {r['share']:6.1%} {r['ms']:9.2f} ms {r['calls']:7d}x  {r['name'][:100]}")
     for r in result.get("fused_kernels", []):
-        print(f"  fused {r['kind']:>11}: {r['ms']:9.2f} ms for {r['tflop']:.2f} TFLOP -> {r['tflops']:.1f} TFLOP/s")
+        rate = (f"{r['tflop']:.2f} TFLOP -> {r['tflops']:.1f} TFLOP/s" if r["tflops"]
+                else "no arithmetic (data movement)")
+        print(f"  fused {r['kind']:>11}: {r['ms']:9.2f} ms, {rate}")
 
 
 # ---------------------------------------------------------------- registers mode
@@ -424,21 +431,49 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
         dtype, input_precision = KERNEL_PRECISIONS[precision]
         for sizes in tile_sets:
             with popconv.tiles(**sizes):
-                for C, CO, H, W in fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE):
+                for layer, (C, CO, H, W) in enumerate(fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE)):
                     for r in popconv.compile_report(C, CO, H, W, dtype, input_precision):
+                        # in_step: launched in training; the first layer's input (the data)
+                        # takes no gradient, so its input-gradient kernel never runs.
                         rows.append({"precision": precision,
-                                     "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default", **r})
+                                     "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default",
+                                     "layer": layer, "in_step": not (layer == 0 and r["kernel"].startswith("dgrad")),
+                                     **r})
     return rows
 
 
+def step_instructions(rows: list[dict]) -> list[dict]:
+    """Per precision and tile set: the warp-instructions the fused kernels issue in one
+    training step of the reference CNN (compile_report's launch, 128 runs x 512 examples:
+    every kernel of every layer once; the first layer has no input gradient), and the time
+    that takes at least at an H100's issue rate. A lower bound on the kernels' time (they
+    also wait on memory), and a like-for-like count to compare tile sets and kernel
+    variants without a GPU."""
+    totals: dict[tuple[str, str], float] = {}
+    for r in (r for r in rows if r["in_step"]):
+        key = (r["precision"], r["tiles"])
+        totals[key] = totals.get(key, 0.0) + r["warp_instructions"]
+    return [dict(precision=p, tiles=t, warp_instructions=n,
+                 issue_bound_ms=1e3 * n / popconv.H100_WARP_INSTRUCTIONS_PER_S) for (p, t), n in totals.items()]
+
+
 def print_registers(rows: list[dict]) -> None:
-    print(f"{'precision':9s} {'tiles':12s} {'layer':7s} {'kernel':8s} {'warps':>5s} {'registers':>9s} "
-          f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s} {'mma':8s} {'cp.async':>8s}  block sizes")
+    print(f"{'precision':9s} {'tiles':12s} {'layer':8s} {'kernel':9s} {'warps':>5s} {'registers':>9s} "
+          f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s} {'mma':8s} {'cp.async':>8s} {'SASS':>5s} "
+          f"{'loop':>5s} {'G warp-ins':>10s}  block sizes")
     for r in rows:
         blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in r["blocks"].items())
-        print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d} {r['kernel']:8s} {r['warps']:5d} "
+        print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d}{' ' if r['in_step'] else '*'} "
+              f"{r['kernel']:9s} {r['warps']:5d} "
               f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d} "
-              f"{r['mma']:8s} {r['async_copies']:8d}  {blocks}")
+              f"{r['mma']:8s} {r['async_copies']:8d} {r['sass_instructions']:5d} {r['loop_instructions']:5d} "
+              f"{r['warp_instructions'] / 1e9:10.2f}  {blocks}")
+    print("* not launched in training (the first layer's input gradient)")
+    print("one training step of 128 runs x 512 examples, the fused kernels it launches (issue bound: 132 SMs x 4 "
+          "warp-instructions a cycle at 1.98 GHz):")
+    for t in step_instructions(rows):
+        print(f"  {t['precision']:9s} {t['tiles']:12s} {t['warp_instructions'] / 1e9:6.2f} G warp-instructions, "
+              f">= {t['issue_bound_ms']:5.1f} ms")
 
 
 # ---------------------------------------------------------------- profile mode
@@ -600,7 +635,9 @@ def main(argv: list[str] | None = None) -> int:
                     "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
-                    "forward and weight gradient), e.g. 'P=64,W=8;L=1'; registers: compiled besides the defaults")
+                    "forward and weight gradient), G (1: the backward reads the gradient unpooled once, "
+                    "channels-last), B (1: a bordered channels-last forward), e.g. "
+                    "'P=64,W=8;G=1'; kernels: profiled besides the defaults; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
     ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
@@ -640,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         print_registers(rows)
         path = out_dir / "registers-sm90.json"
         atomic_json(path, {"meta": {"arch": 90, "triton": popconv.triton.__version__, "torch": torch.__version__},
-                           "rows": rows})
+                           "rows": rows, "steps": step_instructions(rows)})
         print(f"wrote {path}")
         return 0
     dev = torch.device(args.device) if args.device else engine.default_device()
@@ -654,14 +691,17 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for arch in args.models.split(","):
             cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
-            for conv in (args.conv or "native").split(",") if arch == "cnn" else ["native"]:
+            variants = conv_variants(args.conv or "native", args.triton_tiles) if arch == "cnn" else [("native", {})]
+            for conv, sizes in variants:
+                tiles = ",".join(f"{k}={v}" for k, v in sizes.items())
                 try:
-                    res = kernel_table(cfg, K, dd, args.precision, n, conv)
+                    with popconv.tiles(**sizes):
+                        res = kernel_table(cfg, K, dd, args.precision, n, conv)
                 except Exception as err:  # noqa: BLE001  Triton missing or failing: say so, go on with the next
                     res = {"meta": {"device": device_slug(dev), "model": arch, "K": K, "precision": args.precision,
                                     "conv": conv}, "skipped": f"{type(err).__name__}: {str(err)[:200]}", "rows": []}
-                res["meta"]["data"] = source
-                results[f"{arch}-{conv}-{args.precision}-K{K}"] = res
+                res["meta"].update(data=source, tiles=tiles or "default")
+                results[f"{arch}-{conv}{'-' + tiles if tiles else ''}-{args.precision}-K{K}"] = res
                 print_kernels(res)
         path = out_dir / f"kernels-{device_slug(dev)}.json"
         old = json.loads(path.read_text()) if path.is_file() else {}
