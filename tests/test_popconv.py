@@ -247,7 +247,8 @@ def test_nan_propagates_as_in_max_pool(backend):
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")
-def test_bf16_under_autocast_close_to_unfused():
+@pytest.mark.parametrize("tile_set", [{}, {"G": 1, "B": 1}], ids=["default", "G=1,B=1"])
+def test_bf16_under_autocast_close_to_unfused(tile_set):
     """Under bf16 autocast the kernels take bf16 operands, accumulate in fp32 and pick each
     window's maximum from the fp32 sums. The reference is therefore fp32 math on the same
     bf16-rounded operands, not an all-bf16 computation: rounding the conv output to bf16
@@ -257,7 +258,7 @@ def test_bf16_under_autocast_close_to_unfused():
     A few windows may still pick another argmax from fp32 summation order: at most 0.1% of
     elements may differ by more than bf16 rounding."""
     x, w, b, v = tensors(4, 32, 32, 64, 14, 14)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast("cuda", dtype=torch.bfloat16), popconv.tiles(**tile_set):
         y, grads = value_and_grads(fused("triton"), x, w, b, v)
     assert y.dtype == torch.bfloat16
     y_ref, grads_ref = value_and_grads(popconv.reference, *(t.bfloat16().float() for t in (x, w, b, v)))
