@@ -399,10 +399,11 @@ def fused_kernel_rates(rows: list[dict], flops: dict[str, float]) -> list[dict]:
 
 def print_kernels(result: dict) -> None:
     m = result["meta"]
-    if "skipped" in result:
-        print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']} on {m['device']}: skipped ({result['skipped']})")
-        return
     tiles = f" tiles {m['tiles']}" if m.get("tiles", "default") != "default" else ""
+    if "skipped" in result:
+        print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']}{tiles} on {m['device']}: "
+              f"skipped ({result['skipped']})")
+        return
     print(f"{m['model']} K={m['K']} {m['precision']} conv={m['conv']}{tiles} on {m['device']}: "
           f"{m['profiled_ms']:.1f} ms of "
           f"{m['time_kind']} time in one epoch of {m['samples']} model-samples")
