@@ -155,6 +155,11 @@ def conv_variants(convs: str, triton_tiles: str | None) -> list[tuple[str, dict[
     return out
 
 
+def tile_label(sizes: dict[str, int]) -> str:
+    """{"G": 1, "B": 1} -> "G=1,B=1"; {} -> "default": how rows and result keys name a tile set."""
+    return ",".join(f"{k}={v}" for k, v in sizes.items()) or "default"
+
+
 def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
                  conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
@@ -437,7 +442,7 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
                         # in_step: launched in training; the first layer's input (the data)
                         # takes no gradient, so its input-gradient kernel never runs.
                         rows.append({"precision": precision,
-                                     "tiles": ",".join(f"{k}={v}" for k, v in sizes.items()) or "default",
+                                     "tiles": tile_label(sizes),
                                      "layer": layer, "in_step": not (layer == 0 and r["kernel"].startswith("dgrad")),
                                      **r})
     return rows
@@ -694,15 +699,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = ARCHS[arch].model_copy(update={"batch_size": args.batch})
             variants = conv_variants(args.conv or "native", args.triton_tiles) if arch == "cnn" else [("native", {})]
             for conv, sizes in variants:
-                tiles = ",".join(f"{k}={v}" for k, v in sizes.items())
+                tiles = tile_label(sizes)
                 try:
                     with popconv.tiles(**sizes):
                         res = kernel_table(cfg, K, dd, args.precision, n, conv)
                 except Exception as err:  # noqa: BLE001  Triton missing or failing: say so, go on with the next
                     res = {"meta": {"device": device_slug(dev), "model": arch, "K": K, "precision": args.precision,
                                     "conv": conv}, "skipped": f"{type(err).__name__}: {str(err)[:200]}", "rows": []}
-                res["meta"].update(data=source, tiles=tiles or "default")
-                results[f"{arch}-{conv}{'-' + tiles if tiles else ''}-{args.precision}-K{K}"] = res
+                res["meta"].update(data=source, tiles=tiles)
+                results[f"{arch}-{conv}{'-' + tiles if sizes else ''}-{args.precision}-K{K}"] = res
                 print_kernels(res)
         path = out_dir / f"kernels-{device_slug(dev)}.json"
         old = json.loads(path.read_text()) if path.is_file() else {}

@@ -68,8 +68,9 @@ CHANNELS_LAST = 0
 # kernels read that array (and a zero-bordered channels-last copy of the input) row by row:
 # contiguous loads, no border masks. With 0 they decode the pooled gradient and its window
 # code at every (pixel, tap) they reduce over, 9x over: in ptxas's sm_90 code that decoding is
-# most of the instructions of the two kernels, which hold ~70% of a bf16 CNN step's
-# instructions (benchmarks/sm90-sass-2026-11-27). Costs one write and two reads of that array.
+# most of the instructions of the two kernels, which issue 30 of a bf16 CNN step's 36 G
+# warp-instructions (benchmarks/sm90-sass-2026-11-27). Costs one write and two reads of that
+# array.
 GRAD_CL = 0
 # 1: the forward reads a zero-bordered channels-last copy of its input, compiled for the image
 # size (_fwd_kernel_b): no border masks, no divisions by run-time sizes; any channel count.
@@ -450,10 +451,10 @@ if HAS_TRITON:
     @triton.jit
     def _unpool_kernel(gp_ptr, code_ptr, gz_ptr, N, CO,
                        H: tl.constexpr, W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
-        """Writes the pooled area of gz (K, N, H+2, W+2, CO), contiguous and zeroed before:
-        the gradient of the conv output at (oy, ox) goes to gz[k, n, oy+1, ox+1, co]. Each
-        pooled gradient (already masked by ReLU) is stored at its window's argmax, zeros at
-        the window's three other pixels."""
+        """Writes every element of the pooled area of gz (K, N, H+2, W+2, CO), contiguous, the
+        rest of which is zeroed before (_zero_border): the gradient of the conv output at
+        (oy, ox) goes to gz[k, n, oy+1, ox+1, co]. Each pooled gradient (already masked by
+        ReLU) is stored at its window's argmax, zeros at the window's three other pixels."""
         k = tl.program_id(2).to(tl.int64)
         p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, H // 2, W // 2, BLOCK_P, BLOCK_CO)
         off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * ((H // 2) * (W // 2)) + rem[:, None]
@@ -589,7 +590,6 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     kernel, tiles_, warps = launches["wgrad"]
     split, per_split = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
-    db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
     grid = _grid("wgrad", tiles_, K, N, C, H, W, CO)
     if "unpool" in launches:  # GRAD_CL: the gradient unpooled once, the input bordered, both channels-last
         gz = _zero_border(torch.empty(K, N, H + 2, W + 2, CO, device=x.device, dtype=x.dtype), 2 * PH, 2 * PW)
@@ -598,13 +598,15 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
                                                                  num_warps=unpool_warps)
         kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
         db_part = gp.sum((1, 3, 4), dtype=torch.float32)[:, None]  # (K, 1, CO)
-    elif kernel is _wgrad_kernel_cl:
-        x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
-        kernel[grid](gp, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
-                     x_cl.stride(1), x_cl.stride(2), x_cl.stride(3), **tiles_, num_warps=warps)
-    else:
-        kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
-                     **tiles_, num_warps=warps)
+    else:  # the default and channels-last kernels sum db beside dw
+        db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
+        if kernel is _wgrad_kernel_cl:
+            x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
+            kernel[grid](gp, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
+                         x_cl.stride(1), x_cl.stride(2), x_cl.stride(3), **tiles_, num_warps=warps)
+        else:
+            kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
+                         **tiles_, num_warps=warps)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
     db = db_part.sum(1).to(weight.dtype)
