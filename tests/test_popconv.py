@@ -52,6 +52,14 @@ def assert_close(got, want):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def assert_equals_unfused(y, grads, x, w, b, v):
+    """y and the gradients (x, w, b) of a fused layer under vmap(grad) equal the unfused one's."""
+    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    assert_close(y, want)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "K{}-N{}-C{}-CO{}-{}x{}".format(*s))
 def test_fused_equals_unfused_with_gradients(backend, shape):
@@ -88,10 +96,7 @@ def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, mon
     assert torch.equal(y_cl, y) and torch.equal(code_cl, code)
     for g_cl, g in zip(grads_cl, grads):  # dx, dw, db
         assert torch.equal(g_cl, g)
-    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
-    assert_close(got, want)
-    for g, g_ref in zip(vmapped_grads, grads_ref):
-        assert_close(g, g_ref)
+    assert_equals_unfused(got, vmapped_grads, x, w, b, v)
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
@@ -123,10 +128,7 @@ def test_unpooled_gradient_kernels_equal_the_default(shape, monkeypatch):
         assert torch.equal(dx_g, dx)
     assert_close(dx_g, dx)
     assert_close(db_g, db)
-    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
-    assert_close(got, want)
-    for g, g_ref in zip(vmapped_grads, grads_ref):
-        assert_close(g, g_ref)
+    assert_equals_unfused(got, vmapped_grads, x, w, b, v)
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
@@ -147,10 +149,68 @@ def test_bordered_forward_equals_the_default_bit_for_bit(shape):
         with popconv.tiles(G=1):
             got, grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(y_b, y) and torch.equal(code_b, code)
-    want, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
-    assert_close(got, want)
-    for g, g_ref in zip(grads, grads_ref):
-        assert_close(g, g_ref)
+    assert_equals_unfused(got, grads, x, w, b, v)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("shape", [(2, 3, 1, 4, 8, 8), (3, 2, 1, 5, 7, 6), (2, 4, 1, 40, 6, 9)],
+                         ids=["C1-CO4", "C1-CO5-odd-size", "C1-CO40-two-channel-tiles-odd-width"])
+@pytest.mark.parametrize("others", [{}, {"G": 1, "B": 1}], ids=["alone", "with-G1-B1"])
+def test_argmax_weight_gradient_equals_the_default(shape, others, monkeypatch):
+    """tiles(A=1): a one-channel layer's weight gradient sums, over the pooled pixels, each
+    pooled gradient times the input at its window's argmax + tap, instead of a product over
+    every conv pixel. Other sums, so equal to the default's within rounding, and the layer
+    under vmap(grad) equals the unfused one; the pixel reduction split over programs as on
+    a GPU. Where the input takes no gradient (the first layer), nothing else reads an
+    unpooled array, so G=1 does not build one; where it does, the input gradient still gets it."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
+    x, w, b, v = tensors(*shape)
+    C, CO, H, W = shape[2:]
+    y, code = popconv._triton_forward(x, w, b)
+    dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+    with popconv.tiles(A=1, **others):
+        launches = popconv._launches(C, CO, "ieee", H, W)
+        assert launches["wgrad"][0] is popconv._wgrad_kernel_pooled
+        assert popconv._launched(launches, need_dx=False) == ["wgrad"]
+        assert popconv._launched(launches, need_dx=True) == (["unpool", "wgrad", "dgrad"] if others else
+                                                            ["wgrad", "dgrad"])
+        split, _ = popconv._wgrad_split(*popconv._wgrad_reduction(launches["wgrad"][1], shape[1], H, W))
+        assert split > 1
+        dw_a, db_a = popconv._triton_backward(v, y, code, x, w, need_dx=False)
+        dx_a, dw_a2, _ = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
+    assert_close(dw_a, dw)
+    assert_close(db_a, db)
+    assert torch.equal(dw_a2, dw_a)
+    assert_close(dx_a, dx)
+    assert_equals_unfused(got, vmapped_grads, x, w, b, v)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_argmax_weight_gradient_in_bf16_equals_fp32_on_the_same_values():
+    """The engine's bf16 step, which on a CPU only this kernel can take (it has no matrix
+    product; the interpreter lacks bf16 ones): from bf16 gradients and inputs it gathers
+    fp32 copies and sums in fp32, so its result is the fp32 run's on the same bf16 values,
+    rounded once to bf16 at the end, to the bit."""
+    x, w, b, v = tensors(2, 3, 1, 8, 8, 8)
+    y, code = popconv._triton_forward(x, w, b)
+    with popconv.tiles(A=1):
+        dw16, db16 = popconv._triton_backward(v.bfloat16(), y.bfloat16(), code, x.bfloat16(), w.bfloat16(),
+                                              need_dx=False)
+        dw32, db32 = popconv._triton_backward(v.bfloat16().float(), y, code, x.bfloat16().float(), w, need_dx=False)
+    assert dw16.dtype == db16.dtype == torch.bfloat16
+    assert torch.equal(dw16, dw32.bfloat16()) and torch.equal(db16, db32.bfloat16())
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_argmax_weight_gradient_only_for_one_input_channel():
+    """More input channels would make the gather C x longer per product, where the default
+    kernels use a matrix product: A=1 leaves them alone."""
+    with popconv.tiles(A=1):
+        assert popconv._launches(1, 32, "ieee", 28, 28)["wgrad"][0] is popconv._wgrad_kernel_pooled
+        assert popconv._launches(3, 32, "ieee", 28, 28)["wgrad"][0] is popconv._wgrad_kernel
+    with popconv.tiles(A=1, G=1):
+        assert popconv._launches(32, 64, "ieee", 14, 14)["wgrad"][0] is popconv._wgrad_kernel_gcl
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
@@ -247,8 +307,10 @@ def test_nan_propagates_as_in_max_pool(backend):
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")
-@pytest.mark.parametrize("tile_set", [{}, {"G": 1, "B": 1}], ids=["default", "G=1,B=1"])
-def test_bf16_under_autocast_close_to_unfused(tile_set):
+@pytest.mark.parametrize("tile_set, layer", [({}, (32, 64, 14, 14)), ({"G": 1, "B": 1}, (32, 64, 14, 14)),
+                                             ({"G": 1, "B": 1, "A": 1}, (1, 32, 28, 28))],
+                         ids=["default", "G=1,B=1", "G=1,B=1,A=1-first-layer"])
+def test_bf16_under_autocast_close_to_unfused(tile_set, layer):
     """Under bf16 autocast the kernels take bf16 operands, accumulate in fp32 and pick each
     window's maximum from the fp32 sums. The reference is therefore fp32 math on the same
     bf16-rounded operands, not an all-bf16 computation: rounding the conv output to bf16
@@ -257,7 +319,7 @@ def test_bf16_under_autocast_close_to_unfused(tile_set):
     by up to 0.9; the same comparison between two references on a CPU gives 6.4% and 0.9).
     A few windows may still pick another argmax from fp32 summation order: at most 0.1% of
     elements may differ by more than bf16 rounding."""
-    x, w, b, v = tensors(4, 32, 32, 64, 14, 14)
+    x, w, b, v = tensors(4, 32, *layer)
     with torch.autocast("cuda", dtype=torch.bfloat16), popconv.tiles(**tile_set):
         y, grads = value_and_grads(fused("triton"), x, w, b, v)
     assert y.dtype == torch.bfloat16
@@ -337,7 +399,9 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
     pooled gradient at every (pixel, tap) made the default backward kernels long; reading
     the unpooled array, the bf16 backward of the reference CNN issues well under half the
     warp-instructions (with the unpooling counted), and the whole step fewer. The bordered
-    forward (B=1) cuts the forward's and so the step's further."""
+    forward (B=1) cuts the forward's and so the step's further, and the first layer's
+    weight gradient over the pooled pixels (A=1) further still: with it, that layer's
+    unpooling is not launched."""
     import json
     import os
     import subprocess
@@ -345,20 +409,26 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tunebench.bench", "registers", "--kernel-precisions", "bf16",
-                           "--triton-tiles", "G=1;G=1,B=1", "--out-dir", str(tmp_path)], env=env, capture_output=True,
+                           "--triton-tiles", "G=1;G=1,B=1;G=1,B=1,A=1", "--out-dir", str(tmp_path)], env=env,
+                          capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "registers-sm90.json").read_text())
     backward = {t: sum(r["warp_instructions"] for r in result["rows"]
                        if r["tiles"] == t and r["kernel"] != "fwd" and r["in_step"]) for t in ("default", "G=1")}
     # The first layer's input gradient is compiled but never launched, so not counted.
-    assert [r["kernel"] for r in result["rows"] if not r["in_step"]] == ["dgrad", "dgrad-gcl", "dgrad-gcl"]
+    assert [r["kernel"] for r in result["rows"] if not r["in_step"]] == ["dgrad", "dgrad-gcl", "dgrad-gcl",
+                                                                         "dgrad-gcl", "unpool"]
     assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1"} == {"fwd", "wgrad-gcl", "dgrad-gcl", "unpool"}
     assert backward["G=1"] < 0.5 * backward["default"], backward
     steps = {t["tiles"]: t["warp_instructions"] for t in result["steps"]}
     assert steps["G=1,B=1"] < steps["G=1"] < steps["default"]
     assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1,B=1"} == {"fwd-b", "wgrad-gcl", "dgrad-gcl",
                                                                                  "unpool"}
+    assert steps["G=1,B=1,A=1"] < steps["G=1,B=1"]
+    first_layer = {t: sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == t and r["layer"] == 0
+                          and r["in_step"] and r["kernel"] != "fwd-b") for t in ("G=1,B=1", "G=1,B=1,A=1")}
+    assert first_layer["G=1,B=1,A=1"] < 0.5 * first_layer["G=1,B=1"], first_layer
     assert steps["default"] == sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == "default"
                                    and r["in_step"])
     assert "G warp-instructions" in proc.stdout

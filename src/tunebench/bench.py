@@ -440,10 +440,11 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
                 for layer, (C, CO, H, W) in enumerate(fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE)):
                     for r in popconv.compile_report(C, CO, H, W, dtype, input_precision):
                         # in_step: launched in training; the first layer's input (the data)
-                        # takes no gradient, so its input-gradient kernel never runs.
+                        # takes no gradient, so its input-gradient kernel never runs (nor an
+                        # unpooling that only that kernel would read).
                         rows.append({"precision": precision,
                                      "tiles": tile_label(sizes),
-                                     "layer": layer, "in_step": not (layer == 0 and r["kernel"].startswith("dgrad")),
+                                     "layer": layer, "in_step": layer > 0 or r["launched_without_dx"],
                                      **r})
     return rows
 
@@ -464,17 +465,17 @@ def step_instructions(rows: list[dict]) -> list[dict]:
 
 
 def print_registers(rows: list[dict]) -> None:
-    print(f"{'precision':9s} {'tiles':12s} {'layer':8s} {'kernel':9s} {'warps':>5s} {'registers':>9s} "
+    print(f"{'precision':9s} {'tiles':12s} {'layer':8s} {'kernel':13s} {'warps':>5s} {'registers':>9s} "
           f"{'spilled B':>9s} {'shared KiB':>10s} {'warps/SM':>8s} {'mma':8s} {'cp.async':>8s} {'SASS':>5s} "
           f"{'loop':>5s} {'G warp-ins':>10s}  block sizes")
     for r in rows:
         blocks = " ".join(f"{k.removeprefix('BLOCK_')}={v}" for k, v in r["blocks"].items())
         print(f"{r['precision']:9s} {r['tiles']:12s} {r['C']:>2d}->{r['CO']:<3d}{' ' if r['in_step'] else '*'} "
-              f"{r['kernel']:9s} {r['warps']:5d} "
+              f"{r['kernel']:13s} {r['warps']:5d} "
               f"{r['registers']:9d} {r['spill_store_bytes']:9d} {r['shared_bytes'] / 1024:10.1f} {r['warps_per_sm']:8d} "
               f"{r['mma']:8s} {r['async_copies']:8d} {r['sass_instructions']:5d} {r['loop_instructions']:5d} "
               f"{r['warp_instructions'] / 1e9:10.2f}  {blocks}")
-    print("* not launched in training (the first layer's input gradient)")
+    print("* not launched in training (the first layer's input gradient, and an unpooling only it would read)")
     print("one training step of 128 runs x 512 examples, the fused kernels it launches (issue bound: 132 SMs x 4 "
           "warp-instructions a cycle at 1.98 GHz):")
     for t in step_instructions(rows):

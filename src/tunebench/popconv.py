@@ -19,8 +19,10 @@ hands the whole population to one kernel launch.
 Layout variants of the Triton kernels, chosen by tiles() (same function, bit-identical
 where they slice the reduction alike): L=1 a channels-last forward and weight gradient; G=1
 a backward that unpools the gradient once into a zero-bordered channels-last array and
-reads it row by row; B=1 a forward on a zero-bordered channels-last input. compile_report
-counts each one's machine instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
+reads it row by row; B=1 a forward on a zero-bordered channels-last input; A=1 a
+one-input-channel layer's weight gradient summed over the pooled pixels, gathering the
+input at each window's argmax (equal within rounding: other sums). compile_report counts
+each one's machine instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
 
 Backends, each a pair of functions on population tensors (leading run axis K):
 - "triton": the kernels below (CUDA; on a CPU only with TRITON_INTERPRET=1 set before the
@@ -76,14 +78,21 @@ GRAD_CL = 0
 # size (_fwd_kernel_b): no border masks, no divisions by run-time sizes; any channel count.
 # Takes the place of CHANNELS_LAST's forward.
 BORDERED_FORWARD = 0
+# 1: a layer with one input channel (the first: a grayscale image) reduces its weight
+# gradient over the pooled pixels, gathering the input at each window's argmax
+# (_wgrad_kernel_pooled), instead of over every conv pixel of a gradient that is zero at
+# three of each window's four. Its reduction is 9 long per output, too short for a matrix
+# product. With GRAD_CL it also spares the first layer's unpooled array (3.8 GB at 128 runs x
+# 512 examples in bf16, written and read a step), whose only reader it was.
+ARGMAX_WGRAD = 0
 TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST",
-              "G": "GRAD_CL", "B": "BORDERED_FORWARD"}
+              "G": "GRAD_CL", "B": "BORDERED_FORWARD", "A": "ARGMAX_WGRAD"}
 
 
 @contextlib.contextmanager
 def tiles(**sizes: int):
     """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS;
-    L: CHANNELS_LAST; G: GRAD_CL; B: BORDERED_FORWARD), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
+    L: CHANNELS_LAST; G: GRAD_CL; B: BORDERED_FORWARD; A: ARGMAX_WGRAD), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
     --triton-tiles` sweeps on a GPU."""
     unknown = set(sizes) - set(TILE_NAMES)
     if unknown:
@@ -541,6 +550,73 @@ if HAS_TRITON:
         part = (k * SPLIT + s) * CO + co
         tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
 
+    @triton.jit
+    def _tap_product(acc, g, x_ptr, at, ok, tap: tl.constexpr, W: tl.constexpr):
+        """acc + g * the input at tap `tap` of the bordered pixels `at` (their tap (0, 0))."""
+        xv = tl.load(x_ptr + at + (tap // 3) * (W + 2) + tap % 3, mask=ok, other=0.0)
+        return acc + g * xv.to(tl.float32)
+
+    @triton.jit
+    def _wgrad_kernel_pooled(gp_ptr, code_ptr, x_ptr, dw_ptr, N, SPLIT, PIXELS_PER_SPLIT,
+                             H: tl.constexpr, W: tl.constexpr, CO: tl.constexpr,
+                             BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
+        """The weight gradient of a layer with one input channel, reduced over the pooled
+        pixels: each pooled gradient (ReLU-masked) reaches only its window's argmax conv
+        pixel, so dw[co, tap] = sum over pooled pixels of gp * x[argmax + tap], a gather
+        from the bordered input x (K, N, H+2, W+2). No unpooled array, no zeros multiplied:
+        a quarter of the conv pixels. Partial sums over PIXELS_PER_SPLIT pooled pixels, as
+        (K, SPLIT, CO, 9) fp32, summed over the tile's pixels once, after the loop. Products
+        in fp32 FMA, not a matrix product: its reduction would be 9 long."""
+        PH: tl.constexpr = H // 2
+        PW: tl.constexpr = W // 2
+        k, s, co, co_ok, _ = _wgrad_program(SPLIT, CO, BLOCK_CO, 16)
+        acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc3 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc4 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc5 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc6 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc7 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc8 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        # Offsets within run k's arrays, in 32 bits: address arithmetic at half the
+        # instructions of 64-bit offsets (a run's arrays hold < 2^31 elements).
+        gp_run = gp_ptr + k * N * CO * (PH * PW)
+        code_run = code_ptr + k * N * CO * (PH * PW)
+        x_run = x_ptr + k * N * (H + 2) * (W + 2)
+        for p0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_P):
+            p = p0 + tl.arange(0, BLOCK_P)  # pooled pixel over (n, py, px)
+            p_ok = p < N * PH * PW
+            n = p // (PH * PW)
+            rem = p % (PH * PW)
+            ok = p_ok[:, None] & co_ok[None, :]
+            off = (n[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
+            g = tl.load(gp_run + off, mask=ok, other=0.0).to(tl.float32)
+            q = tl.load(code_run + off, mask=ok, other=0).to(tl.uint32)  # the argmax, row-major in the window
+            # The argmax conv pixel (2 py + q // 2, 2 px + q % 2); its tap (0, 0) reads the
+            # bordered pixel of the same coordinates.
+            window = (n * (H + 2) + 2 * (rem // PW)) * (W + 2) + 2 * (rem % PW)
+            at = window[:, None] + ((q >> 1) * (W + 2) + (q & 1)).to(tl.int32)
+            acc0 = _tap_product(acc0, g, x_run, at, ok, 0, W)
+            acc1 = _tap_product(acc1, g, x_run, at, ok, 1, W)
+            acc2 = _tap_product(acc2, g, x_run, at, ok, 2, W)
+            acc3 = _tap_product(acc3, g, x_run, at, ok, 3, W)
+            acc4 = _tap_product(acc4, g, x_run, at, ok, 4, W)
+            acc5 = _tap_product(acc5, g, x_run, at, ok, 5, W)
+            acc6 = _tap_product(acc6, g, x_run, at, ok, 6, W)
+            acc7 = _tap_product(acc7, g, x_run, at, ok, 7, W)
+            acc8 = _tap_product(acc8, g, x_run, at, ok, 8, W)
+        dst = dw_ptr + ((k * SPLIT + s) * CO + co) * 9
+        tl.store(dst + 0, tl.sum(acc0, axis=0), mask=co_ok)
+        tl.store(dst + 1, tl.sum(acc1, axis=0), mask=co_ok)
+        tl.store(dst + 2, tl.sum(acc2, axis=0), mask=co_ok)
+        tl.store(dst + 3, tl.sum(acc3, axis=0), mask=co_ok)
+        tl.store(dst + 4, tl.sum(acc4, axis=0), mask=co_ok)
+        tl.store(dst + 5, tl.sum(acc5, axis=0), mask=co_ok)
+        tl.store(dst + 6, tl.sum(acc6, axis=0), mask=co_ok)
+        tl.store(dst + 7, tl.sum(acc7, axis=0), mask=co_ok)
+        tl.store(dst + 8, tl.sum(acc8, axis=0), mask=co_ok)
+
 
 def _tile(n: int, cap: int = 64) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
@@ -588,16 +664,21 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     code = code.contiguous()
     launches = _launches(C, CO, _precision(x.dtype), H, W)
     kernel, tiles_, warps = launches["wgrad"]
-    split, per_split = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
+    split, per_split = _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))
     dw_part = torch.empty(K, split, CO, 9 * C, device=x.device, dtype=torch.float32)
     grid = _grid("wgrad", tiles_, K, N, C, H, W, CO)
-    if "unpool" in launches:  # GRAD_CL: the gradient unpooled once, the input bordered, both channels-last
+    if "unpool" in _launched(launches, need_dx):  # GRAD_CL: the gradient unpooled once, channels-last
         gz = _zero_border(torch.empty(K, N, H + 2, W + 2, CO, device=x.device, dtype=x.dtype), 2 * PH, 2 * PW)
         unpool, unpool_tiles, unpool_warps = launches["unpool"]
         unpool[_grid("unpool", unpool_tiles, K, N, C, H, W, CO)](gp, code, gz, N, CO, **unpool_tiles,
                                                                  num_warps=unpool_warps)
-        kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
-        db_part = gp.sum((1, 3, 4), dtype=torch.float32)[:, None]  # (K, 1, CO)
+    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_pooled):  # on a bordered channels-last input
+        if kernel is _wgrad_kernel_gcl:
+            kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
+        else:  # the gathered input in fp32 (exact): no conversion per product; 2 x a small array
+            kernel[grid](gp, code, _bordered_channels_last(x, torch.float32), dw_part, N, split, per_split, **tiles_,
+                         num_warps=warps)
+        db_part = gp.sum((1, 3, 4), dtype=torch.float32)[:, None]  # (K, 1, CO): each reaches one conv pixel
     else:  # the default and channels-last kernels sum db beside dw
         db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
         if kernel is _wgrad_kernel_cl:
@@ -623,11 +704,12 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     return dx, dw, db
 
 
-def _bordered_channels_last(x: torch.Tensor) -> torch.Tensor:
+def _bordered_channels_last(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(K, N, C, H, W) -> (K, N, H+2, W+2, C), contiguous, with a zero border one pixel wide:
-    the conv's padding, so that the kernels reading it need no border masks."""
+    the conv's padding, so that the kernels reading it need no border masks. In x's dtype
+    unless another is given."""
     K, N, C, H, W = x.shape
-    out = _zero_border(x.new_empty(K, N, H + 2, W + 2, C), H, W)
+    out = _zero_border(x.new_empty(K, N, H + 2, W + 2, C, dtype=dtype), H, W)
     out[:, :, 1 : H + 1, 1 : W + 1] = x.permute(0, 1, 3, 4, 2)
     return out
 
@@ -649,8 +731,8 @@ def _grid(name: str, tiles_: dict, K: int, N: int, C: int, H: int, W: int, CO: i
     if name in ("fwd", "unpool"):  # a program per BLOCK_P pooled pixels x BLOCK_CO channels
         return triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K
     if name == "wgrad":
-        split, _ = _wgrad_split(N * 4 * PH * PW, tiles_["BLOCK_S"])
-        return triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_["BLOCK_R"]), K * split
+        split, _ = _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))
+        return triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_.get("BLOCK_R", 9 * C)), K * split
     if name == "dgrad":
         return triton.cdiv(N * H * W, tiles_["BLOCK_M"]), triton.cdiv(C, tiles_["BLOCK_C"]), K
     raise ValueError(f"no kernel named {name!r}")
@@ -660,7 +742,8 @@ def _loop_trips(name: str, kernel, tiles_: dict, N: int, C: int, H: int, W: int,
     """How often one program runs its main (outermost run-time) loop's body: what
     compile_report multiplies the loop's instructions by."""
     if name == "wgrad":
-        return _wgrad_split(N * 4 * (H // 2) * (W // 2), tiles_["BLOCK_S"])[1] // tiles_["BLOCK_S"]
+        _, block = _wgrad_reduction(tiles_, N, H, W)
+        return _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))[1] // block
     if kernel in (_fwd_kernel_cl, _dgrad_kernel_gcl) or (kernel is _fwd_kernel_b and C % tiles_["BLOCK_R"] == 0):
         return 9  # one trip a tap; the slices of a tap are unrolled
     if name == "fwd":
@@ -668,6 +751,24 @@ def _loop_trips(name: str, kernel, tiles_: dict, N: int, C: int, H: int, W: int,
     if name == "dgrad":
         return triton.cdiv(9 * CO, tiles_["BLOCK_R"])
     return 1
+
+
+def _wgrad_reduction(tiles_: dict, N: int, H: int, W: int) -> tuple[int, int]:
+    """(pixels one run's weight gradient reduces over, pixels a loop trip takes):
+    _wgrad_kernel_pooled (tiled by BLOCK_P) reduces over the pooled pixels, the others over
+    the conv pixels of the pooled area."""
+    if "BLOCK_P" in tiles_:
+        return N * (H // 2) * (W // 2), tiles_["BLOCK_P"]
+    return N * 4 * (H // 2) * (W // 2), tiles_["BLOCK_S"]
+
+
+def _launched(launches: dict, need_dx: bool) -> list[str]:
+    """The kernels (by _launches name) a backward pass launches for one layer: the input
+    gradient only where the input takes one, the unpooling only where a kernel reads it."""
+    names = ["wgrad", "dgrad"] if need_dx else ["wgrad"]
+    if "unpool" in launches and any(launches[n][0] in (_wgrad_kernel_gcl, _dgrad_kernel_gcl) for n in names):
+        names.insert(0, "unpool")
+    return names
 
 
 def _wgrad_split(n_pix: int, block_s: int) -> tuple[int, int]:
@@ -685,7 +786,7 @@ def _integer_arguments(kernel, constexprs: dict, K: int, N: int, C: int, H: int,
     x_strides = dict(sxk=N * H * W * C, sxn=H * W * C, sxh=W * C, sxw=C) if kernel in (_fwd_kernel_cl, _wgrad_kernel_cl) else \
         dict(sxk=N * C * H * W, sxn=C * H * W, sxc=H * W, sxh=W, sxw=1)
     w_strides = dict(swk=CO * C * 9, swo=C * 9, swc=9, swh=3, sww=1)
-    split, per_split = _wgrad_split(N * 4 * PH * PW, constexprs.get("BLOCK_S", BLOCK_S))
+    split, per_split = _wgrad_split(*_wgrad_reduction(constexprs, N, H, W)) if "SPLIT" in kernel.arg_names else (1, 1)
     values = {**sizes, **x_strides, **w_strides, "sbk": CO, "sbo": 1, "SPLIT": split, "PIXELS_PER_SPLIT": per_split}
     return {a: values[a] for a in kernel.arg_names if not a.endswith("_ptr") and a not in constexprs}
 
@@ -694,7 +795,8 @@ def _launches(C: int, CO: int, precision: str, H: int, W: int) -> dict:
     """kernel name -> (kernel, its compile-time arguments, warps) for one C -> CO layer at the
     current tiles: what the launches above use, and what compile_report compiles. With
     BORDERED_FORWARD the forward is _fwd_kernel_b; with GRAD_CL an "unpool" kernel runs
-    before the _gcl weight and input gradients."""
+    before the _gcl weight and input gradients; with ARGMAX_WGRAD a one-channel layer's weight
+    gradient is _wgrad_kernel_pooled."""
     block_r = _reduction_tile(C)
     channels_last = bool(CHANNELS_LAST) and C % block_r == 0
     out = {
@@ -718,6 +820,8 @@ def _launches(C: int, CO: int, precision: str, H: int, W: int) -> dict:
                                                 BLOCK_S=BLOCK_S, PRECISION=precision), NUM_WARPS)
         out["dgrad"] = (_dgrad_kernel_gcl, dict(H=H, W=W, CO=CO, BLOCK_M=BLOCK_M, BLOCK_C=_tile(C),
                                                 BLOCK_R=_reduction_tile(CO), PRECISION=precision), NUM_WARPS)
+    if ARGMAX_WGRAD and C == 1:
+        out["wgrad"] = (_wgrad_kernel_pooled, dict(H=H, W=W, CO=CO, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO)), NUM_WARPS)
     return out
 
 
@@ -761,11 +865,13 @@ def sass_instruction_counts(sass: str) -> tuple[int, int]:
 
 # How compile_report names the kernels of the other layouts: fwd-cl, wgrad-gcl, ...
 _VARIANT_SUFFIX = {_fwd_kernel_cl: "-cl", _wgrad_kernel_cl: "-cl", _wgrad_kernel_gcl: "-gcl", _dgrad_kernel_gcl: "-gcl",
-                   _fwd_kernel_b: "-b"} \
+                   _fwd_kernel_b: "-b", _wgrad_kernel_pooled: "-pooled"} \
     if HAS_TRITON else {}
 
 # Pointer arguments that do not take the data's dtype (the rest do; other arguments are i32).
 _POINTER_TYPES = {"code_ptr": "*i8", "dw_ptr": "*fp32", "db_ptr": "*fp32"}
+# ... and where one kernel's argument differs from the data's type
+_KERNEL_POINTER_TYPES = {"_wgrad_kernel_pooled": {"x_ptr": "*fp32"}}
 
 
 def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precision: str = "ieee",
@@ -797,10 +903,11 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
     ptxas = getattr(ptxas, "path", ptxas)
     nvdisasm = os.path.join(os.path.dirname(ptxas), "nvdisasm")  # Triton ships it beside ptxas
     rows = []
-    for name, (kernel, constexprs, warps) in _launches(C, CO, precision, H, W).items():
+    launches = _launches(C, CO, precision, H, W)
+    for name, (kernel, constexprs, warps) in launches.items():
         integers = _integer_arguments(kernel, constexprs, K, N, C, H, W, CO)
         constants = {**constexprs, **{a: 1 for a, v in integers.items() if v == 1}}
-        signature = {a: "constexpr" if a in constants else _POINTER_TYPES.get(a, "*" + dtype) if a.endswith("_ptr")
+        signature = {a: "constexpr" if a in constants else {**_POINTER_TYPES, **_KERNEL_POINTER_TYPES.get(kernel.__name__, {})}.get(a, "*" + dtype) if a.endswith("_ptr")
                      else "i32" for a in kernel.arg_names}
         aligned = [a for a in kernel.arg_names if a.endswith("_ptr") or (a in integers and integers[a] % 16 == 0
                                                                             and a not in constants)]
@@ -842,7 +949,9 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
                      # those of its main loop once a trip, and so the warp-instructions one
                      # launch on K runs x N examples issues (each program's warps run each).
                      "sass_instructions": instructions, "loop_instructions": loop_body,
-                     "warp_instructions": programs * warps * per_program})
+                     "warp_instructions": programs * warps * per_program,
+                     # launched where the layer's input takes no gradient (the first: the data)
+                     "launched_without_dx": name == "fwd" or name in _launched(launches, need_dx=False)})
     return rows
 
 
