@@ -10,22 +10,23 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "G=1,B=1,A=1;G=1,B=1,A=1,P=64") and TF32_TILES (default
-#      "G=1,B=1,A=1"), a row each after the default tiles' row. Why those: by ptxas's sm_90
-#      code a bf16 training step issues 36.0 G warp-instructions at the defaults, 7.1 G at
-#      G=1,B=1 (the backward reads the gradient unpooled once, channels-last; the forward a
-#      bordered channels-last input), 6.0 G at G=1,B=1,A=1 (the first layer's weight
-#      gradient over the pooled pixels: its unpooled array, ~7.5 GB of traffic a step, gone)
-#      and 5.5 G with P=64 on top (`python -m tunebench.bench registers`,
-#      benchmarks/sm90-sass-2026-11-27/NOTES.md); none of them timed on a GPU yet (G=1,B=1
-#      alone: TRITON_TILES="G=1,B=1"); the H100 sweep of
+#      TRITON_TILES (bf16, default "G=1,B=1,A=1,T=1;G=1,B=1,A=1,T=1,P=64;G=1,B=1") and
+#      TF32_TILES (default "G=1,B=1,A=1,T=1;G=1,B=1"), a row each after the default tiles'
+#      row. Why those: by ptxas's sm_90 code a bf16 training step issues 36.0 G
+#      warp-instructions at the defaults, 7.1 G at G=1,B=1 (the backward reads the gradient
+#      unpooled once, channels-last; the forward a bordered channels-last input), 6.0 G with
+#      A=1 (the first layer's weight gradient over the pooled pixels: its unpooled array,
+#      ~7.5 GB of traffic a step, gone), 4.7 G with T=1 (a kernel row's three taps a
+#      weight-gradient program) and 4.2 G with P=64 on top (`python -m tunebench.bench
+#      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md); none of them timed on a GPU
+#      yet; the H100 sweep of
 #      2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
 #      (benchmarks/h100-2026-11-27/NOTES.md); P=64,W=8 and W=8 on top of G=1,B=1 count
 #      more instructions, not fewer (P=64,W=8 and, in tf32, W=8 are still untimed:
 #      TRITON_TILES="P=64,W=8", TF32_TILES="W=8"))
 #      and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
-#      per kernel (torch.profiler), native, Triton and Triton at KERNEL_TILES (default G=1,B=1,A=1),
+#      per kernel (torch.profiler), native, Triton and Triton at KERNEL_TILES (default G=1,B=1,A=1,T=1),
 #      bf16 and tf32;
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
@@ -114,7 +115,7 @@ fi
 
 STEPS="${STEPS:-tests bench kernels}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
-    step "pytest engine (CUDA)" "${PYTEST_S:-130}" "$LOGS/pytest.log" \
+    step "pytest engine (CUDA)" "${PYTEST_S:-160}" "$LOGS/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
         -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90 and not issue_fewer_instructions}"
 fi
@@ -126,14 +127,14 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1;G=1,B=1,A=1,P=64}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-G=1,B=1,A=1}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1,T=1;G=1,B=1,A=1,T=1,P=64;G=1,B=1}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     for p in $KERNEL_PRECISIONS; do
         step "bench kernels CNN $p, K=${POPS##*,}" "${KERNELS_S:-70}" "$LOGS/kernels-$p.log" \
             "$PY" -m tunebench.bench kernels --precision "$p" --models cnn --conv native,triton \
-            --triton-tiles "${KERNEL_TILES-G=1,B=1,A=1}" --samples "$SAMPLES" \
+            --triton-tiles "${KERNEL_TILES-G=1,B=1,A=1,T=1}" --samples "$SAMPLES" \
             --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --out-dir "$OUT/bench"
     done
 fi

@@ -153,6 +153,39 @@ def test_bordered_forward_equals_the_default_bit_for_bit(shape):
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize("shape", [(2, 3, 32, 64, 6, 6), (2, 2, 32, 24, 5, 7), (2, 2, 64, 16, 6, 6)],
+                         ids=["C32-CO64", "C32-CO24-odd-size", "C64-two-slices-a-tap"])
+def test_row_weight_gradient_equals_the_unpooled_one_bit_for_bit(shape, monkeypatch):
+    """tiles(G=1, T=1): a weight-gradient program takes a kernel row's three taps, each
+    gradient tile loaded once for the three. Every partial sum is the same dot products in
+    the same order as G=1's, so the same dw to the bit (the pixel reduction split over
+    programs, as on a GPU); and the layer under vmap(grad) equals the unfused one."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
+    x, w, b, v = tensors(*shape)
+    C, CO, H, W = shape[2:]
+    y, code = popconv._triton_forward(x, w, b)
+    with popconv.tiles(G=1):
+        dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        with popconv.tiles(T=1):
+            launches = popconv._launches(C, CO, "ieee", H, W)
+            assert launches["wgrad"][0] is popconv._wgrad_kernel_gcl_row
+            assert popconv._grid("wgrad", launches["wgrad"][1], *shape[:2], C, H, W, CO)[1] == 3 * C // 32
+            dx_t, dw_t, db_t = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+            got, grads = value_and_grads(fused("triton"), x, w, b, v)
+    assert torch.equal(dw_t, dw) and torch.equal(db_t, db) and torch.equal(dx_t, dx)
+    assert_equals_unfused(got, grads, x, w, b, v)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+def test_row_weight_gradient_only_on_whole_channel_slices_of_the_unpooled_layout():
+    with popconv.tiles(T=1):  # without G=1 there is no unpooled array to read
+        assert popconv._launches(32, 64, "ieee", 14, 14)["wgrad"][0] is popconv._wgrad_kernel
+    with popconv.tiles(G=1, T=1):
+        assert popconv._launches(20, 40, "ieee", 8, 8)["wgrad"][0] is popconv._wgrad_kernel_gcl  # 20 % 32 != 0
+        assert popconv._launches(1, 32, "ieee", 8, 8)["wgrad"][0] is popconv._wgrad_kernel_gcl
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
 @pytest.mark.parametrize("shape", [(2, 3, 1, 4, 8, 8), (3, 2, 1, 5, 7, 6), (2, 4, 1, 40, 6, 9)],
                          ids=["C1-CO4", "C1-CO5-odd-size", "C1-CO40-two-channel-tiles-odd-width"])
 @pytest.mark.parametrize("others", [{}, {"G": 1, "B": 1}], ids=["alone", "with-G1-B1"])
@@ -308,8 +341,9 @@ def test_nan_propagates_as_in_max_pool(backend):
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")
 @pytest.mark.parametrize("tile_set, layer", [({}, (32, 64, 14, 14)), ({"G": 1, "B": 1}, (32, 64, 14, 14)),
+                                             ({"G": 1, "B": 1, "T": 1}, (32, 64, 14, 14)),
                                              ({"G": 1, "B": 1, "A": 1}, (1, 32, 28, 28))],
-                         ids=["default", "G=1,B=1", "G=1,B=1,A=1-first-layer"])
+                         ids=["default", "G=1,B=1", "G=1,B=1,T=1", "G=1,B=1,A=1-first-layer"])
 def test_bf16_under_autocast_close_to_unfused(tile_set, layer):
     """Under bf16 autocast the kernels take bf16 operands, accumulate in fp32 and pick each
     window's maximum from the fp32 sums. The reference is therefore fp32 math on the same
@@ -401,7 +435,8 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
     warp-instructions (with the unpooling counted), and the whole step fewer. The bordered
     forward (B=1) cuts the forward's and so the step's further, and the first layer's
     weight gradient over the pooled pixels (A=1) further still: with it, that layer's
-    unpooling is not launched."""
+    unpooling is not launched. Three taps a weight-gradient program (T=1) load each
+    gradient tile once for three dot products: fewer again."""
     import json
     import os
     import subprocess
@@ -409,7 +444,7 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "tunebench.bench", "registers", "--kernel-precisions", "bf16",
-                           "--triton-tiles", "G=1;G=1,B=1;G=1,B=1,A=1", "--out-dir", str(tmp_path)], env=env,
+                           "--triton-tiles", "G=1;G=1,B=1;G=1,B=1,A=1;G=1,B=1,A=1,T=1", "--out-dir", str(tmp_path)], env=env,
                           capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -418,14 +453,17 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
                        if r["tiles"] == t and r["kernel"] != "fwd" and r["in_step"]) for t in ("default", "G=1")}
     # The first layer's input gradient is compiled but never launched, so not counted.
     assert [r["kernel"] for r in result["rows"] if not r["in_step"]] == ["dgrad", "dgrad-gcl", "dgrad-gcl",
-                                                                         "dgrad-gcl", "unpool"]
+                                                                         "dgrad-gcl", "unpool", "dgrad-gcl", "unpool"]
     assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1"} == {"fwd", "wgrad-gcl", "dgrad-gcl", "unpool"}
     assert backward["G=1"] < 0.5 * backward["default"], backward
     steps = {t["tiles"]: t["warp_instructions"] for t in result["steps"]}
     assert steps["G=1,B=1"] < steps["G=1"] < steps["default"]
     assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1,B=1"} == {"fwd-b", "wgrad-gcl", "dgrad-gcl",
                                                                                  "unpool"}
-    assert steps["G=1,B=1,A=1"] < steps["G=1,B=1"]
+    assert steps["G=1,B=1,A=1,T=1"] < steps["G=1,B=1,A=1"] < steps["G=1,B=1"]
+    wgrad = {r["kernel"]: r["warp_instructions"] for r in result["rows"] if r["layer"] == 1
+             and r["tiles"] in ("G=1,B=1,A=1", "G=1,B=1,A=1,T=1") and r["kernel"].startswith("wgrad")}
+    assert wgrad["wgrad-gcl-row"] < 0.5 * wgrad["wgrad-gcl"], wgrad
     first_layer = {t: sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == t and r["layer"] == 0
                           and r["in_step"] and r["kernel"] != "fwd-b") for t in ("G=1,B=1", "G=1,B=1,A=1")}
     assert first_layer["G=1,B=1,A=1"] < 0.5 * first_layer["G=1,B=1"], first_layer

@@ -21,7 +21,8 @@ where they slice the reduction alike): L=1 a channels-last forward and weight gr
 a backward that unpools the gradient once into a zero-bordered channels-last array and
 reads it row by row; B=1 a forward on a zero-bordered channels-last input; A=1 a
 one-input-channel layer's weight gradient summed over the pooled pixels, gathering the
-input at each window's argmax (equal within rounding: other sums). compile_report counts
+input at each window's argmax (equal within rounding: other sums); T=1 (with G=1) a kernel
+row's three taps a weight-gradient program. compile_report counts
 each one's machine instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
 
 Backends, each a pair of functions on population tensors (leading run axis K):
@@ -85,14 +86,18 @@ BORDERED_FORWARD = 0
 # product. With GRAD_CL it also spares the first layer's unpooled array (3.8 GB at 128 runs x
 # 512 examples in bf16, written and read a step), whose only reader it was.
 ARGMAX_WGRAD = 0
+# 1 (with GRAD_CL, where C % BLOCK_R == 0): a weight-gradient program takes a kernel row's
+# three taps (_wgrad_kernel_gcl_row), so each tile of the unpooled gradient is loaded and
+# transposed by a third as many programs. The same sums: bit-identical.
+ROW_WGRAD = 0
 TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST",
-              "G": "GRAD_CL", "B": "BORDERED_FORWARD", "A": "ARGMAX_WGRAD"}
+              "G": "GRAD_CL", "B": "BORDERED_FORWARD", "A": "ARGMAX_WGRAD", "T": "ROW_WGRAD"}
 
 
 @contextlib.contextmanager
 def tiles(**sizes: int):
     """Other tile sizes for a while, by short name (P, M, S, R: BLOCK_*; W: NUM_WARPS;
-    L: CHANNELS_LAST; G: GRAD_CL; B: BORDERED_FORWARD; A: ARGMAX_WGRAD), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
+    L: CHANNELS_LAST; G: GRAD_CL; B: BORDERED_FORWARD; A: ARGMAX_WGRAD; T: ROW_WGRAD), e.g. tiles(P=64, W=8): what `python -m tunebench.bench
     --triton-tiles` sweeps on a GPU."""
     unknown = set(sizes) - set(TILE_NAMES)
     if unknown:
@@ -510,6 +515,19 @@ if HAS_TRITON:
         tl.store(dx_ptr + off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
     @triton.jit
+    def _bordered_pixel_slice(k, j0, N, H: tl.constexpr, W: tl.constexpr, BLOCK_S: tl.constexpr):
+        """BLOCK_S conv pixels j0.. over (n, oy, ox) of run k's pooled area: their mask and the
+        bordered pixel (oy, ox), tap (0, 0)'s input pixel, in (K, N, H+2, W+2) order."""
+        PH: tl.constexpr = H // 2
+        PW: tl.constexpr = W // 2
+        j = j0 + tl.arange(0, BLOCK_S)
+        j_ok = j < N * (2 * PH) * (2 * PW)
+        n = (j // (4 * PH * PW)).to(tl.int64)
+        oy = (j % (4 * PH * PW)) // (2 * PW)
+        ox = j % (2 * PW)
+        return j_ok, ((k * N + n) * (H + 2) + oy) * (W + 2) + ox
+
+    @triton.jit
     def _wgrad_kernel_gcl(gz_ptr, x_ptr, dw_ptr, N, SPLIT, PIXELS_PER_SPLIT,
                           H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, CO: tl.constexpr,
                           BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
@@ -520,8 +538,6 @@ if HAS_TRITON:
         caller (the sum of the pooled gradient: each reaches exactly one conv pixel). The
         image size is a compile-time constant: the pixel index's divisions become
         multiplications."""
-        PH: tl.constexpr = H // 2
-        PW: tl.constexpr = W // 2
         k, s, co, co_ok, r = _wgrad_program(SPLIT, CO, BLOCK_CO, BLOCK_R)
         if C % BLOCK_R == 0:  # the slice is one tap's BLOCK_R adjacent channels: contiguous
             # Written so that the compiler sees the offsets are multiples of BLOCK_R (aligned
@@ -535,12 +551,7 @@ if HAS_TRITON:
             x_col = (ty * (W + 2) + tx) * C + ci
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
-            j = j0 + tl.arange(0, BLOCK_S)  # conv pixel over (n, oy, ox) of the pooled area
-            j_ok = j < N * (2 * PH) * (2 * PW)
-            n = (j // (4 * PH * PW)).to(tl.int64)
-            oy = (j % (4 * PH * PW)) // (2 * PW)
-            ox = j % (2 * PW)
-            corner = ((k * N + n) * (H + 2) + oy) * (W + 2) + ox  # bordered (oy, ox): tap (0, 0)'s input pixel
+            j_ok, corner = _bordered_pixel_slice(k, j0, N, H, W, BLOCK_S)
             # (pixels, channels) as stored, transposed for the product. A channel mask only where
             # the tile overhangs CO: a mask that varies along a row stops vectorised loads.
             gz_ok = j_ok[:, None] & co_ok[None, :] if CO % BLOCK_CO else j_ok[:, None]
@@ -549,6 +560,37 @@ if HAS_TRITON:
             acc = tl.dot(tl.trans(gz), xv, acc, input_precision=PRECISION)
         part = (k * SPLIT + s) * CO + co
         tl.store(dw_ptr + part[:, None] * (9 * C) + r[None, :], acc, mask=co_ok[:, None] & r_ok[None, :])
+
+    @triton.jit
+    def _wgrad_kernel_gcl_row(gz_ptr, x_ptr, dw_ptr, N, SPLIT, PIXELS_PER_SPLIT,
+                              H: tl.constexpr, W: tl.constexpr, C: tl.constexpr, CO: tl.constexpr,
+                              BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+                              TAPS: tl.constexpr, PRECISION: tl.constexpr):
+        """_wgrad_kernel_gcl where C % BLOCK_R == 0, with a kernel row's three taps (TAPS = 3)
+        in one program: each tile of the unpooled gradient, loaded and transposed once, meets
+        the three input tiles one pixel apart, instead of being loaded by three programs.
+        Each (co, r) partial sum is the same dot products over the same pixel slices, in the
+        same order: equal to _wgrad_kernel_gcl's to the bit."""
+        k, s, co, co_ok, _ = _wgrad_program(SPLIT, CO, BLOCK_CO, BLOCK_R)
+        ty = tl.program_id(1) // (C // BLOCK_R)  # the kernel row
+        c0 = (tl.program_id(1) % (C // BLOCK_R)) * BLOCK_R
+        x_col = ty * (W + 2) * C + c0 + tl.arange(0, BLOCK_R)  # tap (ty, 0)'s channels c0 + [0, BLOCK_R)
+        acc0 = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        acc2 = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
+        for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
+            j_ok, corner = _bordered_pixel_slice(k, j0, N, H, W, BLOCK_S)
+            gz_ok = j_ok[:, None] & co_ok[None, :] if CO % BLOCK_CO else j_ok[:, None]
+            gz = tl.trans(tl.load(gz_ptr + (corner + W + 3)[:, None] * CO + co[None, :], mask=gz_ok, other=0.0))
+            x_at = x_ptr + corner[:, None] * C + x_col[None, :]
+            acc0 = tl.dot(gz, tl.load(x_at, mask=j_ok[:, None], other=0.0), acc0, input_precision=PRECISION)
+            acc1 = tl.dot(gz, tl.load(x_at + C, mask=j_ok[:, None], other=0.0), acc1, input_precision=PRECISION)
+            acc2 = tl.dot(gz, tl.load(x_at + 2 * C, mask=j_ok[:, None], other=0.0), acc2, input_precision=PRECISION)
+        # r = tap * C + channel, tap = 3 * ty + tx
+        dst = dw_ptr + ((k * SPLIT + s) * CO + co)[:, None] * (9 * C) + (3 * ty * C + c0 + tl.arange(0, BLOCK_R))[None, :]
+        tl.store(dst, acc0, mask=co_ok[:, None])
+        tl.store(dst + C, acc1, mask=co_ok[:, None])
+        tl.store(dst + 2 * C, acc2, mask=co_ok[:, None])
 
     @triton.jit
     def _tap_product(acc, g, x_ptr, at, ok, tap: tl.constexpr, W: tl.constexpr):
@@ -672,8 +714,8 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
         unpool, unpool_tiles, unpool_warps = launches["unpool"]
         unpool[_grid("unpool", unpool_tiles, K, N, C, H, W, CO)](gp, code, gz, N, CO, **unpool_tiles,
                                                                  num_warps=unpool_warps)
-    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_pooled):  # on a bordered channels-last input
-        if kernel is _wgrad_kernel_gcl:
+    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_gcl_row, _wgrad_kernel_pooled):  # a bordered channels-last input
+        if kernel is not _wgrad_kernel_pooled:
             kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
         else:  # the gathered input in fp32 (exact): no conversion per product; 2 x a small array
             kernel[grid](gp, code, _bordered_channels_last(x, torch.float32), dw_part, N, split, per_split, **tiles_,
@@ -732,7 +774,9 @@ def _grid(name: str, tiles_: dict, K: int, N: int, C: int, H: int, W: int, CO: i
         return triton.cdiv(N * PH * PW, tiles_["BLOCK_P"]), triton.cdiv(CO, tiles_["BLOCK_CO"]), K
     if name == "wgrad":
         split, _ = _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))
-        return triton.cdiv(CO, tiles_["BLOCK_CO"]), triton.cdiv(9 * C, tiles_.get("BLOCK_R", 9 * C)), K * split
+        # a program per BLOCK_R reduction indices (TAPS taps of them in _wgrad_kernel_gcl_row)
+        r_tiles = triton.cdiv(9 * C, tiles_.get("BLOCK_R", 9 * C)) // tiles_.get("TAPS", 1)
+        return triton.cdiv(CO, tiles_["BLOCK_CO"]), r_tiles, K * split
     if name == "dgrad":
         return triton.cdiv(N * H * W, tiles_["BLOCK_M"]), triton.cdiv(C, tiles_["BLOCK_C"]), K
     raise ValueError(f"no kernel named {name!r}")
@@ -766,7 +810,8 @@ def _launched(launches: dict, need_dx: bool) -> list[str]:
     """The kernels (by _launches name) a backward pass launches for one layer: the input
     gradient only where the input takes one, the unpooling only where a kernel reads it."""
     names = ["wgrad", "dgrad"] if need_dx else ["wgrad"]
-    if "unpool" in launches and any(launches[n][0] in (_wgrad_kernel_gcl, _dgrad_kernel_gcl) for n in names):
+    readers = (_wgrad_kernel_gcl, _wgrad_kernel_gcl_row, _dgrad_kernel_gcl)  # of the unpooled gradient
+    if "unpool" in launches and any(launches[n][0] in readers for n in names):
         names.insert(0, "unpool")
     return names
 
@@ -820,6 +865,8 @@ def _launches(C: int, CO: int, precision: str, H: int, W: int) -> dict:
                                                 BLOCK_S=BLOCK_S, PRECISION=precision), NUM_WARPS)
         out["dgrad"] = (_dgrad_kernel_gcl, dict(H=H, W=W, CO=CO, BLOCK_M=BLOCK_M, BLOCK_C=_tile(C),
                                                 BLOCK_R=_reduction_tile(CO), PRECISION=precision), NUM_WARPS)
+    if GRAD_CL and ROW_WGRAD and C % block_r == 0:
+        out["wgrad"] = (_wgrad_kernel_gcl_row, {**out["wgrad"][1], "TAPS": 3}, NUM_WARPS)
     if ARGMAX_WGRAD and C == 1:
         out["wgrad"] = (_wgrad_kernel_pooled, dict(H=H, W=W, CO=CO, BLOCK_P=BLOCK_P, BLOCK_CO=_tile(CO)), NUM_WARPS)
     return out
@@ -865,7 +912,7 @@ def sass_instruction_counts(sass: str) -> tuple[int, int]:
 
 # How compile_report names the kernels of the other layouts: fwd-cl, wgrad-gcl, ...
 _VARIANT_SUFFIX = {_fwd_kernel_cl: "-cl", _wgrad_kernel_cl: "-cl", _wgrad_kernel_gcl: "-gcl", _dgrad_kernel_gcl: "-gcl",
-                   _fwd_kernel_b: "-b", _wgrad_kernel_pooled: "-pooled"} \
+                   _fwd_kernel_b: "-b", _wgrad_kernel_pooled: "-pooled", _wgrad_kernel_gcl_row: "-gcl-row"} \
     if HAS_TRITON else {}
 
 # Pointer arguments that do not take the data's dtype (the rest do; other arguments are i32).
