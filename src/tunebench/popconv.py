@@ -611,7 +611,7 @@ if HAS_TRITON:
         in fp32 FMA, not a matrix product: its reduction would be 9 long."""
         PH: tl.constexpr = H // 2
         PW: tl.constexpr = W // 2
-        k, s, co, co_ok, _ = _wgrad_program(SPLIT, CO, BLOCK_CO, 16)
+        k, s, co, co_ok, _ = _wgrad_program(SPLIT, CO, BLOCK_CO, 16)  # no reduction tiles: r unused
         acc0 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc1 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc2 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
@@ -786,8 +786,8 @@ def _loop_trips(name: str, kernel, tiles_: dict, N: int, C: int, H: int, W: int,
     """How often one program runs its main (outermost run-time) loop's body: what
     compile_report multiplies the loop's instructions by."""
     if name == "wgrad":
-        _, block = _wgrad_reduction(tiles_, N, H, W)
-        return _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))[1] // block
+        n_pix, block = _wgrad_reduction(tiles_, N, H, W)
+        return _wgrad_split(n_pix, block)[1] // block
     if kernel in (_fwd_kernel_cl, _dgrad_kernel_gcl) or (kernel is _fwd_kernel_b and C % tiles_["BLOCK_R"] == 0):
         return 9  # one trip a tap; the slices of a tap are unrolled
     if name == "fwd":
