@@ -32,6 +32,8 @@ def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
     for r in rows:
         assert r["samples_per_s"] > 0 and math.isfinite(r["tflops"])
         assert math.isclose(r["vs_tutorial"], r["samples_per_s"] / tutorial)
+    assert "train_loss" not in rows[0] and all(0 < r["train_loss"] < 10 for r in rows[1:])  # 10 classes: ln 10 = 2.3
+    assert "train loss" in printed
 
 
 def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):
@@ -96,6 +98,21 @@ def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     with pytest.raises(ValueError, match="unknown tile name"):
         with popconv.tiles(Q=1):
             pass
+
+
+def test_tile_rows_say_how_far_their_loss_is_from_the_default_tiles():
+    """Same seeds and data, other kernels: a tile set's loss is compared with the default
+    tiles' row of the same model, K, precision and graph mode, and with no other."""
+    def row(K, loss, tiles=None, graphs=True, precision="bf16", conv="triton"):
+        return dict(model="cnn", row="(c) engine" + (" [CUDA graph]" if graphs else ""), K=K, precision=precision,
+                    conv=conv, tiles=tiles or {}, train_loss=loss)
+    rows = bench.loss_vs_default_tiles([
+        row(64, 0.50), row(64, 0.40, conv="native"), row(128, 0.80), row(64, 0.60, graphs=False),
+        row(64, 0.51, {"G": 1}), row(128, 0.80 * 1.25, {"G": 1}), row(64, 0.30, {"G": 1}, graphs=False),
+        row(64, 0.9, {"G": 1}, precision="tf32"), dict(model="cnn", row="(c)", K=64, precision="bf16", conv="triton",
+                                                        tiles={"G": 1}, skipped="CUDA out of memory")])
+    assert [r.get("loss_vs_default_tiles") for r in rows] == pytest.approx(
+        [None, None, None, None, 0.02, 0.25, -0.5, None, None])
 
 
 def test_fastest_conv_compares_the_largest_population_all_reached():

@@ -161,12 +161,14 @@ def tile_label(sizes: dict[str, int]) -> str:
 
 
 def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
-                 conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float]:
+                 conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
     selection, allocator). Timed: the epoch as the engine reports it (epoch_seconds x K:
     all training steps + end-of-epoch eval on EVAL_N val, test and train examples per
     run, forward only: about EVAL_N training-sample equivalents), not model building.
-    n: training samples per run (the first n of dd)."""
+    n: training samples per run (the first n of dd). Returns (model-samples, seconds, the
+    runs' mean training loss over the epoch: NaN if one diverged), the loss so that rows
+    which should train alike (other kernels, same seeds and data) can be seen to."""
     cfgs, seeds = [cfg] * K, list(range(K))
     dd = engine.DeviceData(dd.x_train[:n], dd.y_train[:n], dd.x_val, dd.y_val, dd.x_test, dd.y_test, dd.n_classes)
     p = "bf16" if precision == "bf16" else "fp32"
@@ -182,7 +184,8 @@ def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, 
         engine.EVAL_TRAIN_EXAMPLES = saved
     n = len(dd.y_train)
     steps = n // cfg.batch_size if n % cfg.batch_size < 2 else n // cfg.batch_size + 1
-    return K * min(n, steps * cfg.batch_size), res[0].epochs[0]["epoch_seconds"] * K
+    loss = sum(r.epochs[0]["train_loss"] for r in res) / K
+    return K * min(n, steps * cfg.batch_size), res[0].epochs[0]["epoch_seconds"] * K, loss
 
 
 def fmnist_device_data(raw_dir: Path, n: int, dev: torch.device) -> tuple[engine.DeviceData, str]:
@@ -229,7 +232,8 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             flops = 3 * forward_flops(cfg, shape)  # a training step ~ forward + 2x forward for backward
             base = None
 
-            def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None, conv=None, tiles=None):
+            def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None, conv=None, tiles=None,
+                    loss=None):
                 nonlocal base
                 r = dict(model=arch, row=row, K=K, batch=batch, precision=precision)
                 if conv is not None:  # engine rows of the CNN: which convolution, which Triton tiles
@@ -240,6 +244,9 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                     base = base or n / s
                     r.update(samples=n, seconds=s, samples_per_s=n / s, vs_tutorial=n / s / base,
                              tflops=n / s * flops / 1e12, train_flops_per_sample=flops)
+                    if loss is not None:
+                        r["train_loss"] = loss
+                        loss_vs_default_tiles(result["rows"] + [r])
                 result["rows"].append(r)
                 log(f"  {arch} {row}: " + (f"skipped ({skipped})" if skipped else f"{n / s:,.0f} samples/s"))
                 save(result)
@@ -267,7 +274,7 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 try:
                     with popconv.tiles(**tile_sizes):
-                        n, s = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
+                        n, s, loss = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory", **conv_kw)
@@ -275,21 +282,44 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 except Exception as err:  # noqa: BLE001  a kernel limit or a Triton compile error: the row says so, the table goes on
                     add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}", **conv_kw)
                     continue
-                add(label, K, cfg.batch_size, args.precision, n, s, **conv_kw)
+                add(label, K, cfg.batch_size, args.precision, n, s, loss=loss, **conv_kw)
     return result
 
 
+def loss_vs_default_tiles(rows: list[dict]) -> list[dict]:
+    """Sets `loss_vs_default_tiles` on each measured row of a Triton tile set: its mean
+    training loss relative to the default tiles' row of the same model, K, precision and
+    CUDA-graph mode (same seeds, data and samples; only the kernels differ, so only
+    rounding should). A wrong kernel variant shows here, in the same table as its speed,
+    before anyone makes it the default. Rows in place; returns them."""
+    def key(r):
+        return r["model"], r["K"], r["precision"], "[CUDA graph]" in r["row"]
+    default = {key(r): r["train_loss"] for r in rows
+               if r.get("conv") == "triton" and not r.get("tiles") and "train_loss" in r}
+    for r in rows:
+        if r.get("tiles") and "train_loss" in r and key(r) in default:
+            r["loss_vs_default_tiles"] = r["train_loss"] / default[key(r)] - 1
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
-    head = ("model", "row", "K", "batch", "precision", "samples", "seconds", "samples/s", "x tutorial", "TFLOP/s")
+    """The throughput table; `train loss` is the engine rows' mean over the epoch and runs, and
+    a tile set's row adds how far it is from the default tiles' (should be rounding only)."""
+    head = ("model", "row", "K", "batch", "precision", "samples", "seconds", "samples/s", "x tutorial", "TFLOP/s",
+            "train loss")
     lines = [head]
     for r in rows:
         first = (r["model"], r["row"], str(r["K"]), str(r["batch"]), r["precision"])
-        lines.append(first + (("-", "-", "-", "-", "-") if "skipped" in r else (
+        loss = f"{r['train_loss']:.4f}" if "train_loss" in r else "-"
+        if "loss_vs_default_tiles" in r:
+            loss += f" ({r['loss_vs_default_tiles']:+.2%} vs default tiles)"
+        lines.append(first + (("-",) * 6 if "skipped" in r else (
             str(r["samples"]), f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
-            f"{r['tflops']:.3f}")))
+            f"{r['tflops']:.3f}", loss)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line, r in zip(lines, [{}] + rows):
-        text = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+        text = "  ".join(c.ljust(w) if i < 2 or i == len(head) - 1 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(line, widths))).rstrip()
         print(text + (f"  (skipped: {r['skipped']})" if "skipped" in r else ""))
 
 
@@ -324,7 +354,7 @@ def kernel_table(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     engine_epoch(cfg, K, dd, precision, cfg.batch_size, conv_impl, cuda_graphs=False)  # compile, allocate
     with profile(activities=activities) as prof:
-        samples, seconds = engine_epoch(cfg, K, dd, precision, n, conv_impl, cuda_graphs=False)
+        samples, seconds, _ = engine_epoch(cfg, K, dd, precision, n, conv_impl, cuda_graphs=False)
     # torch >= 2.4 names device time "device"; older releases "cuda".
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if (getattr(e, attr, None) or 0) > 0]
@@ -643,7 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
                     "forward and weight gradient), G (1: the backward reads the gradient unpooled once, "
-                    "channels-last), B (1: a bordered channels-last forward), e.g. "
+                    "channels-last), B (1: a bordered channels-last forward), A (1: a one-channel layer's weight "
+                    "gradient over the pooled pixels), T (1, with G=1: a kernel row's three taps a weight-gradient "
+                    "program), e.g. "
                     "'P=64,W=8;G=1'; kernels: profiled besides the defaults; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
     ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
