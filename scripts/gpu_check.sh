@@ -10,7 +10,7 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "G=1,B=1,A=1,T=1;G=1,B=1,A=1,T=1,P=64;G=1,B=1") and
+#      TRITON_TILES (bf16, default "G=1,B=1,A=1,T=1;G=1,B=1;G=1,B=1,A=1,T=1,P=64") and
 #      TF32_TILES (default "G=1,B=1,A=1,T=1;G=1,B=1"), a row each after the default tiles'
 #      row. Why those: by ptxas's sm_90 code a bf16 training step issues 36.0 G
 #      warp-instructions at the defaults, 7.1 G at G=1,B=1 (the backward reads the gradient
@@ -18,8 +18,10 @@
 #      A=1 (the first layer's weight gradient over the pooled pixels: its unpooled array,
 #      ~7.5 GB of traffic a step, gone), 4.7 G with T=1 (a kernel row's three taps a
 #      weight-gradient program) and 4.2 G with P=64 on top (`python -m tunebench.bench
-#      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md); none of them timed on a GPU
-#      yet; the H100 sweep of
+#      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md: Triton 3.8.0's code; under
+#      Triton 3.6.0, this machine's torch 2.11's, 40.8 / 5.7 / 4.0 / 3.4 G for the defaults /
+#      G=1,B=1 / +A=1,T=1 / +P=64, whose pooled weight gradient spills there, so it goes last:
+#      scripts/registers_under_triton.sh); none of them timed on a GPU yet; the H100 sweep of
 #      2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
 #      (benchmarks/h100-2026-11-27/NOTES.md); P=64,W=8 and W=8 on top of G=1,B=1 count
 #      more instructions, not fewer (P=64,W=8 and, in tf32, W=8 are still untimed:
@@ -127,7 +129,7 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1,T=1;G=1,B=1,A=1,T=1,P=64;G=1,B=1}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1,T=1;G=1,B=1;G=1,B=1,A=1,T=1,P=64}"
     [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
