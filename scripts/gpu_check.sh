@@ -21,7 +21,7 @@
 #      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md: Triton 3.8.0's code; under
 #      Triton 3.6.0, this machine's torch 2.11's, 40.8 / 5.7 / 4.0 / 3.4 G for the defaults /
 #      G=1,B=1 / +A=1,T=1 / +P=64, whose pooled weight gradient spills there, so it goes last:
-#      scripts/registers_under_triton.sh); none of them timed on a GPU yet; the H100 sweep of
+#      scripts/with_triton.sh); none of them timed on a GPU yet; the H100 sweep of
 #      2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
 #      (benchmarks/h100-2026-11-27/NOTES.md); P=64,W=8 and W=8 on top of G=1,B=1 count
 #      more instructions, not fewer (P=64,W=8 and, in tf32, W=8 are still untimed:
