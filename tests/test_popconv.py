@@ -86,12 +86,12 @@ def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, mon
     C, CO = shape[2], shape[3]
     with popconv.tiles(R=block_r):
         y, code = popconv._triton_forward(x, w, b)
-        grads = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        grads = popconv._triton_backward(v, code, x, w, need_dx=True)
         with popconv.tiles(L=1):
             launches = popconv._launches(C, CO, "ieee", *shape[4:])
             assert launches["fwd"][0] is popconv._fwd_kernel_cl and launches["wgrad"][0] is popconv._wgrad_kernel_cl
             y_cl, code_cl = popconv._triton_forward(x, w, b)
-            grads_cl = popconv._triton_backward(v, y_cl, code_cl, x, w, need_dx=True)
+            grads_cl = popconv._triton_backward(v, code_cl, x, w, need_dx=True)
             got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(y_cl, y) and torch.equal(code_cl, code)
     for g_cl, g in zip(grads_cl, grads):  # dx, dw, db
@@ -116,12 +116,12 @@ def test_unpooled_gradient_kernels_equal_the_default(shape, monkeypatch):
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
     y, code = popconv._triton_forward(x, w, b)
-    dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+    dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
     with popconv.tiles(G=1):
         launches = popconv._launches(C, CO, "ieee", H, W)
         assert launches["wgrad"][0] is popconv._wgrad_kernel_gcl and launches["dgrad"][0] is popconv._dgrad_kernel_gcl
         assert launches["unpool"][0] is popconv._unpool_kernel
-        dx_g, dw_g, db_g = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        dx_g, dw_g, db_g = popconv._triton_backward(v, code, x, w, need_dx=True)
         got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(dw_g, dw)
     if CO % popconv._reduction_tile(CO) == 0:
@@ -165,12 +165,12 @@ def test_row_weight_gradient_equals_the_unpooled_one_bit_for_bit(shape, monkeypa
     C, CO, H, W = shape[2:]
     y, code = popconv._triton_forward(x, w, b)
     with popconv.tiles(G=1):
-        dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
         with popconv.tiles(T=1):
             launches = popconv._launches(C, CO, "ieee", H, W)
             assert launches["wgrad"][0] is popconv._wgrad_kernel_gcl_row
             assert popconv._grid("wgrad", launches["wgrad"][1], *shape[:2], C, H, W, CO)[1] == 3 * C // 32
-            dx_t, dw_t, db_t = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+            dx_t, dw_t, db_t = popconv._triton_backward(v, code, x, w, need_dx=True)
             got, grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(dw_t, dw) and torch.equal(db_t, db) and torch.equal(dx_t, dx)
     assert_equals_unfused(got, grads, x, w, b, v)
@@ -200,7 +200,7 @@ def test_argmax_weight_gradient_equals_the_default(shape, others, monkeypatch):
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
     y, code = popconv._triton_forward(x, w, b)
-    dx, dw, db = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+    dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
     with popconv.tiles(A=1, **others):
         launches = popconv._launches(C, CO, "ieee", H, W)
         assert launches["wgrad"][0] is popconv._wgrad_kernel_pooled
@@ -209,8 +209,8 @@ def test_argmax_weight_gradient_equals_the_default(shape, others, monkeypatch):
                                                             ["wgrad", "dgrad"])
         split, _ = popconv._wgrad_split(*popconv._wgrad_reduction(launches["wgrad"][1], shape[1], H, W))
         assert split > 1
-        dw_a, db_a = popconv._triton_backward(v, y, code, x, w, need_dx=False)
-        dx_a, dw_a2, _ = popconv._triton_backward(v, y, code, x, w, need_dx=True)
+        dw_a, db_a = popconv._triton_backward(v, code, x, w, need_dx=False)
+        dx_a, dw_a2, _ = popconv._triton_backward(v, code, x, w, need_dx=True)
         got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
     assert_close(dw_a, dw)
     assert_close(db_a, db)
@@ -228,9 +228,9 @@ def test_argmax_weight_gradient_in_bf16_equals_fp32_on_the_same_values():
     x, w, b, v = tensors(2, 3, 1, 8, 8, 8)
     y, code = popconv._triton_forward(x, w, b)
     with popconv.tiles(A=1):
-        dw16, db16 = popconv._triton_backward(v.bfloat16(), y.bfloat16(), code, x.bfloat16(), w.bfloat16(),
+        dw16, db16 = popconv._triton_backward(v.bfloat16(), code, x.bfloat16(), w.bfloat16(),
                                               need_dx=False)
-        dw32, db32 = popconv._triton_backward(v.bfloat16().float(), y, code, x.bfloat16().float(), w, need_dx=False)
+        dw32, db32 = popconv._triton_backward(v.bfloat16().float(), code, x.bfloat16().float(), w, need_dx=False)
     assert dw16.dtype == db16.dtype == torch.bfloat16
     assert torch.equal(dw16, dw32.bfloat16()) and torch.equal(db16, db32.bfloat16())
 
@@ -249,21 +249,26 @@ def test_argmax_weight_gradient_only_for_one_input_channel():
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
 def test_unpooled_gradient_array_holds_each_window_gradient_at_its_argmax():
     """The array the G=1 kernels read: (K, N, H+2, W+2, CO), the conv output's gradient
-    (torch backend's _unpool, ReLU mask applied) inside a zero border; zero too in the last
-    row and column of an odd-sized map, which no window pools. The array starts
+    (torch backend's _unpool: none through ReLU's zeros) inside a zero border; zero too in
+    the last row and column of an odd-sized map, which no window pools. The array starts
     uninitialised (here: NaN) and only its border is zeroed, so the kernel must write every
-    other element, zeros included. The bordered input copy likewise."""
+    other element, zeros included. Beside it, per program, the bias gradient's partial
+    sums. The bordered input copy likewise."""
     x, w, b, v = tensors(2, 2, 3, 5, 7, 6)
     y, code = popconv._triton_forward(x, w, b)
-    gp = (v * (y > 0)).contiguous()
+    assert (y == 0).any() and (y > 0).any()
     launches = popconv._launches(3, 5, "ieee", 7, 6)
     with popconv.tiles(G=1):
         unpool, tiles_, warps = popconv._launches(3, 5, "ieee", 7, 6)["unpool"]
         gz = popconv._zero_border(torch.full((2, 2, 9, 8, 5), float("nan")), 6, 6)
-        unpool[popconv._grid("unpool", tiles_, 2, 2, 3, 7, 6, 5)](gp, code, gz, 2, 5, **tiles_, num_warps=warps)
-    want = popconv._unpool(gp, code, 7, 6)  # (K, N, CO, H, W)
+        grid = popconv._grid("unpool", tiles_, 2, 2, 3, 7, 6, 5)
+        db = torch.full((2, grid[0], 5), float("nan"))
+        unpool[grid](v, code, gz, db, 2, 5, **tiles_, num_warps=warps)
+    want = popconv._unpool(v, code, 7, 6)  # (K, N, CO, H, W)
+    assert torch.equal(want, popconv._unpool(v * (y > 0), code % 4, 7, 6))  # ReLU's mask, from the code
     assert "unpool" not in launches
     assert torch.equal(gz[:, :, 1:-1, 1:-1], want.permute(0, 1, 3, 4, 2))
+    assert_close(db.sum(1), want.sum((1, 3, 4)))
     border = torch.ones(9, 8, dtype=torch.bool)
     border[1:-1, 1:-1] = False
     assert not gz[:, :, border].any() and want[..., -1, :].eq(0).all()
@@ -330,13 +335,46 @@ def test_ties_route_the_gradient_to_the_first_maximum(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_propagates_as_in_max_pool(backend):
-    """A diverged run must stay visibly diverged: NaN wins the max, as in max_pool2d."""
-    x, w, b, _ = tensors(2, 1, 1, 16, 4, 4)
+    """A diverged run must stay visibly diverged: NaN wins the max, as in max_pool2d; and
+    its gradient flows back through the NaN as through the unfused layers (ReLU's
+    backward passes a NaN output's gradient: popconv._relu_coded), NaN where theirs is."""
+    x, w, b, v = tensors(2, 1, 1, 16, 4, 4)
     x[0, 0, 0, 1, 1] = float("nan")
-    y = vmap(fused(backend))(x, w, b)
-    y_ref = vmap(popconv.reference)(x, w, b)
+    y, grads = value_and_grads(fused(backend), x, w, b, v)
+    y_ref, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
     torch.testing.assert_close(y, y_ref, equal_nan=True)
     assert torch.isnan(y[0]).any() and not torch.isnan(y[1]).any()
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert torch.isnan(grads[1][0]).any() and torch.isfinite(grads[0]).all()  # dw of run 0; every dx
+
+
+RELU_CASES = [("torch", {}), ("triton", {}), ("triton", {"G": 1, "B": 1}), ("triton", {"G": 1, "B": 1, "A": 1, "T": 1})]
+
+
+@pytest.mark.parametrize("backend, tile_set", [c for c in RELU_CASES if c[0] in BACKENDS],
+                         ids=lambda c: c if isinstance(c, str) else "-".join(f"{k}{v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("shape", [(2, 3, 1, 6, 8, 8), (2, 2, 3, 5, 7, 6)], ids=["C1", "C3-odd-size"])
+def test_relu_zeros_pass_no_gradient_not_even_nan(backend, tile_set, shape):
+    """The window code's bit 2 marks where ReLU zeroed the output (popconv._relu_coded),
+    and the backward reads the incoming gradient unmasked: a window so marked must pass
+    nothing, as the unfused ReLU's backward passes 0 where its output is 0, even for a NaN
+    gradient. With NaN coming in at every dead window, every gradient stays finite and
+    equals the unfused layer's."""
+    x, w, b, v = tensors(*shape)
+    b = b - 0.5  # more dead windows
+    y_ref = vmap(popconv.reference)(x, w, b)
+    dead = y_ref == 0
+    assert dead.float().mean() > 0.2 and (~dead).any()
+    v = torch.where(dead, float("nan"), v)
+    y, code = popconv.BACKENDS[backend][0](x, w, b)
+    assert torch.equal(code >= 4, dead) and torch.equal(code >= 4, popconv._torch_forward(x, w, b)[1] >= 4)
+    with popconv.tiles(**tile_set):
+        got, grads = value_and_grads(fused(backend), x, w, b, v)
+    _, grads_ref = value_and_grads(popconv.reference, x, w, b, v)
+    for g, g_ref in zip(grads, grads_ref):
+        assert torch.isfinite(g_ref).all() and torch.isfinite(g).all()
+        assert_close(g, g_ref)
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="bf16 kernels are checked on CUDA (the interpreter lacks bf16 dot)")

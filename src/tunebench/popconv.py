@@ -8,11 +8,13 @@ reference CNN at 0.51M model-samples/s; by the byte count in
 benchmarks/h100-2026-11-26/NOTES.md, unfused passes alone cap it near 3M. Here the
 full-size output never reaches device memory in the forward pass: each program computes
 the four pixels of its pooling windows, stores their max after ReLU and, in one byte, which
-of the four it was; the backward kernels route the gradient from that byte.
+of the four it was and whether ReLU zeroed it; the backward kernels route the output's
+gradient from that byte as it comes, with no masked copy of it (_relu_coded).
 
 `conv_relu_pool(x, weight, bias)` is the same function as
 F.max_pool2d(F.relu(F.conv2d(x, weight, bias, padding=1)), 2) (ties and NaN resolved as
-max_pool2d does: the first maximum in row-major order; NaN wins), and it works inside
+max_pool2d does: the first maximum in row-major order; NaN wins, the last NaN where there
+are several, which is where its gradient goes), and it works inside
 torch.func.vmap(grad(...)), the engine's step: it is an autograd.Function whose vmap rule
 hands the whole population to one kernel launch.
 
@@ -142,26 +144,43 @@ def _windows(z: torch.Tensor) -> torch.Tensor:
     return z.movedim(-3, -2).reshape(*lead, PH, PW, 4)
 
 
+def _relu_coded(y: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    """The window code both backends store beside y: bits 0-1 the argmax's place in its
+    2x2 window (row-major), bit 2 set where y <= 0 (ReLU's zeros), where no gradient
+    flows, as in ReLU's own backward (0 where its output is <= 0, even for a NaN
+    gradient; a NaN output passes its gradient). With that bit, a backward pass reads the
+    output's gradient as it comes: a pixel's gradient is grad_y where code == its place in
+    the window, which a marked window's code never is; no ReLU-masked copy of grad_y, and
+    no y to read."""
+    return torch.where(y <= 0, argmax + 4, argmax).to(torch.int8)
+
+
 def _torch_forward(x, weight, bias):
     z = _windows(_grouped_conv(x, weight, bias))
-    # First maximum, NaN counting as the maximum (as max_pool2d): NaN -> +inf for argmax.
-    code = torch.where(torch.isnan(z), torch.inf, z).argmax(-1, keepdim=True)
-    best = z.gather(-1, code).squeeze(-1)
-    return torch.where(best < 0, torch.zeros_like(best), best), code.squeeze(-1).to(torch.int8)
+    # As max_pool2d's kernels (`val > max || isnan(val)` in window order): the first
+    # maximum, or the last NaN where the window has one.
+    nan = torch.isnan(z)
+    last_nan = 3 - nan.flip(-1).to(torch.int8).argmax(-1, keepdim=True)
+    argmax = torch.where(nan.any(-1, keepdim=True), last_nan, z.argmax(-1, keepdim=True))
+    best = z.gather(-1, argmax).squeeze(-1)
+    y = torch.where(best < 0, torch.zeros_like(best), best)
+    return y, _relu_coded(y, argmax.squeeze(-1))
 
 
-def _unpool(grad_pooled: torch.Tensor, code: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """Gradient of the pre-pool map: each pooled gradient at its window's argmax."""
-    *lead, PH, PW = grad_pooled.shape
+def _unpool(grad_y: torch.Tensor, code: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Gradient of the pre-pool map: each pooled gradient at its window's argmax, none
+    where the code says ReLU zeroed the window (_relu_coded)."""
+    *lead, PH, PW = grad_y.shape
     onehot = code[..., None].long() == torch.arange(4, device=code.device)
-    g = (grad_pooled[..., None] * onehot).reshape(*lead, PH, PW, 2, 2).movedim(-2, -3).reshape(*lead, 2 * PH, 2 * PW)
+    g = torch.where(onehot, grad_y[..., None], 0)
+    g = g.reshape(*lead, PH, PW, 2, 2).movedim(-2, -3).reshape(*lead, 2 * PH, 2 * PW)
     return F.pad(g, (0, W - 2 * PW, 0, H - 2 * PH))  # odd sizes: the last row/column pools nowhere
 
 
-def _torch_backward(grad_y, y, code, x, weight, need_dx: bool):
+def _torch_backward(grad_y, code, x, weight, need_dx: bool):
     K, N, C, H, W = x.shape
     CO = weight.shape[1]
-    gz = _unpool(grad_y * (y > 0), code, H, W)  # (K, N, CO, H, W)
+    gz = _unpool(grad_y, code, H, W)  # (K, N, CO, H, W)
     gz_n = gz.transpose(0, 1).reshape(N, K * CO, H, W)
     x_n = x.transpose(0, 1).reshape(N, K * C, H, W)
     w_flat = weight.reshape(K * CO, C, 3, 3)
@@ -195,7 +214,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _take_max(best, code, z, q: tl.constexpr):
-        better = (z > best) | (z != z)  # NaN wins, as in max_pool2d
+        better = (z > best) | (z != z)  # NaN wins, the last one, as in max_pool2d
         return tl.where(better, z, best), tl.where(better, q, code)
 
     @triton.jit
@@ -212,17 +231,19 @@ if HAS_TRITON:
     def _pool_relu_store(acc0, acc1, acc2, acc3, b_ptr, y_ptr, code_ptr, k, sbk, sbo, p_ok, co, co_ok, n, rem,
                          N, CO, PH, PW):
         """Bias, the max of each window's four conv pixels (code: which one), then ReLU;
-        stores y and code as (K, N, CO, PH, PW), contiguous."""
+        stores y and code as (K, N, CO, PH, PW), contiguous. code's bit 2 is set where the
+        stored y is <= 0 (ReLU's zeros): see _relu_coded."""
         bias = tl.load(b_ptr + k * sbk + co * sbo, mask=co_ok, other=0.0).to(tl.float32)[None, :]
         best = acc0 + bias
         code = tl.zeros(acc0.shape, dtype=tl.int32)
         best, code = _take_max(best, code, acc1 + bias, 1)
         best, code = _take_max(best, code, acc2 + bias, 2)
         best, code = _take_max(best, code, acc3 + bias, 3)
-        out = tl.where(best < 0, 0.0, best)  # ReLU after the max (they commute); keeps NaN
+        out = tl.where(best < 0, 0.0, best).to(y_ptr.dtype.element_ty)  # ReLU after the max (they commute); keeps NaN
+        code = tl.where(out <= 0, code + 4, code)  # y as stored (its dtype), NaN passing as in ReLU's backward
         off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
         ok = p_ok[:, None] & co_ok[None, :]
-        tl.store(y_ptr + off, out.to(y_ptr.dtype.element_ty), mask=ok)
+        tl.store(y_ptr + off, out, mask=ok)
         tl.store(code_ptr + off, code.to(tl.int8), mask=ok)
 
     @triton.jit
@@ -340,18 +361,19 @@ if HAS_TRITON:
                          N, CO, H // 2, W // 2)
 
     @triton.jit
-    def _grad_z(gp_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
-        """Gradient of the pre-pool conv output at (oy, ox): the pooled gradient (already
-        masked by ReLU) where this pixel was its window's maximum, else 0. `plane`: the
-        offset of each element's (run, example, channel) plane in the pooled arrays."""
+    def _grad_z(gy_ptr, code_ptr, plane, oy, ox, ok, PH, PW):
+        """Gradient of the pre-pool conv output at (oy, ox): the output's gradient where this
+        pixel was its window's maximum and ReLU passed it (code == its place; _relu_coded),
+        else 0. `plane`: the offset of each element's (run, example, channel) plane in the
+        pooled arrays."""
         inside = ok & (oy >= 0) & (oy < 2 * PH) & (ox >= 0) & (ox < 2 * PW)
         off = plane + (oy // 2) * PW + ox // 2
-        g = tl.load(gp_ptr + off, mask=inside, other=0.0).to(tl.float32)
+        g = tl.load(gy_ptr + off, mask=inside, other=0.0).to(tl.float32)
         code = tl.load(code_ptr + off, mask=inside, other=-1).to(tl.int32)
         return tl.where(code == (oy % 2) * 2 + ox % 2, g, 0.0)
 
     @triton.jit
-    def _dgrad_kernel(gp_ptr, code_ptr, w_ptr, dx_ptr,
+    def _dgrad_kernel(gy_ptr, code_ptr, w_ptr, dx_ptr,
                       N, C, H, W, CO, PH, PW,
                       swk, swo, swc, swh, sww,
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -369,7 +391,7 @@ if HAS_TRITON:
         for r0 in range(0, 9 * CO, BLOCK_R):  # reduction index r = tap * CO + out channel
             r_ok, co, ty, tx = _taps(r0 + tl.arange(0, BLOCK_R), CO)
             plane = ((k * N + n)[:, None] * CO + co[None, :]) * (PH * PW)
-            gz = _grad_z(gp_ptr, code_ptr, plane, iy[:, None] + 1 - ty[None, :], ix[:, None] + 1 - tx[None, :],
+            gz = _grad_z(gy_ptr, code_ptr, plane, iy[:, None] + 1 - ty[None, :], ix[:, None] + 1 - tx[None, :],
                          m_ok[:, None] & r_ok[None, :], PH, PW)
             wv = tl.load(w_ptr + k * swk + co[:, None] * swo + c[None, :] * swc + ty[:, None] * swh + tx[:, None] * sww,
                          mask=r_ok[:, None] & c_ok[None, :], other=0.0)
@@ -378,7 +400,7 @@ if HAS_TRITON:
         tl.store(dx_ptr + off, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 
     @triton.jit
-    def _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S: tl.constexpr):
+    def _pixel_slice_grad(gy_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S: tl.constexpr):
         """BLOCK_S conv pixels j0.. over (n, oy, ox) of the pooled area, their mask, and the
         gradient of the pre-pool output there, (BLOCK_CO, BLOCK_S)."""
         j = j0 + tl.arange(0, BLOCK_S)
@@ -387,7 +409,7 @@ if HAS_TRITON:
         oy = (j % (4 * PH * PW)) // (2 * PW)
         ox = j % (2 * PW)
         plane = ((k * N + n)[None, :] * CO + co[:, None]) * (PH * PW)
-        gz = _grad_z(gp_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
+        gz = _grad_z(gy_ptr, code_ptr, plane, oy[None, :], ox[None, :], co_ok[:, None] & j_ok[None, :], PH, PW)
         return j_ok, n, oy, ox, gz
 
     @triton.jit
@@ -406,7 +428,7 @@ if HAS_TRITON:
         return k, tl.program_id(2) % SPLIT, co, co < CO, tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
 
     @triton.jit
-    def _wgrad_kernel(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
+    def _wgrad_kernel(gy_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
                       N, C, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
                       sxk, sxn, sxc, sxh, sxw,
                       BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -418,7 +440,7 @@ if HAS_TRITON:
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
         for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
-            j_ok, n, oy, ox, gz = _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
+            j_ok, n, oy, ox, gz = _pixel_slice_grad(gy_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
             iy = oy[:, None] + ty[None, :] - 1
             ix = ox[:, None] + tx[None, :] - 1
             ok = j_ok[:, None] & r_ok[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
@@ -429,7 +451,7 @@ if HAS_TRITON:
 
 
     @triton.jit
-    def _wgrad_kernel_cl(gp_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
+    def _wgrad_kernel_cl(gy_ptr, code_ptr, x_ptr, dw_ptr, db_ptr,
                          N, H, W, CO, PH, PW, SPLIT, PIXELS_PER_SPLIT,
                          sxk, sxn, sxh, sxw,
                          C: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -451,7 +473,7 @@ if HAS_TRITON:
         acc = tl.zeros((BLOCK_CO, BLOCK_R), dtype=tl.float32)
         db = tl.zeros((BLOCK_CO,), dtype=tl.float32)
         for j0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_S):
-            j_ok, n, oy, ox, gz = _pixel_slice_grad(gp_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
+            j_ok, n, oy, ox, gz = _pixel_slice_grad(gy_ptr, code_ptr, k, j0, N, CO, PH, PW, co, co_ok, BLOCK_S)
             iy = oy + ty - 1
             ix = ox + tx - 1
             ok = j_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
@@ -463,22 +485,26 @@ if HAS_TRITON:
 
 
     @triton.jit
-    def _unpool_kernel(gp_ptr, code_ptr, gz_ptr, N, CO,
+    def _unpool_kernel(gy_ptr, code_ptr, gz_ptr, db_ptr, N, CO,
                        H: tl.constexpr, W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
         """Writes every element of the pooled area of gz (K, N, H+2, W+2, CO), contiguous, the
         rest of which is zeroed before (_zero_border): the gradient of the conv output at
-        (oy, ox) goes to gz[k, n, oy+1, ox+1, co]. Each pooled gradient (already masked by
-        ReLU) is stored at its window's argmax, zeros at the window's three other pixels."""
+        (oy, ox) goes to gz[k, n, oy+1, ox+1, co]. Each output gradient is stored at its
+        window's argmax, zeros at the window's three other pixels, and all four where ReLU
+        zeroed the window (_relu_coded). Also the bias gradient's partial sums, one per
+        program, (K, programs on axis 0, CO) fp32: the sum of what it stored."""
         k = tl.program_id(2).to(tl.int64)
         p_ok, co, co_ok, n, rem, oy, ox = _pooled_tile(N, CO, H // 2, W // 2, BLOCK_P, BLOCK_CO)
         off = ((k * N + n.to(tl.int64))[:, None] * CO + co[None, :]) * ((H // 2) * (W // 2)) + rem[:, None]
         ok = p_ok[:, None] & co_ok[None, :]
-        g = tl.load(gp_ptr + off, mask=ok, other=0.0)
-        code = tl.load(code_ptr + off, mask=ok, other=-1).to(tl.int32)
+        code = tl.load(code_ptr + off, mask=ok, other=4).to(tl.int32)
+        g = tl.load(gy_ptr + off, mask=ok & (code < 4), other=0.0)  # a dead window's gradient is not read
         corner = ((k * N + n) * (H + 2) + oy + 1) * (W + 2) + ox + 1  # bordered (oy + 1, ox + 1)
         for q in tl.static_range(4):  # the window's pixels in row-major order, as the code counts them
             dst = gz_ptr + (corner + (q // 2) * (W + 2) + q % 2)[:, None] * CO + co[None, :]
             tl.store(dst, tl.where(code == q, g, 0.0).to(gz_ptr.dtype.element_ty), mask=ok)
+        db = tl.sum(g.to(tl.float32), axis=0)
+        tl.store(db_ptr + (k * tl.num_programs(0) + tl.program_id(0)) * CO + co, db, mask=co_ok)
 
     @triton.jit
     def _dgrad_kernel_gcl(gz_ptr, w_ptr, dx_ptr, N, C,
@@ -599,16 +625,18 @@ if HAS_TRITON:
         return acc + g * xv.to(tl.float32)
 
     @triton.jit
-    def _wgrad_kernel_pooled(gp_ptr, code_ptr, x_ptr, dw_ptr, N, SPLIT, PIXELS_PER_SPLIT,
+    def _wgrad_kernel_pooled(gy_ptr, code_ptr, x_ptr, dw_ptr, db_ptr, N, SPLIT, PIXELS_PER_SPLIT,
                              H: tl.constexpr, W: tl.constexpr, CO: tl.constexpr,
                              BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
         """The weight gradient of a layer with one input channel, reduced over the pooled
-        pixels: each pooled gradient (ReLU-masked) reaches only its window's argmax conv
-        pixel, so dw[co, tap] = sum over pooled pixels of gp * x[argmax + tap], a gather
-        from the bordered input x (K, N, H+2, W+2). No unpooled array, no zeros multiplied:
-        a quarter of the conv pixels. Partial sums over PIXELS_PER_SPLIT pooled pixels, as
-        (K, SPLIT, CO, 9) fp32, summed over the tile's pixels once, after the loop. Products
-        in fp32 FMA, not a matrix product: its reduction would be 9 long."""
+        pixels: each output gradient gy reaches only its window's argmax conv pixel, and
+        none where ReLU zeroed the window (_relu_coded), so dw[co, tap] = sum over the live
+        pooled pixels of gy * x[argmax + tap], a gather from the bordered input x (K, N,
+        H+2, W+2), and db[co] the sum of their gy. No unpooled array, no zeros multiplied:
+        a quarter of the conv pixels, the dead windows' loads skipped. Partial sums over
+        PIXELS_PER_SPLIT pooled pixels, as (K, SPLIT, CO, 9) and (K, SPLIT, CO) fp32, summed
+        over the tile's pixels once, after the loop. Products in fp32 FMA, not a matrix
+        product: its reduction would be 9 long."""
         PH: tl.constexpr = H // 2
         PW: tl.constexpr = W // 2
         k, s, co, co_ok, _ = _wgrad_program(SPLIT, CO, BLOCK_CO, 16)  # no reduction tiles: r unused
@@ -621,9 +649,10 @@ if HAS_TRITON:
         acc6 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc7 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         acc8 = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
+        acc_b = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         # Offsets within run k's arrays, in 32 bits: address arithmetic at half the
         # instructions of 64-bit offsets (a run's arrays hold < 2^31 elements).
-        gp_run = gp_ptr + k * N * CO * (PH * PW)
+        gy_run = gy_ptr + k * N * CO * (PH * PW)
         code_run = code_ptr + k * N * CO * (PH * PW)
         x_run = x_ptr + k * N * (H + 2) * (W + 2)
         for p0 in range(s * PIXELS_PER_SPLIT, (s + 1) * PIXELS_PER_SPLIT, BLOCK_P):
@@ -633,21 +662,23 @@ if HAS_TRITON:
             rem = p % (PH * PW)
             ok = p_ok[:, None] & co_ok[None, :]
             off = (n[:, None] * CO + co[None, :]) * (PH * PW) + rem[:, None]
-            g = tl.load(gp_run + off, mask=ok, other=0.0).to(tl.float32)
-            q = tl.load(code_run + off, mask=ok, other=0).to(tl.uint32)  # the argmax, row-major in the window
+            q = tl.load(code_run + off, mask=ok, other=4).to(tl.uint32)  # the argmax, row-major in the window
+            live = ok & (q < 4)  # ReLU passed the window (_relu_coded): the others add nothing
+            g = tl.load(gy_run + off, mask=live, other=0.0).to(tl.float32)
+            acc_b += g
             # The argmax conv pixel (2 py + q // 2, 2 px + q % 2); its tap (0, 0) reads the
             # bordered pixel of the same coordinates.
             window = (n * (H + 2) + 2 * (rem // PW)) * (W + 2) + 2 * (rem % PW)
             at = window[:, None] + ((q >> 1) * (W + 2) + (q & 1)).to(tl.int32)
-            acc0 = _tap_product(acc0, g, x_run, at, ok, 0, W)
-            acc1 = _tap_product(acc1, g, x_run, at, ok, 1, W)
-            acc2 = _tap_product(acc2, g, x_run, at, ok, 2, W)
-            acc3 = _tap_product(acc3, g, x_run, at, ok, 3, W)
-            acc4 = _tap_product(acc4, g, x_run, at, ok, 4, W)
-            acc5 = _tap_product(acc5, g, x_run, at, ok, 5, W)
-            acc6 = _tap_product(acc6, g, x_run, at, ok, 6, W)
-            acc7 = _tap_product(acc7, g, x_run, at, ok, 7, W)
-            acc8 = _tap_product(acc8, g, x_run, at, ok, 8, W)
+            acc0 = _tap_product(acc0, g, x_run, at, live, 0, W)
+            acc1 = _tap_product(acc1, g, x_run, at, live, 1, W)
+            acc2 = _tap_product(acc2, g, x_run, at, live, 2, W)
+            acc3 = _tap_product(acc3, g, x_run, at, live, 3, W)
+            acc4 = _tap_product(acc4, g, x_run, at, live, 4, W)
+            acc5 = _tap_product(acc5, g, x_run, at, live, 5, W)
+            acc6 = _tap_product(acc6, g, x_run, at, live, 6, W)
+            acc7 = _tap_product(acc7, g, x_run, at, live, 7, W)
+            acc8 = _tap_product(acc8, g, x_run, at, live, 8, W)
         dst = dw_ptr + ((k * SPLIT + s) * CO + co) * 9
         tl.store(dst + 0, tl.sum(acc0, axis=0), mask=co_ok)
         tl.store(dst + 1, tl.sum(acc1, axis=0), mask=co_ok)
@@ -658,6 +689,7 @@ if HAS_TRITON:
         tl.store(dst + 6, tl.sum(acc6, axis=0), mask=co_ok)
         tl.store(dst + 7, tl.sum(acc7, axis=0), mask=co_ok)
         tl.store(dst + 8, tl.sum(acc8, axis=0), mask=co_ok)
+        tl.store(db_ptr + (k * SPLIT + s) * CO + co, tl.sum(acc_b, axis=0), mask=co_ok)
 
 
 def _tile(n: int, cap: int = 64) -> int:
@@ -698,12 +730,12 @@ def _triton_forward(x, weight, bias):
     return y, code
 
 
-def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
+def _triton_backward(grad_y, code, x, weight, need_dx: bool):
     K, N, C, H, W = x.shape
     CO = weight.shape[1]
     PH, PW = H // 2, W // 2
-    gp = (grad_y * (y > 0)).contiguous()  # ReLU's mask, on the small pooled array
-    code = code.contiguous()
+    # grad_y as it comes: the code masks ReLU's zeros (_relu_coded), so no masked copy.
+    gy, code = grad_y.contiguous(), code.contiguous()
     launches = _launches(C, CO, _precision(x.dtype), H, W)
     kernel, tiles_, warps = launches["wgrad"]
     split, per_split = _wgrad_split(*_wgrad_reduction(tiles_, N, H, W))
@@ -712,23 +744,23 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
     if "unpool" in _launched(launches, need_dx):  # GRAD_CL: the gradient unpooled once, channels-last
         gz = _zero_border(torch.empty(K, N, H + 2, W + 2, CO, device=x.device, dtype=x.dtype), 2 * PH, 2 * PW)
         unpool, unpool_tiles, unpool_warps = launches["unpool"]
-        unpool[_grid("unpool", unpool_tiles, K, N, C, H, W, CO)](gp, code, gz, N, CO, **unpool_tiles,
-                                                                 num_warps=unpool_warps)
-    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_gcl_row, _wgrad_kernel_pooled):  # a bordered channels-last input
-        if kernel is not _wgrad_kernel_pooled:
-            kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
-        else:  # the gathered input in fp32 (exact): no conversion per product; 2 x a small array
-            kernel[grid](gp, code, _bordered_channels_last(x, torch.float32), dw_part, N, split, per_split, **tiles_,
-                         num_warps=warps)
-        db_part = gp.sum((1, 3, 4), dtype=torch.float32)[:, None]  # (K, 1, CO): each reaches one conv pixel
-    else:  # the default and channels-last kernels sum db beside dw
+        unpool_grid = _grid("unpool", unpool_tiles, K, N, C, H, W, CO)
+        db_unpooled = torch.empty(K, unpool_grid[0], CO, device=x.device, dtype=torch.float32)
+        unpool[unpool_grid](gy, code, gz, db_unpooled, N, CO, **unpool_tiles, num_warps=unpool_warps)
+    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_gcl_row):  # a bordered channels-last input; db from the unpooling
+        kernel[grid](gz, _bordered_channels_last(x), dw_part, N, split, per_split, **tiles_, num_warps=warps)
+        db_part = db_unpooled
+    else:  # the other kernels sum db beside dw
         db_part = torch.empty(K, split, CO, device=x.device, dtype=torch.float32)
-        if kernel is _wgrad_kernel_cl:
+        if kernel is _wgrad_kernel_pooled:  # the gathered input in fp32 (exact): no conversion per product
+            kernel[grid](gy, code, _bordered_channels_last(x, torch.float32), dw_part, db_part, N, split, per_split,
+                         **tiles_, num_warps=warps)
+        elif kernel is _wgrad_kernel_cl:
             x_cl = x.permute(0, 1, 3, 4, 2).contiguous()  # (K, N, H, W, C)
-            kernel[grid](gp, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
+            kernel[grid](gy, code, x_cl, dw_part, db_part, N, H, W, CO, PH, PW, split, per_split, x_cl.stride(0),
                          x_cl.stride(1), x_cl.stride(2), x_cl.stride(3), **tiles_, num_warps=warps)
         else:
-            kernel[grid](gp, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
+            kernel[grid](gy, code, x, dw_part, db_part, N, C, H, W, CO, PH, PW, split, per_split, *x.stride(),
                          **tiles_, num_warps=warps)
     # Fixed-order sums of the partials: deterministic, unlike atomics.
     dw = dw_part.sum(1).view(K, CO, 3, 3, C).permute(0, 1, 4, 2, 3).to(weight.dtype)
@@ -742,7 +774,7 @@ def _triton_backward(grad_y, y, code, x, weight, need_dx: bool):
         w_cl = weight.permute(0, 3, 4, 1, 2).contiguous()  # (K, 3, 3, CO, C)
         kernel[grid](gz, w_cl, dx, N, C, **tiles_, num_warps=warps)
     else:
-        kernel[grid](gp, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(), **tiles_, num_warps=warps)
+        kernel[grid](gy, code, weight, dx, N, C, H, W, CO, PH, PW, *weight.stride(), **tiles_, num_warps=warps)
     return dx, dw, db
 
 
@@ -1028,16 +1060,16 @@ class _ConvReluPool(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, _, backend = inputs
-        y, code = output
-        ctx.save_for_backward(x, weight, y, code)
+        _, code = output
+        ctx.save_for_backward(x, weight, code)
         ctx.mark_non_differentiable(code)
         ctx.backend = backend
 
     @staticmethod
     def backward(ctx, grad_y, _grad_code):
-        x, weight, y, code = ctx.saved_tensors
+        x, weight, code = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
-        grads = _ConvReluPoolBackward.apply(grad_y, y, code, x, weight, need_dx, ctx.backend)
+        grads = _ConvReluPoolBackward.apply(grad_y, code, x, weight, need_dx, ctx.backend)
         return (*grads, None) if need_dx else (None, *grads, None)
 
     @staticmethod
@@ -1052,8 +1084,8 @@ class _ConvReluPoolBackward(torch.autograd.Function):
     backend once for the whole population. Not differentiable (no double backward)."""
 
     @staticmethod
-    def forward(grad_y, y, code, x, weight, need_dx, backend):
-        grads = BACKENDS[backend][1](grad_y[None], y[None], code[None], x[None], weight[None], need_dx)
+    def forward(grad_y, code, x, weight, need_dx, backend):
+        grads = BACKENDS[backend][1](grad_y[None], code[None], x[None], weight[None], need_dx)
         return tuple(g[0] for g in grads)
 
     @staticmethod
@@ -1065,10 +1097,10 @@ class _ConvReluPoolBackward(torch.autograd.Function):
         raise RuntimeError("conv_relu_pool has no second derivative")
 
     @staticmethod
-    def vmap(info, in_dims, grad_y, y, code, x, weight, need_dx, backend):
+    def vmap(info, in_dims, grad_y, code, x, weight, need_dx, backend):
         K = info.batch_size
-        tensors = (grad_y, y, code, x, weight)
-        grads = BACKENDS[backend][1](*(_population(t, d, K) for t, d in zip(tensors, in_dims[:5])), need_dx)
+        tensors = (grad_y, code, x, weight)
+        grads = BACKENDS[backend][1](*(_population(t, d, K) for t, d in zip(tensors, in_dims[:4])), need_dx)
         return grads, tuple(0 for _ in grads)
 
 
