@@ -21,7 +21,9 @@
 #      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md: Triton 3.8.0's code; under
 #      Triton 3.6.0, this machine's torch 2.11's, 40.8 / 5.7 / 4.0 / 3.4 G for the defaults /
 #      G=1,B=1 / +A=1,T=1 / +P=64, whose pooled weight gradient spills there, so it goes last:
-#      scripts/with_triton.sh); none of them timed on a GPU yet; the H100 sweep of
+#      scripts/with_triton.sh; counts before the window code carried ReLU's mask, which
+#      added 0.1-0.3 G and took ~6 GB of traffic a step away); none of them timed on a GPU
+#      yet; the H100 sweep of
 #      2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
 #      (benchmarks/h100-2026-11-27/NOTES.md); P=64,W=8 and W=8 on top of G=1,B=1 count
 #      more instructions, not fewer (P=64,W=8 and, in tf32, W=8 are still untimed:
@@ -117,8 +119,10 @@ fi
 
 STEPS="${STEPS:-tests bench kernels}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
+    # The engine's tests first (quick); the kernel tests compile each variant for each shape,
+    # so if any are cut off by the limit, they are; --durations says where the time went.
     step "pytest engine (CUDA)" "${PYTEST_S:-160}" "$LOGS/pytest.log" \
-        "$PY" -m pytest -q -p no:cacheprovider tests/test_popconv.py tests/test_engine.py tests/test_models.py \
+        "$PY" -m pytest -q -p no:cacheprovider --durations=15 tests/test_engine.py tests/test_models.py tests/test_popconv.py \
         -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90 and not issue_fewer_instructions}"
 fi
 
