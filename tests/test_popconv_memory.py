@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
+from torch.func import grad, vmap
 
 from tunebench import popconv
 
@@ -190,4 +191,29 @@ def test_kernels_stay_inside_their_arrays(tile_set, shape, monkeypatch):
     assert not seen.violations, "outside the launch's arrays:\n" + "\n".join(map(str, seen.violations))
     assert torch.equal(code, code_ref)
     for got, want in zip([y, *grads, *grads_no_dx], [y_ref, *grads_ref, *grads_ref[1:]]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=["C1-CO5-odd-size", "C32-CO24-odd-size"])
+@pytest.mark.parametrize("tile_set", TILE_SETS, ids=label)
+def test_kernels_stay_inside_an_input_shared_by_all_runs(tile_set, shape, monkeypatch):
+    """One data batch for every run (vmap in_dims None: evaluation, and the first layer of
+    runs that see the same batches) reaches the kernels as a stride-0 view along the run
+    axis: the forward and the weight gradient must read it only where it lies."""
+    monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    K, N, C, CO, H, W = shape
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(N, C, H, W, generator=g), torch.randn(K, CO, C, 3, 3, generator=g) / (3 * C**0.5)
+    b, v = torch.randn(K, CO, generator=g), torch.randn(K, N, CO, H // 2, W // 2, generator=g)
+
+    def step(layer):
+        loss = lambda w, b, v: (layer(x, w, b) * v).sum()  # noqa: E731
+        return vmap(lambda w, b: layer(x, w, b))(w, b), vmap(grad(loss, argnums=(0, 1)))(w, b, v)
+
+    with popconv.tiles(**tile_set), memory_check() as seen:
+        y, grads = step(lambda x, w, b: popconv.conv_relu_pool(x, w, b, "triton"))
+    y_ref, grads_ref = step(popconv.reference)
+    assert seen.accesses and not seen.violations, "\n".join(map(str, seen.violations))
+    for got, want in zip([y, *grads], [y_ref, *grads_ref]):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
