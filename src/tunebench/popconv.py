@@ -560,8 +560,8 @@ if HAS_TRITON:
         """_wgrad_kernel on the unpooled gradient gz (K, N, H+2, W+2, CO) and a bordered
         channels-last input x (K, N, H+2, W+2, C), both contiguous: every load a row of
         adjacent channels of one bordered pixel, no border masks. The same partial sums of dw
-        over the same pixel slices, reduction tiles as in _wgrad_kernel; db is left to the
-        caller (the sum of the pooled gradient: each reaches exactly one conv pixel). The
+        over the same pixel slices, reduction tiles as in _wgrad_kernel; db comes from the
+        unpooling (_unpool_kernel sums what it stores). The
         image size is a compile-time constant: the pixel index's divisions become
         multiplications."""
         k, s, co, co_ok, r = _wgrad_program(SPLIT, CO, BLOCK_CO, BLOCK_R)
@@ -986,7 +986,8 @@ def compile_report(C: int, CO: int, H: int, W: int, dtype: str = "bf16", precisi
     for name, (kernel, constexprs, warps) in launches.items():
         integers = _integer_arguments(kernel, constexprs, K, N, C, H, W, CO)
         constants = {**constexprs, **{a: 1 for a, v in integers.items() if v == 1}}
-        signature = {a: "constexpr" if a in constants else {**_POINTER_TYPES, **_KERNEL_POINTER_TYPES.get(kernel.__name__, {})}.get(a, "*" + dtype) if a.endswith("_ptr")
+        pointer_types = {**_POINTER_TYPES, **_KERNEL_POINTER_TYPES.get(kernel.__name__, {})}
+        signature = {a: "constexpr" if a in constants else pointer_types.get(a, "*" + dtype) if a.endswith("_ptr")
                      else "i32" for a in kernel.arg_names}
         aligned = [a for a in kernel.arg_names if a.endswith("_ptr") or (a in integers and integers[a] % 16 == 0
                                                                             and a not in constants)]
