@@ -30,8 +30,11 @@
 #      TRITON_TILES="P=64,W=8", TF32_TILES="W=8"))
 #      and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
-#      per kernel (torch.profiler), native, Triton and Triton at KERNEL_TILES (default G=1,B=1,A=1,T=1),
-#      bf16 and tf32;
+#      per kernel (torch.profiler), native, Triton and Triton at KERNEL_TILES (default: the tile
+#      set step 2's bf16 table found fastest with a loss that agrees with the default tiles',
+#      bench.fastest_tiles; G=1,B=1,A=1,T=1 without that table), bf16 and tf32;
+#      the summary ends each throughput table's part with one line per precision: the fastest
+#      CNN population row against the 3M model-samples/s target (bench.target_summary);
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
@@ -137,10 +140,20 @@ if [[ " $STEPS " == *" bench "* ]]; then
     [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
+    # Profiled besides the defaults: KERNEL_TILES, else the tile set the bf16 table found
+    # fastest among those whose loss agrees with the default tiles' (bench.fastest_tiles),
+    # else G=1,B=1,A=1,T=1.
+    kernel_tiles="${KERNEL_TILES-$("$PY" -c 'import json, sys
+from tunebench.bench import fastest_tiles
+try:
+    t = fastest_tiles(json.load(open(sys.argv[1]))["bf16"]["rows"])
+except (OSError, KeyError, ValueError):
+    t = None
+print({None: "G=1,B=1,A=1,T=1", "default": ""}.get(t, t))' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     for p in $KERNEL_PRECISIONS; do
-        step "bench kernels CNN $p, K=${POPS##*,}" "${KERNELS_S:-70}" "$LOGS/kernels-$p.log" \
+        step "bench kernels CNN $p, K=${POPS##*,}, tiles: default${kernel_tiles:+ and $kernel_tiles}" "${KERNELS_S:-70}" "$LOGS/kernels-$p.log" \
             "$PY" -m tunebench.bench kernels --precision "$p" --models cnn --conv native,triton \
-            --triton-tiles "${KERNEL_TILES-G=1,B=1,A=1,T=1}" --samples "$SAMPLES" \
+            ${kernel_tiles:+--triton-tiles "$kernel_tiles"} --samples "$SAMPLES" \
             --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --out-dir "$OUT/bench"
     done
 fi
@@ -191,17 +204,20 @@ echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"
 "$PY" - "$OUT/bench" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || true
 import json, sys
 from pathlib import Path
-from tunebench.bench import print_table
+from tunebench.bench import print_table, target_summary
+summaries = []
 for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
     for prec, res in json.loads(f.read_text()).items():
         m = res["meta"]
         print(f"--- {f.name} {prec}: tutorial data: {m.get('tutorial_data')}; engine data: {m.get('engine_data')}")
         print_table(res["rows"])
+        summaries.append(f"{prec}: {target_summary(res['rows'])}")
 from tunebench.bench import print_kernels
 for f in sorted(Path(sys.argv[1]).glob("kernels-*.json")):
     for res in json.loads(f.read_text()).values():
         res["rows"] = res["rows"][:8]
         print_kernels(res)
+print("\n".join(summaries))  # the target, last of the throughput part, where it is read first
 for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
     r = json.loads(f.read_text()); m = r["meta"]
     print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} ablation jobs, {m.get('runs_done')}/{m['runs_total']} runs, "

@@ -127,6 +127,29 @@ def test_fastest_conv_compares_the_largest_population_all_reached():
     assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
 
 
+def test_fastest_tiles_skips_a_fast_variant_whose_loss_disagrees():
+    def row(K, rate, tiles=None, loss_off=None, conv="triton"):
+        r = dict(model="cnn", conv=conv, K=K, tiles=tiles or {}, samples_per_s=rate, precision="bf16", vs_tutorial=rate)
+        return r | ({"loss_vs_default_tiles": loss_off} if loss_off is not None else {})
+    rows = [row(128, 50.0, conv="native"), row(16, 99.0, {"G": 1}, 0.0), row(128, 10.0),
+            row(128, 30.0, {"G": 1, "B": 1}, -0.004), row(128, 40.0, {"G": 1, "A": 1}, 0.2),
+            row(128, 45.0, {"T": 1}, float("nan")), dict(model="cnn", conv="triton", K=128, tiles={"P": 64}, skipped="x"),
+            dict(model="mlp", K=128, samples_per_s=1e9)]
+    # At K=128 (the largest Triton K): A=1 is fastest but its loss is 20% off, T=1's is NaN.
+    assert bench.fastest_tiles(rows) == "G=1,B=1"
+    assert bench.fastest_tiles(rows, tolerance=0.5) == "G=1,A=1"
+    assert bench.fastest_tiles([r for r in rows if not r.get("tiles")]) == "default"
+    assert bench.fastest_tiles([row(128, 1.0, conv="native")]) is None
+    line = bench.target_summary(rows, target=45.0)
+    # Any CNN population counts here, not only the largest: G=1 at K=16 (99) beats native (50);
+    # A=1 (20% off) and T=1 (NaN) are left out and counted; the MLP row is not a CNN row.
+    assert "99 model-samples/s" in line and "K=16" in line and "tiles G=1" in line and "MET (2.20x)" in line
+    assert "2 row(s) left out" in line
+    slow = bench.target_summary([row(128, 30.0, {"G": 1, "B": 1}, -0.004), row(128, 40.0, {"A": 1}, 0.2)], target=60.0)
+    assert "30 model-samples/s" in slow and "not met (0.50x)" in slow and "1 row(s) left out" in slow
+    assert bench.target_summary([dict(model="mlp", K=128, samples_per_s=1e9)]) == "CNN population: no row measured"
+
+
 def test_fused_kernel_rates_count_each_kinds_work():
     """The reference CNN's fused layers and the work each kind of fused kernel does: what
     turns `bench kernels`' device times into TFLOP/s per kind."""
