@@ -30,11 +30,15 @@
 #      TRITON_TILES="P=64,W=8", TF32_TILES="W=8"))
 #      and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
-#      per kernel (torch.profiler), native, Triton and Triton at KERNEL_TILES (default: the tile
+#      per kernel (torch.profiler), bf16 (KERNEL_PRECISIONS="bf16 tf32" adds tf32), native,
+#      Triton and Triton at KERNEL_TILES (default: the tile
 #      set step 2's bf16 table found fastest with a loss that agrees with the default tiles',
-#      bench.fastest_tiles; G=1,B=1,A=1,T=1 without that table), bf16 and tf32;
+#      bench.fastest_tiles; G=1,B=1,A=1,T=1 without that table);
 #      the summary ends each throughput table's part with one line per precision: the fastest
 #      CNN population row against the 3M model-samples/s target (bench.target_summary);
+#   3b. (compile) python -m tunebench.bench throughput --compile both: the step through
+#      torch.compile (Inductor, fullgraph) beside the eager step, at the largest population,
+#      native and Triton convolutions and the MLP, bf16: its own table, "bf16+compile";
 #   4. python -m tunebench.bench profile --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
@@ -63,7 +67,8 @@
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, summary.txt, bench/*.json (throughput,
 # kernels, profile, pipeline), logs.tgz (each step's log) and pipeline-results.tgz: at most 8
 # files, the device tool's limit.
-# Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), PROFILE_S, PIPELINE_S.
+# Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), COMPILE_S, PROFILE_S, PIPELINE_S
+# (the defaults' sum, 560 s, leaves ~40 s of the device tool's 600 for set-up and the summary).
 # A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
 # are kept: bench profile --resume).
@@ -113,18 +118,21 @@ cat "$OUT/env.txt"
 if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     # Rows of at most 3M model-samples: a few seconds each on an H100.
     SAMPLES=30000; POPS=${POPS:-16,64,128}; MAX_MS=2000000
-    PROFILE_BUDGET=${PROFILE_BUDGET:-60}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-40}; KERNEL_PRECISIONS="bf16 tf32"
+    # The kernel profile in bf16 only (the precision of the 3M target; the pipeline's fp32 uses
+    # cuDNN): KERNEL_PRECISIONS="bf16 tf32" adds tf32.
+    PROFILE_BUDGET=${PROFILE_BUDGET:-60}; PROFILE_SEARCH_BUDGET=${PROFILE_SEARCH_BUDGET:-40}
+    KERNEL_PRECISIONS="${KERNEL_PRECISIONS:-bf16}"; COMPILE_PRECISION=bf16
 else  # a dry run of this script on a CPU machine: same steps, tiny sizes
     echo "WARNING: no CUDA device; running the steps on CPU with tiny sizes" | tee -a "$OUT/summary.txt"
     SAMPLES=1024; POPS=2; MAX_MS=2048; PROFILE_BUDGET=5; PROFILE_SEARCH_BUDGET=5
-    KERNEL_PRECISIONS=tf32  # = fp32 on a CPU; bf16 convolutions are slow there
+    KERNEL_PRECISIONS="${KERNEL_PRECISIONS:-tf32}"; COMPILE_PRECISION=tf32  # = fp32 on a CPU; bf16 convolutions are slow there
 fi
 
-STEPS="${STEPS:-tests bench kernels}"  # a subset reruns part of the check
+STEPS="${STEPS:-tests bench kernels compile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
     # The engine's tests first (quick); the kernel tests compile each variant for each shape,
     # so if any are cut off by the limit, they are; --durations says where the time went.
-    step "pytest engine (CUDA)" "${PYTEST_S:-160}" "$LOGS/pytest.log" \
+    step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$LOGS/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider --durations=15 tests/test_engine.py tests/test_models.py tests/test_popconv.py \
         -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90 and not issue_fewer_instructions}"
 fi
@@ -137,7 +145,7 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
 }
 if [[ " $STEPS " == *" bench "* ]]; then
     [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1,T=1;G=1,B=1;G=1,B=1,A=1,T=1,P=64}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-100}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-90}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     # Profiled besides the defaults: KERNEL_TILES, else the tile set the bf16 table found
@@ -156,6 +164,16 @@ print({None: "G=1,B=1,A=1,T=1", "default": ""}.get(t, t))' "$(ls "$OUT"/bench/th
             ${kernel_tiles:+--triton-tiles "$kernel_tiles"} --samples "$SAMPLES" \
             --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --out-dir "$OUT/bench"
     done
+fi
+if [[ " $STEPS " == *" compile "* ]]; then
+    # torch.compile of the whole step (fullgraph; engine._CompiledStep), at the largest population
+    # only (each shape compiles afresh), against the eager rows of the same run: its own
+    # "bf16+compile" table. A step that cannot compile (the fused kernels' autograd.Function,
+    # perhaps) gives a row that says why.
+    step "bench throughput $COMPILE_PRECISION, torch.compile, K=${POPS##*,}" "${COMPILE_S:-100}" "$LOGS/bench-compile.log" \
+        "$PY" -m tunebench.bench throughput --precision "$COMPILE_PRECISION" --graphs on --compile both --conv "${COMPILE_CONVS:-native,triton}" \
+        --samples "$SAMPLES" --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" \
+        --out-dir "$OUT/bench"
 fi
 if [[ " $STEPS " == *" profile "* ]]; then
     # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.

@@ -22,12 +22,15 @@ from test_pipeline import TINY  # noqa: E402  the tiny config of the end-to-end 
 def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
     code = bench.main(["throughput", "--device", "cpu", "--models", "mlp", "--samples", "1024", "--populations", "2",
                        "--tutorial-samples", "256", "--batch", "128", "--raw-dir", str(tmp_path / "raw"),
-                       "--out-dir", str(tmp_path)])
+                       "--compile", "both", "--out-dir", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "x tutorial" in printed and "(c) engine, population 2" in printed
-    rows = json.loads((tmp_path / "throughput-cpu.json").read_text())["fp32"]["rows"]
-    assert [r["K"] for r in rows] == [1, 1, 2]  # (a) tutorial, (b) one run, (c) population
+    rows = json.loads((tmp_path / "throughput-cpu.json").read_text())["fp32+compile"]["rows"]
+    # (a) tutorial, (b) one run, (c) population, and the population again through torch.compile
+    assert [r["K"] for r in rows] == [1, 1, 2, 2]
+    assert [r.get("compiled", False) for r in rows] == [False, False, False, True] and "[compiled]" in rows[3]["row"]
+    assert abs(rows[3]["loss_vs_eager"]) < 1e-4 and "vs eager)" in printed  # the same runs, rounded otherwise
     tutorial = rows[0]["samples_per_s"]
     for r in rows:
         assert r["samples_per_s"] > 0 and math.isfinite(r["tflops"])
@@ -125,6 +128,26 @@ def test_fastest_conv_compares_the_largest_population_all_reached():
     assert bench.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
     assert bench.fastest_conv([], default="gemm") == "gemm"
     assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
+    # The pipeline does not compile its step: a compiled row does not pick its convolution.
+    assert bench.fastest_conv(rows + [row("native", 64, 1e6) | {"compiled": True}]) == "triton"
+
+
+def test_compiled_rows_say_how_far_their_loss_is_from_the_eager_step():
+    def row(K, loss, compiled=False, conv="native", tiles=None, graphs=True):
+        return dict(model="cnn", row="(c)" + (" [CUDA graph]" if graphs else ""), K=K, precision="bf16", conv=conv,
+                    tiles=tiles or {}, train_loss=loss, compiled=compiled)
+    rows = bench.loss_vs_eager(bench.loss_vs_default_tiles([
+        row(128, 0.50), row(128, 0.40, conv="triton"), row(128, 0.52, compiled=True),
+        row(128, 0.30, compiled=True, conv="triton"), row(64, 0.9, compiled=True), row(128, 0.9, compiled=True, graphs=False)]))
+    assert [r.get("loss_vs_eager") for r in rows] == pytest.approx([None, None, 0.04, -0.25, None, None])
+    # a compiled default-tiles row is not the default tiles' reference for tile rows
+    assert all("loss_vs_default_tiles" not in r for r in rows)
+    timed = [r | {"samples_per_s": 10.0 * (i + 1), "vs_tutorial": 1.0} for i, r in enumerate(rows[:3])]
+    # The compiled row (30) is the fastest, but 4% off its eager row's loss: left out at 1%.
+    line = bench.target_summary(timed, target=100.0)
+    assert "20 model-samples/s" in line and "triton conv tiles default)" in line and "1 row(s) left out" in line
+    line = bench.target_summary(timed, target=100.0, tolerance=0.05)
+    assert "30 model-samples/s" in line and "native conv, compiled)" in line and "left out" not in line
 
 
 def test_fastest_tiles_skips_a_fast_variant_whose_loss_disagrees():
@@ -242,6 +265,7 @@ def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "throughput-cpu.json fp32" in summary and "(c) engine, population 2" in summary
     assert "mlp K=2 fp32 conv=native on cpu" in summary
+    assert "fp32: CNN population: no row measured" in summary  # the target line, for an MLP-only table
     with tarfile.open(out / "logs.tgz") as archive:
         assert archive.getnames() == ["logs"]
     assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "summary.txt"]

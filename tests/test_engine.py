@@ -662,6 +662,42 @@ def test_cuda_graph_replay_equals_eager_steps(kw, conv_impl, digits):
             np.testing.assert_array_equal(_metrics(a), _metrics(b))
 
 
+COMPILE_FAILED = "torch.compile of the step failed"
+
+
+def test_compiled_step_trains_like_the_eager_step(digits):
+    """torch.compile of the whole step (engine._CompiledStep: fused, reordered sums) trains
+    the same runs within float tolerance: the optimizer's state, dropout's hashed masks,
+    the divergence mask (the last run diverges, the others go on) and the L2 penalty."""
+    cfgs = [cfg(depth=2, dropout=0.3, optimizer="momentum", l2=1e-4, lr=lr, epochs=3) for lr in (0.05, 0.1, 500.0)]
+    logs: list[str] = []
+    eager = population(cfgs, [0, 1, 2], digits)
+    compiled = population(cfgs, [0, 1, 2], digits, compile_step=True, log=logs.append)
+    assert not any(COMPILE_FAILED in m for m in logs), logs
+    assert [r.diverged_epoch for r in compiled] == [r.diverged_epoch for r in eager] == [None, None, 1]
+    for a, b in zip(eager[:2], compiled[:2]):
+        assert_same_run(a, b)
+
+
+def test_a_step_that_cannot_compile_trains_eagerly_and_says_so(digits, monkeypatch):
+    """fullgraph=True: a step that cannot compile fails before any of it runs, so the
+    fallback to the eager step gives the eager results exactly, and a log line says so."""
+    def refuse(fn, **kw):
+        assert kw.get("fullgraph") is True and kw.get("dynamic") is False
+        def compiled(*args):
+            raise RuntimeError("Unsupported: a kernel Inductor cannot trace\n(details)")
+        return compiled
+    cfgs = [cfg(lr=lr) for lr in (0.05, 0.1)]
+    eager = population(cfgs, [0, 1], digits)
+    monkeypatch.setattr(engine.torch, "compile", refuse)
+    logs: list[str] = []
+    fallback = population(cfgs, [0, 1], digits, compile_step=True, log=logs.append)
+    failed = [m for m in logs if COMPILE_FAILED in m]
+    assert len(failed) == 1 and "RuntimeError: Unsupported: a kernel Inductor cannot trace)" in failed[0], logs
+    for a, b in zip(eager, fallback):
+        np.testing.assert_array_equal(_metrics(a), _metrics(b))
+
+
 def test_cpu_population_rule_is_fixed():
     """The CPU chunk size is a rule of the architecture and image size, never a timing: the
     same configuration must train in the same population on any machine load."""

@@ -504,7 +504,10 @@ def test_bordered_kernels_issue_fewer_instructions(tmp_path):
     assert wgrad["wgrad-gcl-row"] < 0.5 * wgrad["wgrad-gcl"], wgrad
     first_layer = {t: sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == t and r["layer"] == 0
                           and r["in_step"] and r["kernel"] != "fwd-b") for t in ("G=1,B=1", "G=1,B=1,A=1")}
-    assert first_layer["G=1,B=1,A=1"] < 0.5 * first_layer["G=1,B=1"], first_layer
+    # A=1 drops the first layer's unpooling and its unpooled weight gradient: 0.38x under
+    # Triton 3.8.0 (CI's), 0.504x under 3.6.0 (the GPU machines', where G=1,B=1's own
+    # weight gradient is cheaper); a variant that lost the saving would be near 1x.
+    assert first_layer["G=1,B=1,A=1"] < 0.6 * first_layer["G=1,B=1"], first_layer
     assert steps["default"] == sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == "default"
                                    and r["in_step"])
     assert "G warp-instructions" in proc.stdout

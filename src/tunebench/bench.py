@@ -162,15 +162,22 @@ def tile_label(sizes: dict[str, int]) -> str:
 
 
 def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
-                 conv_impl: str = "native", cuda_graphs: bool = True) -> tuple[int, float, float]:
+                 conv_impl: str = "native", cuda_graphs: bool = True,
+                 compile_step: bool = False, log=None, second_epoch: bool = False) -> tuple[int, float, float]:
     """One timed epoch of K runs after a short warm-up call of the same shape (kernel
     selection, allocator). Timed: the epoch as the engine reports it (epoch_seconds x K:
     all training steps + end-of-epoch eval on EVAL_N val, test and train examples per
     run, forward only: about EVAL_N training-sample equivalents), not model building.
     n: training samples per run (the first n of dd). Returns (model-samples, seconds, the
     runs' mean training loss over the epoch: NaN if one diverged), the loss so that rows
-    which should train alike (other kernels, same seeds and data) can be seen to."""
-    cfgs, seeds = [cfg] * K, list(range(K))
+    which should train alike (other kernels, same seeds and data) can be seen to.
+    compile_step: torch.compile the step (engine._CompiledStep). Each call compiles afresh (a
+    new step function), so a compiled row needs second_epoch.
+    second_epoch: no warm-up call; the runs train two epochs and the second is timed (the
+    first compiles, captures and warms up); the loss is still the first epoch's, comparable
+    with a one-epoch row's (constant learning rate).
+    log: gets the engine's log lines (e.g. a step that could not be compiled)."""
+    cfgs, seeds = [cfg.model_copy(update={"epochs": 2})] * K if second_epoch else [cfg] * K, list(range(K))
     dd = engine.DeviceData(dd.x_train[:n], dd.y_train[:n], dd.x_val, dd.y_val, dd.x_test, dd.y_test, dd.n_classes)
     p = "bf16" if precision == "bf16" else "fp32"
     warm = engine.DeviceData(dd.x_train[: cfg.batch_size], dd.y_train[: cfg.batch_size],
@@ -178,15 +185,18 @@ def engine_epoch(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, 
     saved = engine.EVAL_TRAIN_EXAMPLES
     engine.EVAL_TRAIN_EXAMPLES = EVAL_N  # shrink the per-epoch train-accuracy eval, as val/test
     try:
-        kw = dict(precision=p, max_chunk=K, conv_impl=conv_impl, cuda_graphs=cuda_graphs)
-        engine.train_population(cfgs, seeds, warm, **kw)
+        kw = dict(precision=p, max_chunk=K, conv_impl=conv_impl, cuda_graphs=cuda_graphs, compile_step=compile_step,
+                  log=log)
+        if not second_epoch:
+            engine.train_population(cfgs, seeds, warm, **kw)
         res = engine.train_population(cfgs, seeds, dd, **kw)
     finally:
         engine.EVAL_TRAIN_EXAMPLES = saved
     n = len(dd.y_train)
     steps = n // cfg.batch_size if n % cfg.batch_size < 2 else n // cfg.batch_size + 1
     loss = sum(r.epochs[0]["train_loss"] for r in res) / K
-    return K * min(n, steps * cfg.batch_size), res[0].epochs[0]["epoch_seconds"] * K, loss
+    timed = res[0].epochs[-1]  # a run that diverged in the first epoch has one row: NaN loss says so
+    return K * min(n, steps * cfg.batch_size), timed["epoch_seconds"] * K, loss
 
 
 def fmnist_device_data(raw_dir: Path, n: int, dev: torch.device) -> tuple[engine.DeviceData, str]:
@@ -216,7 +226,9 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "timed": "(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
                      "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
-                     f"({EVAL_N} val + {EVAL_N} test + {EVAL_N} train examples/run, forward only); model building excluded"}
+                     f"({EVAL_N} val + {EVAL_N} test + {EVAL_N} train examples/run, forward only); model building excluded"
+                     + ("; with --compile, the largest population's rows (eager and compiled): the second of two "
+                        "epochs, the first compiling and warming up" if args.compile != "off" else "")}
     dd, meta["engine_data"] = fmnist_device_data(Path(args.raw_dir), samples, dev)
     result = {"meta": meta, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,9 +246,11 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             base = None
 
             def add(row: str, K: int, batch: int, precision: str, n=None, s=None, skipped=None, conv=None, tiles=None,
-                    loss=None):
+                    loss=None, compiled=False):
                 nonlocal base
                 r = dict(model=arch, row=row, K=K, batch=batch, precision=precision)
+                if compiled:  # the step through torch.compile (engine._CompiledStep)
+                    r["compiled"] = True
                 if conv is not None:  # engine rows of the CNN: which convolution, which Triton tiles
                     r.update(conv=conv, tiles=tiles or {})
                 if skipped:
@@ -247,7 +261,7 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                              tflops=n / s * flops / 1e12, train_flops_per_sample=flops)
                     if loss is not None:
                         r["train_loss"] = loss
-                        loss_vs_default_tiles(result["rows"] + [r])
+                        loss_vs_eager(loss_vs_default_tiles(result["rows"] + [r]))
                 result["rows"].append(r)
                 log(f"  {arch} {row}: " + (f"skipped ({skipped})" if skipped else f"{n / s:,.0f} samples/s"))
                 save(result)
@@ -261,11 +275,19 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             convs = conv_variants(args.conv or "native", args.triton_tiles) if arch == "cnn" else [("native", {})]
             graph_modes = {"on": [True], "off": [False], "both": [False, True]}[args.graphs]
             graph_modes = graph_modes if dev.type == "cuda" else [False]  # graphs are CUDA-only
-            for (conv_impl, tile_sizes), graphs, K in itertools.product(convs, graph_modes, [1] + pops):
+            compile_modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+            for compiled, (conv_impl, tile_sizes), graphs, K in itertools.product(compile_modes, convs, graph_modes,
+                                                                                   [1] + pops):
+                # Compiled rows (last, so a time limit cuts them first): the largest population and
+                # the default tiles only, as each shape is compiled afresh (tens of seconds).
+                if compiled and (K != max([1] + pops) or tile_sizes):
+                    continue
                 tile_text = "".join(f" {k}{v}" for k, v in tile_sizes.items())
-                how = (f" [{conv_impl}{tile_text} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
+                how = ((f" [{conv_impl}{tile_text} conv]" if arch == "cnn" else "") + (" [CUDA graph]" if graphs else "")
+                       + (" [compiled]" if compiled else ""))
                 label = ("(b) engine, one run" if K == 1 else f"(c) engine, population {K}") + how
                 conv_kw = dict(conv=conv_impl, tiles=tile_sizes) if arch == "cnn" else {}
+                conv_kw["compiled"] = compiled
                 if K * cfg.batch_size * per_ex >= 2**31:  # 32-bit indexing limit of some kernels
                     add(label, K, cfg.batch_size, args.precision, skipped="an activation would exceed 2**31 elements", **conv_kw)
                     continue
@@ -273,15 +295,24 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 # stay within a time budget; 20+ steps per run are still steady state.
                 n_run = min(len(dd.y_train), (args.max_model_samples or 10**12) // K)
                 n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
+                engine_log: list[str] = []
                 try:
                     with popconv.tiles(**tile_sizes):
-                        n, s, loss = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs)
+                        # In a table with compiled rows, its largest population's eager rows are
+                        # timed as the compiled ones are: the second of two epochs.
+                        n, s, loss = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs, compiled,
+                                                  log=engine_log.append,
+                                                  second_epoch=args.compile != "off" and K == max([1] + pops))
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     add(label, K, cfg.batch_size, args.precision, skipped="CUDA out of memory", **conv_kw)
                     continue
                 except Exception as err:  # noqa: BLE001  a kernel limit or a Triton compile error: the row says so, the table goes on
                     add(label, K, cfg.batch_size, args.precision, skipped=f"{type(err).__name__}: {str(err)[:120]}", **conv_kw)
+                    continue
+                fallback = [m.strip() for m in engine_log if "torch.compile of the step failed" in m]
+                if fallback:  # it trained eagerly: not a compiled row
+                    add(label, K, cfg.batch_size, args.precision, skipped=fallback[0][:200], **conv_kw)
                     continue
                 add(label, K, cfg.batch_size, args.precision, n, s, loss=loss, **conv_kw)
     return result
@@ -296,11 +327,31 @@ def loss_vs_default_tiles(rows: list[dict]) -> list[dict]:
     def key(r):
         return r["model"], r["K"], r["precision"], "[CUDA graph]" in r["row"]
     default = {key(r): r["train_loss"] for r in rows
-               if r.get("conv") == "triton" and not r.get("tiles") and "train_loss" in r}
+               if r.get("conv") == "triton" and not r.get("tiles") and not r.get("compiled") and "train_loss" in r}
     for r in rows:
         if r.get("tiles") and "train_loss" in r and key(r) in default:
             r["loss_vs_default_tiles"] = r["train_loss"] / default[key(r)] - 1
     return rows
+
+
+def loss_vs_eager(rows: list[dict]) -> list[dict]:
+    """Sets `loss_vs_eager` on each measured compiled row: its mean training loss relative to
+    the same row (model, convolution, tiles, K, precision, graph mode) without torch.compile.
+    Fused, reordered sums round differently, so only rounding should show. Rows in place."""
+    def key(r):
+        return (r["model"], r.get("conv"), tuple(sorted((r.get("tiles") or {}).items())), r["K"], r["precision"],
+                "[CUDA graph]" in r["row"])
+    eager = {key(r): r["train_loss"] for r in rows if not r.get("compiled") and "train_loss" in r}
+    for r in rows:
+        if r.get("compiled") and "train_loss" in r and key(r) in eager:
+            r["loss_vs_eager"] = r["train_loss"] / eager[key(r)] - 1
+    return rows
+
+
+def _loss_agrees(r: dict, tolerance: float) -> bool:
+    """Whether a row's loss agrees with its reference rows' (`not <=`: NaN disagrees); a row
+    with nothing to compare with agrees."""
+    return all(abs(r.get(k, 0.0)) <= tolerance for k in ("loss_vs_default_tiles", "loss_vs_eager"))
 
 
 def print_table(rows: list[dict]) -> None:
@@ -314,6 +365,8 @@ def print_table(rows: list[dict]) -> None:
         loss = f"{r['train_loss']:.4f}" if "train_loss" in r else "-"
         if "loss_vs_default_tiles" in r:
             loss += f" ({r['loss_vs_default_tiles']:+.2%} vs default tiles)"
+        if "loss_vs_eager" in r:
+            loss += f" ({r['loss_vs_eager']:+.2%} vs eager)"
         lines.append(first + (("-",) * 6 if "skipped" in r else (
             str(r["samples"]), f"{r['seconds']:.2f}", f"{r['samples_per_s']:,.0f}", f"{r['vs_tutorial']:.2f}",
             f"{r['tflops']:.3f}", loss)))
@@ -328,7 +381,8 @@ def fastest_conv(rows: list[dict], default: str = "native") -> str:
     """The CNN convolution with the most samples/s at the largest population that every
     measured convolution reached (default tiles only): what a profile run should train with.
     `default` when no CNN engine row was measured."""
-    measured = [r for r in rows if r.get("model") == "cnn" and r.get("conv") and not r.get("tiles") and "samples_per_s" in r]
+    measured = [r for r in rows if r.get("model") == "cnn" and r.get("conv") and not r.get("tiles")
+                and not r.get("compiled") and "samples_per_s" in r]  # the pipeline does not compile
     by_conv: dict[str, dict[int, float]] = {}
     for r in measured:
         by_conv.setdefault(r["conv"], {})[r["K"]] = r["samples_per_s"]
@@ -351,7 +405,8 @@ def fastest_tiles(rows: list[dict], tolerance: float = LOSS_AGREEMENT) -> str | 
     samples/s at the largest population measured with Triton, among the tile sets whose
     training loss agrees with the default tiles' (|loss_vs_default_tiles| <= tolerance): a
     fast but wrong variant is never picked. None when no Triton CNN row was measured."""
-    tri = [r for r in rows if r.get("model") == "cnn" and r.get("conv") == "triton" and "samples_per_s" in r]
+    tri = [r for r in rows if r.get("model") == "cnn" and r.get("conv") == "triton" and not r.get("compiled")
+           and "samples_per_s" in r]
     if not tri:
         return None
     K = max(r["K"] for r in tri)
@@ -367,18 +422,19 @@ def target_summary(rows: list[dict], target: float = CNN_TARGET, tolerance: floa
     agrees with the default tiles', as fastest_tiles) against the target, with its ratio to
     the tutorial loop of the same table."""
     pop = [r for r in rows if r.get("model") == "cnn" and r.get("K", 1) > 1 and "samples_per_s" in r
-           and abs(r.get("loss_vs_default_tiles", 0.0)) <= tolerance]
+           and _loss_agrees(r, tolerance)]
     if not pop:
         return "CNN population: no row measured"
     best = max(pop, key=lambda r: r["samples_per_s"])
     tiles = f" tiles {tile_label(best['tiles'])}" if best.get("conv") == "triton" else ""
-    # `not <=`: a NaN loss (a diverged variant) is left out and counted too.
-    rejected = sum(1 for r in rows if r.get("model") == "cnn" and not abs(r.get("loss_vs_default_tiles", 0.0)) <= tolerance)
+    rejected = sum(1 for r in rows if r.get("model") == "cnn" and not _loss_agrees(r, tolerance))
     return (f"CNN population, fastest: {best['samples_per_s']:,.0f} model-samples/s ({best['precision']}, K={best['K']}, "
-            f"{best.get('conv', '?')} conv{tiles}), {best['vs_tutorial']:.1f}x the tutorial loop; target "
+            f"{best.get('conv', '?')} conv{tiles}{', compiled' if best.get('compiled') else ''}), "
+            f"{best['vs_tutorial']:.1f}x the tutorial loop; target "
             f"{target:,.0f}: {'MET' if best['samples_per_s'] >= target else 'not met'} "
             f"({best['samples_per_s'] / target:.2f}x)"
-            + (f"; {rejected} row(s) left out: loss off the default tiles' by more than {tolerance:.0%}" if rejected else ""))
+            + (f"; {rejected} row(s) left out: loss off the default tiles' or the eager step's by more than "
+               f"{tolerance:.0%}" if rejected else ""))
 
 
 # ---------------------------------------------------------------- kernels mode
@@ -730,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: the engine's, engine.CUDA_CONCURRENT_GROUPS on CUDA, 1 on a CPU)")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
                     "profile: on unless off)")
+    ap.add_argument("--compile", default="off", choices=("off", "on", "both"), help="throughput: the step through "
+                    "torch.compile (fullgraph; a step that cannot compile trains eagerly and its row says so): rows at "
+                    "the largest population with the default tiles, after the others")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
@@ -793,7 +852,9 @@ def main(argv: list[str] | None = None) -> int:
         # One file per device, one entry per precision: reruns at other precisions add to it.
         old = json.loads(path.read_text()) if path.is_file() else {}
         old = old if isinstance(old, dict) else {}
-        result = throughput(args, dev, save=lambda r: atomic_json(path, {**old, args.precision: r}))
+        # A table with compiled rows is an entry of its own ("bf16+compile"), beside the plain one.
+        entry = args.precision + ("" if args.compile == "off" else "+compile")
+        result = throughput(args, dev, save=lambda r: atomic_json(path, {**old, entry: r}))
         m = result["meta"]
         print(f"device {m['device']}, torch {m['torch']}, {m['threads']} CPU threads, precision {args.precision}")
         print(f"tutorial data: {m['tutorial_data']}\nengine data: {m['engine_data']}")

@@ -312,6 +312,7 @@ def group_trainer(
     cuda_graphs: bool = True,
     conv_impl: str = "native",
     tag: str = "",
+    compile_step: bool = False,
 ) -> Generator[None, int | None, list[RunResult]]:
     """train_group as a generator: it pauses once per epoch, after the epoch's steps and
     evaluation are queued on the device and before the host reads their results, and
@@ -323,7 +324,9 @@ def group_trainer(
     conv_impl: the CNN's convolution, "native" (F.conv2d; cuDNN/oneDNN), "gemm" (im2col +
     batched matmul, see models.conv3x3_gemm) or "triton" (conv+ReLU+pool layers as one fused
     Triton kernel for the whole population, see popconv); the same function each way.
-    tag: prefixed to the epoch log lines (which group they are about)."""
+    tag: prefixed to the epoch log lines (which group they are about).
+    compile_step: torch.compile the full-batch training step (see _CompiledStep); off by
+    default, an option the benchmark times (`python -m tunebench.bench --compile both`)."""
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl {conv_impl!r}: expected one of {', '.join(CONV_IMPLS)}")
     if conv_impl == "triton" and cfgs[0].model == "cnn":
@@ -431,8 +434,10 @@ def group_trainer(
         loss_sum.add_(torch.where(active, data_loss.detach(), 0.0))
         grad_sq.add_(torch.where(active[:, None], norms, 0.0))
 
+    full_step = _CompiledStep(train_step, log) if compile_step else train_step
+
     def full_batch_step() -> None:
-        train_step(order_full.index_select(1, batch_i.view(1)).squeeze(1))
+        full_step(order_full.index_select(1, batch_i.view(1)).squeeze(1))
         batch_i.add_(1)
 
     # Under 4 full batches per epoch the capture would cost about what it saves.
@@ -525,6 +530,34 @@ def group_trainer(
         if not bool(active.any()):
             break
     return results
+
+
+class _CompiledStep:
+    """The training step through torch.compile (Inductor), which can fuse the step's many
+    small elementwise passes (activation gradients, gradient norms, the optimizer's update,
+    the divergence masks) into fewer kernels. fullgraph=True: the whole step compiles as one
+    graph or not at all, so a step that cannot be compiled (e.g. a custom kernel Inductor
+    cannot trace) fails before any of it has run; then a log line, and the step runs
+    eagerly from then on, with the same results. dynamic=False: the full batches share one
+    shape (the short last batch of an epoch runs eagerly, not recompiled). Compiled code
+    may round differently from eager code (fused, reordered sums): within float tolerance,
+    not bit for bit (tests/test_engine.py)."""
+
+    def __init__(self, step: Callable[[torch.Tensor], None], log: Callable[[str], None] | None):
+        self.step, self.log = step, log
+        self.compiled: Callable[[torch.Tensor], None] | None = torch.compile(step, fullgraph=True, dynamic=False)
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        if self.compiled is not None:
+            try:
+                self.compiled(idx)
+                return
+            except Exception as err:  # noqa: BLE001  any compile failure falls back to the eager step
+                if self.log:
+                    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                    self.log(f"  torch.compile of the step failed ({type(err).__name__}: {first}); training this group eagerly")
+                self.compiled = None
+        self.step(idx)
 
 
 class _GraphedStep:
@@ -670,6 +703,7 @@ def train_population(
     cuda_graphs: bool = True,
     conv_impl: str = "auto",
     concurrent_groups: int | None = None,
+    compile_step: bool = False,
 ) -> list[RunResult]:
     """Train many runs: grouped by architecture, each group in memory-sized chunks.
     Results come back in the order of `cfgs`. conv_impl "auto": CUDA_CONV_IMPL[precision] on CUDA,
@@ -682,7 +716,9 @@ def train_population(
     it, so results equal those of one group at a time (tests/test_engine.py).
     A chunk that runs out of CUDA memory (the memory sized at probe time can be taken since
     by other jobs on the GPU, `--resources gpu=N`) retries as two halves; a single run that
-    does not fit is a real error."""
+    does not fit is a real error.
+    compile_step: each group's step through torch.compile (group_trainer; off by default:
+    the pipeline does not compile, the benchmark times it)."""
     device = data.x_train.device
     conv_impl = resolve_conv_impl(conv_impl, precision, device.type)
     concurrent_groups = concurrent_groups or (CUDA_CONCURRENT_GROUPS if device.type == "cuda" else 1)
@@ -709,7 +745,8 @@ def train_population(
             if stream is not None:  # the data and anything queued before must be ready for it
                 stream.wait_stream(torch.cuda.current_stream(device))
             trainer = group_trainer([cfgs[i] for i in chunk], [seeds[i] for i in chunk], data, precision=precision,
-                                    log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl, tag=tag)
+                                    log=log, cuda_graphs=cuda_graphs, conv_impl=conv_impl, tag=tag,
+                                    compile_step=compile_step)
             running.append({"chunk": chunk, "cap": cap, "share": len(chunk) / cap, "trainer": trainer, "stream": stream})
         for job in list(running):  # one epoch of each running group in turn
             chunk, trainer = job["chunk"], job["trainer"]
