@@ -87,6 +87,33 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile
                     "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
 
 
+def test_profile_compile_reaches_every_ablation_job_and_is_a_result_of_its_own(tmp_path, monkeypatch):
+    """--compile on: every ablation job trains with compile_step (the search jobs stay eager),
+    the JSON says so and has a name of its own; --compile both is refused; a resumed result
+    must have been compiled alike. (The compile itself is tests/test_engine.py's: here the
+    flag is recorded and the jobs train eagerly, for time.)"""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    seen = []
+    train = engine.train_population
+
+    def recording(*args, compile_step=False, **kw):
+        seen.append(compile_step)
+        return train(*args, **kw)
+    monkeypatch.setattr(engine, "train_population", recording)
+    args = ["profile", "--device", "cpu", "--params", str(params), "--raw-dir", str(tmp_path / "raw"),
+            "--out-dir", str(tmp_path)]
+    assert bench.main(args + ["--compile", "on", "--search"]) == 0
+    result = json.loads((tmp_path / "profile-tiny-cpu-compile.json").read_text())
+    assert result["meta"]["compile_step"] is True and len(result["jobs"]) == 3
+    assert seen[:3] == [True] * 3 and len(seen) > 3 and not any(seen[3:])  # 3 ablation jobs, then the searches
+    assert not (tmp_path / "profile-tiny-cpu.json").exists()
+    with pytest.raises(SystemExit, match="--compile both"):
+        bench.main(args + ["--compile", "both"])
+    with pytest.raises(ValueError, match="compile_step is True"):
+        bench.main(args + ["--resume", str(tmp_path / "profile-tiny-cpu-compile.json")])
+
+
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     assert bench.conv_variants("native,triton", "P=64,W=8;R=64") == [
         ("native", {}), ("triton", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]

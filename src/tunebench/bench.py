@@ -633,7 +633,8 @@ def process_startup_seconds(dev: torch.device, repeats: int = 3) -> float:
 def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, conv_impl: str = "auto",
                    max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
                    include_search: bool = False, concurrent_groups: int | None = None,
-                   max_search_seconds: float | None = None, resume: dict | None = None) -> dict:
+                   max_search_seconds: float | None = None, resume: dict | None = None,
+                   compile_step: bool = False) -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does, then (include_search) every search job
     (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
@@ -647,7 +648,10 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     every job.
     resume: an earlier partial result of the same profile, device, precision and convolution
     (a device lease too short for the whole profile): its jobs are kept, not run again, its
-    start-up is reused, and total_seconds adds this call's wall time to the earlier one's."""
+    start-up is reused, and total_seconds adds this call's wall time to the earlier one's.
+    compile_step: the ablation jobs' steps through torch.compile (engine._CompiledStep),
+    compilation included in each job's seconds, as a pipeline job would pay it (the search
+    jobs stay eager)."""
     from tunebench import grid
 
     # fp32 runs as the pipeline does, with PyTorch's defaults (TF32 for cuDNN convolutions,
@@ -662,13 +666,14 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     meta = {"device": device_slug(dev), "profile": params.profile, "precision": precision, "torch": torch.__version__,
             "conv_impl": conv_impl, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "data_seconds": load_s,
             "jobs_total": len(all_jobs), "runs_total": sum(len(grid.job_runs(params, w, d)) for w, d in all_jobs),
-            "search_jobs_total": len(all_search), "concurrent_groups": concurrent_groups or "engine default"}
+            "search_jobs_total": len(all_search), "concurrent_groups": concurrent_groups or "engine default",
+            "compile_step": compile_step}
     result = {"meta": meta, "jobs": jobs, "search_jobs": search_jobs}
     earlier_seconds = 0.0
     if resume is not None:
         old = resume["meta"]
-        for key in ("device", "profile", "precision", "conv_impl"):
-            if old.get(key) != meta[key]:
+        for key in ("device", "profile", "precision", "conv_impl", "compile_step"):
+            if old.get(key, False if key == "compile_step" else None) != meta[key]:
                 raise ValueError(f"--resume: the earlier result's {key} is {old.get(key)!r}, this run's {meta[key]!r}")
         jobs += [{**j, "call": old["time"]} for j in resume["jobs"]]
         search_jobs += [{**j, "call": old["time"]} for j in resume.get("search_jobs", [])]
@@ -724,7 +729,8 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         t0 = time.perf_counter()
         res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
                                       precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
-                                      cuda_graphs=cuda_graphs, concurrent_groups=concurrent_groups)
+                                      cuda_graphs=cuda_graphs, concurrent_groups=concurrent_groups,
+                                      compile_step=compile_step)
         sync(dev)
         s = time.perf_counter() - t0
         log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
@@ -788,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
                     "profile: on unless off)")
     ap.add_argument("--compile", default="off", choices=("off", "on", "both"), help="throughput: the step through "
                     "torch.compile (fullgraph; a step that cannot compile trains eagerly and its row says so): rows at "
-                    "the largest population with the default tiles, after the others")
+                    "the largest population with the default tiles, after the others; profile: on compiles the "
+                    "ablation jobs' steps, compilation timed")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
@@ -864,7 +871,9 @@ def main(argv: list[str] | None = None) -> int:
         from tunebench import config
 
         params = config.load(args.params, profile=args.profile)
-        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}.json"
+        if args.compile == "both":
+            raise SystemExit("--compile both: profile mode times one way at a time (on or off)")
+        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}{'-compile' if args.compile == 'on' else ''}.json"
         conv = args.conv or "auto"
         resume = None
         if args.resume:
@@ -875,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
         result = profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
                                 include_search=args.search, concurrent_groups=args.concurrent_groups,
-                                max_search_seconds=args.max_search_seconds, resume=resume)
+                                max_search_seconds=args.max_search_seconds, resume=resume,
+                                compile_step=args.compile == "on")
         for j in result["jobs"]:
             print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
         for j in result["search_jobs"]:
