@@ -87,11 +87,11 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile
                     "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
 
 
-def test_profile_compile_reaches_every_ablation_job_and_is_a_result_of_its_own(tmp_path, monkeypatch):
-    """--compile on: every ablation job trains with compile_step (the search jobs stay eager),
-    the JSON says so and has a name of its own; --compile both is refused; a resumed result
-    must have been compiled alike. (The compile itself is tests/test_engine.py's: here the
-    flag is recorded and the jobs train eagerly, for time.)"""
+def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_path, monkeypatch, capsys):
+    """--compile both: each ablation job eagerly, then compiled (the search jobs stay eager),
+    both times in the job's row and a total ratio printed, in a JSON of its own; a resumed
+    result must have been compiled alike. (The compile itself is tests/test_engine.py's:
+    here the flag is recorded and every job trains eagerly, for time.)"""
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(TINY, sort_keys=False))
     seen = []
@@ -103,15 +103,16 @@ def test_profile_compile_reaches_every_ablation_job_and_is_a_result_of_its_own(t
     monkeypatch.setattr(engine, "train_population", recording)
     args = ["profile", "--device", "cpu", "--params", str(params), "--raw-dir", str(tmp_path / "raw"),
             "--out-dir", str(tmp_path)]
-    assert bench.main(args + ["--compile", "on", "--search"]) == 0
-    result = json.loads((tmp_path / "profile-tiny-cpu-compile.json").read_text())
-    assert result["meta"]["compile_step"] is True and len(result["jobs"]) == 3
-    assert seen[:3] == [True] * 3 and len(seen) > 3 and not any(seen[3:])  # 3 ablation jobs, then the searches
+    assert bench.main(args + ["--compile", "both", "--search"]) == 0
+    result = json.loads((tmp_path / "profile-tiny-cpu-compile-vs-eager.json").read_text())
+    assert result["meta"]["compile_step"] == "both" and len(result["jobs"]) == 3
+    assert seen[:6] == [False, True] * 3 and len(seen) > 6 and not any(seen[6:])  # then the search jobs, eager
+    assert all(j["seconds"] > 0 and j["compiled_seconds"] > 0 for j in result["jobs"])
+    printed = capsys.readouterr().out
+    assert "torch.compile: 3 ablation jobs took" in printed and "compiled" in printed
     assert not (tmp_path / "profile-tiny-cpu.json").exists()
-    with pytest.raises(SystemExit, match="--compile both"):
-        bench.main(args + ["--compile", "both"])
-    with pytest.raises(ValueError, match="compile_step is True"):
-        bench.main(args + ["--resume", str(tmp_path / "profile-tiny-cpu-compile.json")])
+    with pytest.raises(ValueError, match="compile_step is 'both'"):
+        bench.main(args + ["--compile", "on", "--resume", str(tmp_path / "profile-tiny-cpu-compile-vs-eager.json")])
 
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():

@@ -679,6 +679,23 @@ def test_compiled_step_trains_like_the_eager_step(digits):
         assert_same_run(a, b)
 
 
+def test_every_group_compiles_its_own_step(digits, monkeypatch):
+    """Dynamo caches per code object and every group's step closes over the same code: without
+    a code object of its own per group, a process's 9th group (here the 2nd, the limit set to 1)
+    would hit the recompile limit. It must compile, not fall back (or run eagerly unsaid)."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    c = [cfg(depth=1, width=8, lr=0.05)]
+    logs: list[str] = []
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    runs = [population(c, [0], digits, compile_step=True, log=logs.append)[0] for _ in range(3)]
+    assert not any(COMPILE_FAILED in m for m in logs), logs
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 3  # one per group
+    for r in runs[1:]:
+        np.testing.assert_array_equal(_metrics(runs[0]), _metrics(r))
+
+
 def test_a_step_that_cannot_compile_trains_eagerly_and_says_so(digits, monkeypatch):
     """fullgraph=True: a step that cannot compile fails before any of it runs, so the
     fallback to the eager step gives the eager results exactly, and a log line says so."""

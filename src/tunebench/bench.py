@@ -634,7 +634,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
                    max_seconds: float | None = None, save=lambda result: None, cuda_graphs: bool = True,
                    include_search: bool = False, concurrent_groups: int | None = None,
                    max_search_seconds: float | None = None, resume: dict | None = None,
-                   compile_step: bool = False) -> dict:
+                   compile_step: str = "off") -> dict:
     """Train every ablation job of params' active profile, one train_population call per
     (workload, dimension) as the pipeline does, then (include_search) every search job
     (workload x strategy, all study seeds, in-memory Optuna storage, as `tunebench search`
@@ -649,9 +649,10 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     resume: an earlier partial result of the same profile, device, precision and convolution
     (a device lease too short for the whole profile): its jobs are kept, not run again, its
     start-up is reused, and total_seconds adds this call's wall time to the earlier one's.
-    compile_step: the ablation jobs' steps through torch.compile (engine._CompiledStep),
-    compilation included in each job's seconds, as a pipeline job would pay it (the search
-    jobs stay eager)."""
+    compile_step: "on": the ablation jobs' steps through torch.compile (engine._CompiledStep),
+    compilation included in each job's seconds, as a pipeline job would pay it; "both": each
+    ablation job eagerly (its `seconds`), then compiled (`compiled_seconds`), side by side in
+    one run; "off": eagerly. The search jobs stay eager."""
     from tunebench import grid
 
     # fp32 runs as the pipeline does, with PyTorch's defaults (TF32 for cuDNN convolutions,
@@ -673,7 +674,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
     if resume is not None:
         old = resume["meta"]
         for key in ("device", "profile", "precision", "conv_impl", "compile_step"):
-            if old.get(key, False if key == "compile_step" else None) != meta[key]:
+            if old.get(key, "off" if key == "compile_step" else None) != meta[key]:
                 raise ValueError(f"--resume: the earlier result's {key} is {old.get(key)!r}, this run's {meta[key]!r}")
         jobs += [{**j, "call": old["time"]} for j in resume["jobs"]]
         search_jobs += [{**j, "call": old["time"]} for j in resume.get("search_jobs", [])]
@@ -726,16 +727,22 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
             break
         dd = device_data(wl)
         runs = grid.job_runs(params, wl, dim)
-        t0 = time.perf_counter()
-        res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
-                                      precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
-                                      cuda_graphs=cuda_graphs, concurrent_groups=concurrent_groups,
-                                      compile_step=compile_step)
-        sync(dev)
-        s = time.perf_counter() - t0
-        log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s")
-        record(jobs, dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
-                          epochs=sum(len(r.epochs) for r in res)), s)
+        seconds = {}
+        for compiled in {"off": [False], "on": [True], "both": [False, True]}[compile_step]:
+            t0 = time.perf_counter()
+            res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
+                                          precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,
+                                          cuda_graphs=cuda_graphs, concurrent_groups=concurrent_groups,
+                                          compile_step=compiled)
+            sync(dev)
+            seconds[compiled] = time.perf_counter() - t0
+        s = seconds[compile_step == "on"]
+        row = dict(workload=wl, dimension=dim, runs=len(runs), diverged=sum(r.diverged for r in res),
+                   epochs=sum(len(r.epochs) for r in res))
+        if compile_step == "both":
+            row["compiled_seconds"] = seconds[True]
+        log(f"{wl}/{dim}: {len(runs)} runs, {s:.1f}s" + (f", compiled {seconds[True]:.1f}s" if len(seconds) == 2 else ""))
+        record(jobs, row, s)
     if all_search:
         import optuna
 
@@ -795,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", default="off", choices=("off", "on", "both"), help="throughput: the step through "
                     "torch.compile (fullgraph; a step that cannot compile trains eagerly and its row says so): rows at "
                     "the largest population with the default tiles, after the others; profile: on compiles the "
-                    "ablation jobs' steps, compilation timed")
+                    "ablation jobs' steps, compilation timed; both times each job eagerly, then compiled")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
     ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
@@ -871,9 +878,8 @@ def main(argv: list[str] | None = None) -> int:
         from tunebench import config
 
         params = config.load(args.params, profile=args.profile)
-        if args.compile == "both":
-            raise SystemExit("--compile both: profile mode times one way at a time (on or off)")
-        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}{'-compile' if args.compile == 'on' else ''}.json"
+        suffix = {"off": "", "on": "-compile", "both": "-compile-vs-eager"}[args.compile]
+        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}{suffix}.json"
         conv = args.conv or "auto"
         resume = None
         if args.resume:
@@ -885,9 +891,11 @@ def main(argv: list[str] | None = None) -> int:
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
                                 include_search=args.search, concurrent_groups=args.concurrent_groups,
                                 max_search_seconds=args.max_search_seconds, resume=resume,
-                                compile_step=args.compile == "on")
+                                compile_step=args.compile)
         for j in result["jobs"]:
-            print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s")
+            print(f"{j['workload']:>20s} / {j['dimension']:<20s} {j['runs']:4d} runs {j['seconds']:8.1f}s"
+                  + (f"  compiled {j['compiled_seconds']:8.1f}s ({j['compiled_seconds'] / j['seconds']:.2f}x)"
+                     if "compiled_seconds" in j else ""))
         for j in result["search_jobs"]:
             print(f"{j['workload']:>20s} / search {j['strategy']:<13s} {j['trials']:4d} trials {j['seconds']:6.1f}s")
         m = result["meta"]
@@ -896,6 +904,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['search_jobs_total']} search jobs; data loading {sum(m['data_seconds'].values()):.1f}s")
         print(f"process start-up {m['startup_seconds']:.1f}s per job: one job at a time, these jobs take "
               f"{m.get('serial_pipeline_seconds', 0):.0f}s")
+        both = [j for j in result["jobs"] if "compiled_seconds" in j]
+        if both:  # measured in this run, side by side
+            eager_s, compiled_s = sum(j["seconds"] for j in both), sum(j["compiled_seconds"] for j in both)
+            print(f"torch.compile: {len(both)} ablation jobs took {compiled_s:.1f}s compiled (compilation included) "
+                  f"vs {eager_s:.1f}s eager: {compiled_s / eager_s:.2f}x")
         print(f"wrote {path}")
     return 0
 

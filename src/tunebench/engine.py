@@ -21,10 +21,12 @@ Design (see design.md for the measurements behind it):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Callable, Generator
 
@@ -532,6 +534,15 @@ def group_trainer(
     return results
 
 
+def _loud_recompile_limit():
+    """Dynamo's `fail_on_recompile_limit_hit` (raise, not silently run eagerly) where this
+    torch has it."""
+    config = torch._dynamo.config
+    if "fail_on_recompile_limit_hit" in getattr(config, "_config", {}):
+        return config.patch(fail_on_recompile_limit_hit=True)
+    return contextlib.nullcontext()
+
+
 class _CompiledStep:
     """The training step through torch.compile (Inductor), which can fuse the step's many
     small elementwise passes (activation gradients, gradient norms, the optimizer's update,
@@ -545,12 +556,18 @@ class _CompiledStep:
 
     def __init__(self, step: Callable[[torch.Tensor], None], log: Callable[[str], None] | None):
         self.step, self.log = step, log
-        self.compiled: Callable[[torch.Tensor], None] | None = torch.compile(step, fullgraph=True, dynamic=False)
+        # A code object of its own: Dynamo caches compiled code per code object, and every
+        # group's step is a closure over the same one, so after `recompile_limit` (8) groups
+        # in a process it would run the others eagerly, with a warning and no error.
+        own = types.FunctionType(step.__code__.replace(), step.__globals__, step.__name__, step.__defaults__,
+                                 step.__closure__)
+        self.compiled: Callable[[torch.Tensor], None] | None = torch.compile(own, fullgraph=True, dynamic=False)
 
     def __call__(self, idx: torch.Tensor) -> None:
         if self.compiled is not None:
             try:
-                self.compiled(idx)
+                with _loud_recompile_limit():  # should the limit still be hit: an error, so a log line
+                    self.compiled(idx)
                 return
             except Exception as err:  # noqa: BLE001  any compile failure falls back to the eager step
                 if self.log:
