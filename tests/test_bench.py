@@ -30,6 +30,7 @@ def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
     # (a) tutorial, (b) one run, (c) population, and the population again through torch.compile
     assert [r["K"] for r in rows] == [1, 1, 2, 2]
     assert [r.get("compiled", False) for r in rows] == [False, False, False, True] and "[compiled]" in rows[3]["row"]
+    assert "loss_vs_eager" in rows[3], (rows, printed)
     assert abs(rows[3]["loss_vs_eager"]) < 1e-4 and "vs eager)" in printed  # the same runs, rounded otherwise
     tutorial = rows[0]["samples_per_s"]
     for r in rows:

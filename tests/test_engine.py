@@ -679,17 +679,18 @@ def test_compiled_step_trains_like_the_eager_step(digits):
         assert_same_run(a, b)
 
 
-def test_every_group_compiles_its_own_step(digits, monkeypatch):
+def test_every_group_compiles_its_own_step(digits):
     """Dynamo caches per code object and every group's step closes over the same code: without
     a code object of its own per group, a process's 9th group (here the 2nd, the limit set to 1)
     would hit the recompile limit. It must compile, not fall back (or run eagerly unsaid)."""
     import torch._dynamo
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     c = [cfg(depth=1, width=8, lr=0.05)]
     logs: list[str] = []
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    runs = [population(c, [0], digits, compile_step=True, log=logs.append)[0] for _ in range(3)]
+    # config.patch, not monkeypatch: Dynamo's config module does not take an attribute set back.
+    with torch._dynamo.config.patch(recompile_limit=1):
+        runs = [population(c, [0], digits, compile_step=True, log=logs.append)[0] for _ in range(3)]
     assert not any(COMPILE_FAILED in m for m in logs), logs
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 3  # one per group
     for r in runs[1:]:
