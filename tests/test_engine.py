@@ -679,6 +679,22 @@ def test_compiled_step_trains_like_the_eager_step(digits):
         assert_same_run(a, b)
 
 
+def test_out_of_memory_in_a_compiled_step_is_not_a_compile_failure(digits, monkeypatch):
+    """CUDA running out of memory inside the compiled step reaches train_population, which
+    halves the population and retries (here until one run is left and it is a real error),
+    instead of being logged as a compile failure and retried eagerly."""
+    def out_of_memory(fn, **kw):
+        def compiled(*args):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return compiled
+    monkeypatch.setattr(engine.torch, "compile", out_of_memory)
+    logs: list[str] = []
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        population([cfg(lr=lr) for lr in (0.05, 0.1)], [0, 1], digits, compile_step=True, log=logs.append)
+    assert any("CUDA out of memory with 2 runs; retrying as two populations" in m for m in logs), logs
+    assert not any(COMPILE_FAILED in m for m in logs), logs
+
+
 def test_every_group_compiles_its_own_step(digits):
     """Dynamo caches per code object and every group's step closes over the same code: without
     a code object of its own per group, a process's 9th group (here the 2nd, the limit set to 1)

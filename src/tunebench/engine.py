@@ -569,6 +569,8 @@ class _CompiledStep:
                 with _loud_recompile_limit():  # should the limit still be hit: an error, so a log line
                     self.compiled(idx)
                 return
+            except torch.cuda.OutOfMemoryError:
+                raise  # not a compile failure: train_population halves the population and retries
             except Exception as err:  # noqa: BLE001  any compile failure falls back to the eager step
                 if self.log:
                     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
