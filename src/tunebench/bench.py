@@ -418,9 +418,10 @@ CNN_TARGET = 3_000_000  # model-samples/s of the reference CNN on one H100 (issu
 
 
 def target_summary(rows: list[dict], target: float = CNN_TARGET, tolerance: float = LOSS_AGREEMENT) -> str:
-    """One line: the fastest CNN population row (any convolution and tile set whose loss
-    agrees with the default tiles', as fastest_tiles) against the target, with its ratio to
-    the tutorial loop of the same table."""
+    """One line: the fastest CNN population row (any convolution, tile set and compile mode
+    whose loss agrees with its reference rows': the default tiles', the eager step's) against
+    the target, with its ratio to the tutorial loop of the same table, and how many rows the
+    loss check left out."""
     pop = [r for r in rows if r.get("model") == "cnn" and r.get("K", 1) > 1 and "samples_per_s" in r
            and _loss_agrees(r, tolerance)]
     if not pop:
