@@ -524,15 +524,25 @@ def test_cnn_gemm_population_equals_single_runs(digits):
         assert_same_run(r, engine.train(c, digits, s, max_chunk=1, conv_impl="gemm"))
 
 
+ADAM_DROPOUT_SHIFT = {"optimizer": "adam", "lr": 0.003, "dropout": 0.2, "augment": "shift"}
+
+
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
-@pytest.mark.parametrize("kw", [{"optimizer": "adam", "lr": 0.003, "dropout": 0.2, "augment": "shift"},
-                                {"optimizer": "momentum", "depth": 3, "residual": True}])
-def test_cnn_triton_fused_layers_train_like_native(kw, digits, monkeypatch):
+@pytest.mark.parametrize(("kw", "tile_set"), [
+    (ADAM_DROPOUT_SHIFT, {}),
+    ({"optimizer": "momentum", "depth": 3, "residual": True}, {}),
+    (ADAM_DROPOUT_SHIFT, {"G": 1, "B": 1, "A": 1, "T": 1}),  # the variants gpu_check.sh times first
+], ids=["adam-dropout-shift", "momentum-residual", "adam-dropout-shift-G1-B1-A1-T1"])
+def test_cnn_triton_fused_layers_train_like_native(kw, tile_set, digits, monkeypatch):
     """conv_impl="triton" runs each conv->ReLU->pool layer of the population as one fused
     kernel; the runs must equal the native ones. Depth 3 with a skip connection mixes a
-    fused layer with an unfusable one. On a CPU the kernels run in Triton's interpreter,
-    which costs ~50 ms per program: a slice of the data, and large tiles (fewer programs;
-    popconv's own tests cover the production tiles)."""
+    fused layer with an unfusable one. The kernel variants train alike too: the first
+    layer's weight gradient gathered at the argmax (A=1), the second's bordered input kept
+    from the forward for its weight gradient (B=1 with G=1). On a CPU the kernels run in
+    Triton's interpreter, which costs ~50 ms per program: a slice of the data, and large
+    tiles (fewer programs; popconv's own tests cover the production tiles)."""
+    for name, size in tile_set.items():
+        monkeypatch.setattr(popconv, popconv.TILE_NAMES[name], size)
     if DEVICE.type == "cpu":
         for name, size in (("BLOCK_P", 256), ("BLOCK_M", 512), ("BLOCK_S", 512)):
             monkeypatch.setattr(popconv, name, size)  # as popconv.tiles(P=256, M=512, S=512), for the whole test

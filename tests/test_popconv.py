@@ -85,12 +85,12 @@ def test_channels_last_kernels_equal_the_default_bit_for_bit(shape, block_r, mon
     x, w, b, v = tensors(*shape)
     C, CO = shape[2], shape[3]
     with popconv.tiles(R=block_r):
-        y, code = popconv._triton_forward(x, w, b)
+        y, code, _ = popconv._triton_forward(x, w, b)
         grads = popconv._triton_backward(v, code, x, w, need_dx=True)
         with popconv.tiles(L=1):
             launches = popconv._launches(C, CO, "ieee", *shape[4:])
             assert launches["fwd"][0] is popconv._fwd_kernel_cl and launches["wgrad"][0] is popconv._wgrad_kernel_cl
-            y_cl, code_cl = popconv._triton_forward(x, w, b)
+            y_cl, code_cl, _ = popconv._triton_forward(x, w, b)
             grads_cl = popconv._triton_backward(v, code_cl, x, w, need_dx=True)
             got, vmapped_grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(y_cl, y) and torch.equal(code_cl, code)
@@ -115,7 +115,7 @@ def test_unpooled_gradient_kernels_equal_the_default(shape, monkeypatch):
     monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
     with popconv.tiles(G=1):
         launches = popconv._launches(C, CO, "ieee", H, W)
@@ -142,14 +142,46 @@ def test_bordered_forward_equals_the_default_bit_for_bit(shape):
     G=1 as well, the whole layer under vmap(grad) equals the unfused one."""
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     with popconv.tiles(B=1):
         assert popconv._launches(C, CO, "ieee", H, W)["fwd"][0] is popconv._fwd_kernel_b
-        y_b, code_b = popconv._triton_forward(x, w, b)
+        y_b, code_b, _ = popconv._triton_forward(x, w, b)
         with popconv.tiles(G=1):
             got, grads = value_and_grads(fused("triton"), x, w, b, v)
     assert torch.equal(y_b, y) and torch.equal(code_b, code)
     assert_equals_unfused(got, grads, x, w, b, v)
+
+
+@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.parametrize(("tile_set", "copies_in_backward"),
+                         [({"B": 1, "G": 1}, 0), ({"B": 1, "G": 1, "T": 1}, 0), ({"G": 1}, 1), ({"B": 1, "G": 1, "A": 1}, 1)],
+                         ids=["B1-G1", "B1-G1-T1", "G1-forward-unbordered", "A1-fp32-gather"])
+@pytest.mark.parametrize("vmapped", [True, False], ids=["population", "single-run"])
+def test_backward_reuses_the_forwards_bordered_input(tile_set, copies_in_backward, vmapped, monkeypatch):
+    """With B=1 and G=1 the forward and the weight gradient read the same bordered
+    channels-last input: the forward keeps its copy for the backward pass, which makes
+    none (0 copies in the backward); where they read different arrays (an unbordered
+    forward, or A=1's fp32 gather of the one-channel first layer) it makes its own. The
+    gradients equal the unfused layer's either way, in a population and in a single run."""
+    copies = []
+    make_copy = popconv._bordered_channels_last
+    monkeypatch.setattr(popconv, "_bordered_channels_last", lambda *a, **k: copies.append(a[0].shape) or make_copy(*a, **k))
+    shape = (2, 3, 1, 4, 6, 6) if "A" in tile_set else (2, 3, 32, 24, 5, 7)
+    x, w, b, v = tensors(*shape)
+    if not vmapped:
+        x, w, b, v = x[0], w[0], b[0], v[0]
+    grad_fn = grad(loss_of(fused("triton")), argnums=(0, 1, 2))
+    with popconv.tiles(**tile_set):
+        vmap(fused("triton"))(x, w, b) if vmapped else fused("triton")(x, w, b)
+        in_forward = len(copies)
+        copies.clear()
+        grads = vmap(grad_fn)(x, w, b, v) if vmapped else grad_fn(x, w, b, v)
+    assert in_forward == ("B" in tile_set)
+    assert len(copies) - in_forward == copies_in_backward
+    grads_ref = (vmap(grad(loss_of(popconv.reference), argnums=(0, 1, 2))) if vmapped else
+                 grad(loss_of(popconv.reference), argnums=(0, 1, 2)))(x, w, b, v)
+    for g, g_ref in zip(grads, grads_ref):
+        assert_close(g, g_ref)
 
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
@@ -163,7 +195,7 @@ def test_row_weight_gradient_equals_the_unpooled_one_bit_for_bit(shape, monkeypa
     monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     with popconv.tiles(G=1):
         dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
         with popconv.tiles(T=1):
@@ -199,7 +231,7 @@ def test_argmax_weight_gradient_equals_the_default(shape, others, monkeypatch):
     monkeypatch.setattr(popconv, "WGRAD_PIXELS_PER_SPLIT", 16)
     x, w, b, v = tensors(*shape)
     C, CO, H, W = shape[2:]
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     dx, dw, db = popconv._triton_backward(v, code, x, w, need_dx=True)
     with popconv.tiles(A=1, **others):
         launches = popconv._launches(C, CO, "ieee", H, W)
@@ -226,7 +258,7 @@ def test_argmax_weight_gradient_in_bf16_equals_fp32_on_the_same_values():
     fp32 copies and sums in fp32, so its result is the fp32 run's on the same bf16 values,
     rounded once to bf16 at the end, to the bit."""
     x, w, b, v = tensors(2, 3, 1, 8, 8, 8)
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     with popconv.tiles(A=1):
         dw16, db16 = popconv._triton_backward(v.bfloat16(), code, x.bfloat16(), w.bfloat16(),
                                               need_dx=False)
@@ -255,7 +287,7 @@ def test_unpooled_gradient_array_holds_each_window_gradient_at_its_argmax():
     other element, zeros included. Beside it, per program, the bias gradient's partial
     sums. The bordered input copy likewise."""
     x, w, b, v = tensors(2, 2, 3, 5, 7, 6)
-    y, code = popconv._triton_forward(x, w, b)
+    y, code, _ = popconv._triton_forward(x, w, b)
     assert (y == 0).any() and (y > 0).any()
     launches = popconv._launches(3, 5, "ieee", 7, 6)
     with popconv.tiles(G=1):
@@ -367,7 +399,7 @@ def test_relu_zeros_pass_no_gradient_not_even_nan(backend, tile_set, shape):
     dead = y_ref == 0
     assert dead.float().mean() > 0.2 and (~dead).any()
     v = torch.where(dead, float("nan"), v)
-    y, code = popconv.BACKENDS[backend][0](x, w, b)
+    y, code, _ = popconv.BACKENDS[backend][0](x, w, b)
     assert torch.equal(code >= 4, dead) and torch.equal(code >= 4, popconv._torch_forward(x, w, b)[1] >= 4)
     with popconv.tiles(**tile_set):
         got, grads = value_and_grads(fused(backend), x, w, b, v)

@@ -178,14 +178,14 @@ def test_kernels_stay_inside_their_arrays(tile_set, shape, monkeypatch):
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(K, N, C, H, W, generator=g), torch.randn(K, CO, C, 3, 3, generator=g) / (3 * C**0.5)
     b, v = torch.randn(K, CO, generator=g), torch.randn(K, N, CO, H // 2, W // 2, generator=g)
-    y_ref, code_ref = popconv._torch_forward(x, w, b)
+    y_ref, code_ref, _ = popconv._torch_forward(x, w, b)
     grads_ref = popconv._torch_backward(v, code_ref, x, w, need_dx=True)
     with popconv.tiles(**tile_set):
         launches = popconv._launches(C, CO, "ieee", H, W)
         with memory_check() as seen:
-            y, code = popconv._triton_forward(x, w, b)
-            grads = popconv._triton_backward(v, code, x, w, need_dx=True)
-            grads_no_dx = popconv._triton_backward(v, code, x, w, need_dx=False)
+            y, code, kept = popconv._triton_forward(x, w, b)  # kept: B=1 with G=1's bordered input
+            grads = popconv._triton_backward(v, code, x, w, need_dx=True, x_bordered=kept)
+            grads_no_dx = popconv._triton_backward(v, code, x, w, need_dx=False, x_bordered=kept)
     launched = {launches[name][0].fn.__name__ for name in ["fwd", *popconv._launched(launches, need_dx=True)]}
     assert set(seen.accesses) == launched and all(n > 0 for n in seen.accesses.values())
     assert not seen.violations, "outside the launch's arrays:\n" + "\n".join(map(str, seen.violations))
