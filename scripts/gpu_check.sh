@@ -85,24 +85,7 @@ if compgen -G "$WHEELS/*.whl" > /dev/null; then
         && export PYTHONPATH="/tmp/tb-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-failed=()
-start=$(date +%s)
-elapsed() { echo $(( $(date +%s) - start )); }
-
-# Steps run under `timeout` and never abort the script: a failure is recorded and the
-# remaining steps still run (the device time is spent either way).
-step() {  # step NAME SECONDS LOGFILE CMD...
-    local name=$1 secs=$2 logf=$3; shift 3
-    echo "=== [$(elapsed)s] $name (limit ${secs}s)" | tee -a "$OUT/summary.txt"
-    local rc=0
-    timeout --kill-after=10 "$secs" "$@" > "$logf" 2>&1 || rc=$?
-    tail -n 3 "$logf"
-    if [ "$rc" -ne 0 ]; then
-        [ "$rc" -eq 124 ] && echo "    TIMED OUT after ${secs}s" | tee -a "$OUT/summary.txt"
-        echo "    FAILED (exit $rc): $name" | tee -a "$OUT/summary.txt"
-        failed+=("$name")
-    fi
-}
+source scripts/step.sh  # step NAME SECONDS LOGFILE CMD...: a timed step that records failures in $failed
 
 {
     date -u +%FT%TZ

@@ -300,6 +300,35 @@ def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "summary.txt"]
 
 
+def test_gpu_check_step_tells_a_time_out_from_another_kill(tmp_path):
+    """scripts/step.sh, each gpu_check step's wrapper: a command stopped at its limit by
+    SIGTERM, or one that ignores SIGTERM and is killed 10 s later (Snakemake cleaning up
+    its jobs did, on a loaded CPU), is reported as TIMED OUT; a command killed before its
+    limit (the kernel's out-of-memory killer) is a failure but not a time-out. Every
+    failure is listed and the steps after it still run."""
+    import subprocess
+
+    root = Path(__file__).parent.parent
+    script = f"""
+        OUT={tmp_path}; source {root}/scripts/step.sh
+        step polite 1 {tmp_path}/polite.log sleep 30
+        step stubborn 1 {tmp_path}/stubborn.log bash -c 'trap "" TERM; sleep 30'
+        step killed 60 {tmp_path}/killed.log bash -c 'kill -9 $$'
+        step fine 60 {tmp_path}/fine.log true
+        echo "failed: ${{failed[*]}}"
+    """
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    outcomes = summary.split("=== ")[1:]
+    assert [o.split()[1] for o in outcomes] == ["polite", "stubborn", "killed", "fine"]
+    assert "TIMED OUT after 1s\n" in outcomes[0] and "FAILED (exit 124): polite" in outcomes[0]
+    assert "TIMED OUT after 1s (killed 10 s later" in outcomes[1] and "FAILED (exit 137): stubborn" in outcomes[1]
+    assert "TIMED OUT" not in outcomes[2] and "FAILED (exit 137): killed" in outcomes[2]
+    assert "FAILED" not in outcomes[3]
+    assert proc.stdout.strip().endswith("failed: polite stubborn killed")
+
+
 @pytest.mark.slow
 def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     """gpu_check.sh's `pipeline` step on the tiny project (its ablation half, for time):
@@ -317,7 +346,8 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     (tmp_path / "project").mkdir()
     project = make_project(tmp_path / "project")
     (project / "scripts").mkdir()
-    shutil.copy(Path(__file__).parent.parent / "scripts" / "gpu_check.sh", project / "scripts")
+    for script in ("gpu_check.sh", "step.sh"):
+        shutil.copy(Path(__file__).parent.parent / "scripts" / script, project / "scripts")
     out = tmp_path / "out"
     src = str(Path(__file__).parent.parent / "src")
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "PYTHONPATH": src, "OUT": str(out),
