@@ -156,6 +156,10 @@ def conv_variants(convs: str, triton_tiles: str | None) -> list[tuple[str, dict[
     return out
 
 
+# An on|off|both option (--graphs, --compile) as the settings to run, off first.
+SWITCH = {"off": [False], "on": [True], "both": [False, True]}
+
+
 def tile_label(sizes: dict[str, int]) -> str:
     """{"G": 1, "B": 1} -> "G=1,B=1"; {} -> "default": how rows and result keys name a tile set."""
     return ",".join(f"{k}={v}" for k, v in sizes.items()) or "default"
@@ -273,9 +277,9 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
             # Largest activation: the first conv's output (cnn) or the input (mlp), per example.
             per_ex = cfg.width * 28 * 28 if arch == "cnn" else max(28 * 28, cfg.width)
             convs = conv_variants(args.conv or "native", args.triton_tiles) if arch == "cnn" else [("native", {})]
-            graph_modes = {"on": [True], "off": [False], "both": [False, True]}[args.graphs]
+            graph_modes = SWITCH[args.graphs]
             graph_modes = graph_modes if dev.type == "cuda" else [False]  # graphs are CUDA-only
-            compile_modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+            compile_modes = SWITCH[args.compile]
             for compiled, (conv_impl, tile_sizes), graphs, K in itertools.product(compile_modes, convs, graph_modes,
                                                                                    [1] + pops):
                 # Compiled rows (last, so a time limit cuts them first): the largest population and
@@ -729,7 +733,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
         dd = device_data(wl)
         runs = grid.job_runs(params, wl, dim)
         seconds = {}
-        for compiled in {"off": [False], "on": [True], "both": [False, True]}[compile_step]:
+        for compiled in SWITCH[compile_step]:
             t0 = time.perf_counter()
             res = engine.train_population([r.config for r in runs], [r.seed for r in runs], dd,
                                           precision="bf16" if precision == "bf16" else "fp32", conv_impl=conv_impl,

@@ -761,7 +761,7 @@ def _triton_backward(grad_y, code, x, weight, need_dx: bool, x_bordered=None):
         unpool_grid = _grid("unpool", unpool_tiles, K, N, C, H, W, CO)
         db_unpooled = torch.empty(K, unpool_grid[0], CO, device=x.device, dtype=torch.float32)
         unpool[unpool_grid](gy, code, gz, db_unpooled, N, CO, **unpool_tiles, num_warps=unpool_warps)
-    if kernel in (_wgrad_kernel_gcl, _wgrad_kernel_gcl_row):  # a bordered channels-last input; db from the unpooling
+    if _wgrad_reads_bordered_input(kernel):  # db from the unpooling
         if x_bordered is None:
             x_bordered = _bordered_channels_last(x)
         kernel[grid](gz, x_bordered, dw_part, N, split, per_split, **tiles_, num_warps=warps)
