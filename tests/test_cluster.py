@@ -74,7 +74,6 @@ def test_snakemake_on_slurm(slurm, tmp_path):
     # a first status check after 5 s (MinJobAge of the test cluster is 600 s >= 3 x 5 s).
     cmd = [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/slurm",
            "--jobs", "4", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "5",
-           "--set-threads", "run_ablation=1", "run_search=1",
            "--default-resources", "mem_mb=1000", "runtime=30",
            "--set-resources", "run_ablation:mem_mb=1000", "run_search:mem_mb=1000"]
     if "gpu" not in gres:  # a CPU-only cluster (started elsewhere without TUNEBENCH_SLURM_GPUS)

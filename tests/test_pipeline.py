@@ -6,6 +6,7 @@ diabetes, which scikit-learn bundles: nothing is downloaded)."""
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 import shutil
 import subprocess
@@ -50,23 +51,26 @@ def make_project(tmp: Path, params: dict = TINY) -> Path:
     return tmp
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
     e["PATH"] = str(BIN) + os.pathsep + e["PATH"]
     e["OMP_NUM_THREADS"] = "1"
-    return e
+    # The tiny project trains on the CPU on any machine, so the jobs' scheduling (one core
+    # each, side by side) is the same wherever the tests run.
+    e["TUNEBENCH_DEVICE"] = "cpu"
+    return {**e, **extra}
 
 
-def run(cmd: list[str], cwd: Path, check=True, timeout=600) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(cmd: list[str], cwd: Path, check=True, timeout=600, **extra_env: str) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return out
 
 
-def snakemake(cwd: Path, *args, check=True):
-    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check=check)
+def snakemake(cwd: Path, *args, check=True, **extra_env: str):
+    return run([str(BIN / "snakemake"), "--cores", "2", *args], cwd, check=check, **extra_env)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -116,6 +120,31 @@ def test_a_profile_with_its_own_report_dir_reports_there(project):
         (project / "params.yaml").write_text(good)
     assert "reports/pub/report.md" in text and "reports/pub/figures" in text
     assert "reports/report.md" not in text and " reports/figures" not in text
+
+
+def job_blocks(dry_run: str, rule: str) -> list[str]:
+    """The text of each `rule <rule>:` job a Snakemake dry run lists."""
+    return [b for b in re.split(r"\n(?=\[|rule |localrule )", dry_run) if b.startswith(f"rule {rule}:")]
+
+
+@pytest.mark.parametrize("device, gpu", [("cpu", 0), ("cuda", 1)])
+def test_training_jobs_take_a_gpu_slot_only_where_they_train_on_a_gpu(project, device, gpu):
+    """On a GPU machine every training job takes one `gpu` slot (the default profile has one:
+    one job at a time on the GPU); on a CPU-only machine none, so --cores alone says how many
+    train at once (tests/test_faults.py runs them so, one thread each)."""
+    out = snakemake(project, "-n", "--forcerun", "run_ablation", "run_search", TUNEBENCH_DEVICE=device)
+    text = out.stdout + out.stderr
+    for rule, n in (("run_ablation", 3), ("run_search", 2)):
+        blocks = job_blocks(text, rule)
+        assert len(blocks) == n, text[-3000:]
+        assert all(re.search(rf"resources: .*\bgpu={gpu}\b", b) for b in blocks), blocks[0]
+
+
+def test_a_bad_device_variable_fails_naming_it(project):
+    before = digest(project / "results")
+    out = snakemake(project, "-n", check=False, TUNEBENCH_DEVICE="tpu")
+    assert out.returncode != 0 and "TUNEBENCH_DEVICE='tpu'" in out.stdout + out.stderr
+    assert digest(project / "results") == before
 
 
 def test_bad_params_fail_naming_key_and_keep_results(project, tmp_path):

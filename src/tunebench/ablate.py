@@ -77,7 +77,9 @@ def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, 
             tmp.replace(ckpt)  # atomic: a checkpoint is complete or absent
         frames.append(df)
     if log:
-        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}")
+        threads = torch.get_num_threads()  # CPU threads: on a CPU their number changes float sums
+        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}"
+            f" ({threads} CPU thread{'s' if threads > 1 else ''})")
     # Restore the grid's run order (arms x seeds as params.yaml lists them).
     order = {r.run_id: i for i, r in enumerate(runs)}
     df = pd.concat(frames, ignore_index=True)

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from tunebench.config import RunConfig
+from tunebench import devices
+from tunebench.config import ConfigError, RunConfig
 from tunebench.models import DataShape, build, hash_uniform, output_units, penalised
 
 # Settings that may differ between the runs of one population; everything else of a
@@ -96,7 +97,12 @@ def to_device(prepared, device: str | torch.device) -> DeviceData:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA where available, unless TUNEBENCH_DEVICE says otherwise (the variable the
+    Snakefile also reads to decide whether training jobs share a GPU; see devices)."""
+    wanted = devices.requested()
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{devices.DEVICE_ENV}=cuda, but torch {torch.__version__} sees no CUDA device")
+    return torch.device(wanted or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 @dataclass

@@ -9,8 +9,8 @@ rule run_ablation:
         settings=job_settings,
         profile=profile_flag(),
     resources:
-        gpu=1,
-    threads: train_threads()  # the cores shared by the `gpu` slots
+        gpu=train_gpus,  # 1 on a GPU machine or cluster, 0 on a CPU-only machine
+    threads: TRAIN_THREADS
     log:
         "logs/ablations/{workload}/{dimension}.log",
     shell:

@@ -2,24 +2,28 @@
 import hashlib
 import json
 
-from tunebench import grid
+from tunebench import devices, grid
+
+devices.requested()  # a bad TUNEBENCH_DEVICE fails here, naming it, before any job is planned
+
+# One intra-op thread per training job, whatever --cores: more threads split the float sums
+# of oneDNN's and MKL's kernels differently, so a job's results would depend on the cores it
+# was given (measured on the quick profile, 2-core CPU: 2 threads vs 1 changed 70 of 1,308
+# runs, the CNN and batch-norm ones, and one verdict, C22's). Parallelism comes from jobs side by side instead, which was also
+# faster there: 801 s one job at a time with 2 threads, 512 s two at a time with 1 thread
+# (benchmarks/cpu-pipeline-2026-11-27/NOTES.md).
+TRAIN_THREADS = 1
 
 
-def gpu_slots():
-    """Training jobs at once: the `gpu` resource of this invocation (`--resources gpu=N`;
-    the default profile sets 1: one job per GPU)."""
-    slots = workflow.global_resources.get("gpu")
-    slots = getattr(slots, "value", slots)  # Snakemake wraps the number in a Resource
-    return max(1, int(slots)) if slots else 1
-
-
-def train_threads():
-    """Each training job's share of the cores. Not all of them: a job claiming every core
-    would run alone whatever `--resources gpu=N` allows (Snakemake counts threads against
-    --cores). On one GPU, 2-3 jobs side by side overlap one job's process start-up and CUDA
-    warm-up with another's training; each sizes its populations from the GPU memory still
-    free, and halves one on a CUDA out-of-memory error (engine.train_population)."""
-    return max(1, workflow.cores // gpu_slots())
+def train_gpus(wildcards):
+    """The `gpu` resource a training job takes. 1 where it trains on a GPU: a local CUDA
+    device (devices.local_gpu: device files, CUDA_VISIBLE_DEVICES, or TUNEBENCH_DEVICE), or
+    any cluster executor (whose profile turns it into `sbatch --gpus=1`, or drops it). There
+    the `gpu` slots (--resources gpu=N; the default profile sets 1) say how many share the
+    GPU. 0 on a CPU-only machine: then as many training jobs run at once as --cores allows,
+    one core each. A callable, so Snakemake asks it per job once the executor is known
+    (while the Snakefile is read, `workflow.local_exec` is True under any executor)."""
+    return 1 if not workflow.local_exec or devices.local_gpu() else 0
 
 
 def profile_flag():

@@ -11,8 +11,8 @@ rule run_search:
         profile=profile_flag(),
         journal=search_journal,
     resources:
-        gpu=1,
-    threads: train_threads()  # the cores shared by the `gpu` slots
+        gpu=train_gpus,  # 1 on a GPU machine or cluster, 0 on a CPU-only machine
+    threads: TRAIN_THREADS
     log:
         "logs/search/{workload}/{strategy}.log",
     shell:
