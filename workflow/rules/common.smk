@@ -8,10 +8,10 @@ devices.requested()  # a bad TUNEBENCH_DEVICE fails here, naming it, before any 
 
 # One intra-op thread per training job, whatever --cores: more threads split the float sums
 # of oneDNN's and MKL's kernels differently, so a job's results would depend on the cores it
-# was given (measured on the quick profile, 2-core CPU: 2 threads vs 1 changed 70 of 1,308
-# runs, the CNN and batch-norm ones, and one verdict, C22's). Parallelism comes from jobs side by side instead, which was also
-# faster there: 801 s one job at a time with 2 threads, 512 s two at a time with 1 thread
-# (benchmarks/cpu-pipeline-2026-11-27/NOTES.md).
+# was given (quick profile, 2-core CPU: 2 threads instead of 1 changed 70 of 1,308 runs, the
+# CNN and batch-norm ones, and C22's verdict). Parallelism comes from jobs side by side
+# instead, which was also faster there: 703 s one job at a time with 2 threads, 482 s two at
+# a time with 1 thread (benchmarks/cpu-pipeline-2026-11-27/NOTES.md).
 TRAIN_THREADS = 1
 
 
