@@ -55,3 +55,22 @@ def test_engine_default_device_obeys_the_variable(monkeypatch):
     else:
         with pytest.raises(ConfigError, match="TUNEBENCH_DEVICE=cuda, but torch .* sees no CUDA device"):
             engine.default_device()
+
+
+def test_cpu_name_reads_the_model_name(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD  EPYC 9B14 96-Core Processor\n")
+    assert devices.cpu_name(info) == "AMD EPYC 9B14 96-Core Processor"
+    assert devices.cpu_name(tmp_path / "absent")  # falls back to platform's word, never empty
+
+
+def test_a_cpu_device_label_names_the_model_vector_unit_and_threads(monkeypatch):
+    from tunebench.ablate import device_label
+
+    monkeypatch.setattr(devices, "cpu_name", lambda: "Some CPU")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_label(torch.device("cpu")) == f"cpu (Some CPU, {torch.backends.cpu.get_cpu_capability()}, 1 thread)"
+    finally:
+        torch.set_num_threads(before)

@@ -17,6 +17,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from tunebench import devices
 from tunebench.config import Params
 from tunebench.engine import DeviceData, RunResult, group_key, train_population
 from tunebench.grid import Run, job_runs
@@ -40,6 +41,18 @@ def rows(run: Run, result: RunResult, n_classes: int) -> list[dict]:
     return [{**base, **epoch} for epoch in result.epochs]
 
 
+def device_label(device: torch.device) -> str:
+    """What trained, as the tables and the report state it. On a CPU also the model, the
+    vector instructions torch's kernels were chosen for, and the intra-op threads: each
+    changes the order of float sums, so results are equal to the bit only where all three
+    are (benchmarks/cpu-pipeline-2026-11-27/NOTES.md)."""
+    if device.type != "cpu":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return (f"cpu ({devices.cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{threads} thread{'s' if threads > 1 else ''})")
+
+
 def groups(runs: list[Run]) -> list[list[Run]]:
     out: dict[tuple, list[Run]] = {}
     for r in runs:
@@ -58,7 +71,7 @@ def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, 
     runs = job_runs(params, workload, dimension)
     t0 = time.perf_counter()
     frames, n_div = [], 0
-    device = str(data.x_train.device) if data.x_train.device.type == "cpu" else torch.cuda.get_device_name()
+    device = device_label(data.x_train.device)
     for group in groups(runs):
         ckpt = checkpoint_dir / f"{group_id(group, data_hash, precision)}.parquet" if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
@@ -77,9 +90,7 @@ def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, 
             tmp.replace(ckpt)  # atomic: a checkpoint is complete or absent
         frames.append(df)
     if log:
-        threads = torch.get_num_threads()  # CPU threads: on a CPU their number changes float sums
-        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}"
-            f" ({threads} CPU thread{'s' if threads > 1 else ''})")
+        log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}")
     # Restore the grid's run order (arms x seeds as params.yaml lists them).
     order = {r.run_id: i for i, r in enumerate(runs)}
     df = pd.concat(frames, ignore_index=True)

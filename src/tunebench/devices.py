@@ -11,6 +11,7 @@ which, and the engine obeys the same variable.
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,3 +42,16 @@ def local_gpu(environ: Mapping[str, str] = os.environ, dev: Path = Path("/dev"))
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists()
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else platform's word for it: the report
+    states it, since other CPUs' kernels sum floats in another order."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
