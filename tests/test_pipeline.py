@@ -6,8 +6,8 @@ diabetes, which scikit-learn bundles: nothing is downloaded)."""
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

@@ -4,7 +4,8 @@ import json
 
 from tunebench import devices, grid
 
-devices.requested()  # a bad TUNEBENCH_DEVICE fails here, naming it, before any job is planned
+# Asked once, as the Snakefile is read (a bad TUNEBENCH_DEVICE fails here, naming it).
+LOCAL_GPU = devices.local_gpu()
 
 # One intra-op thread per training job, whatever --cores: more threads split the float sums
 # of oneDNN's and MKL's kernels differently, so a job's results would depend on the cores it
@@ -17,13 +18,13 @@ TRAIN_THREADS = 1
 
 def train_gpus(wildcards):
     """The `gpu` resource a training job takes. 1 where it trains on a GPU: a local CUDA
-    device (devices.local_gpu: device files, CUDA_VISIBLE_DEVICES, or TUNEBENCH_DEVICE), or
+    device (LOCAL_GPU: device files, CUDA_VISIBLE_DEVICES, or TUNEBENCH_DEVICE), or
     any cluster executor (whose profile turns it into `sbatch --gpus=1`, or drops it). There
     the `gpu` slots (--resources gpu=N; the default profile sets 1) say how many share the
     GPU. 0 on a CPU-only machine: then as many training jobs run at once as --cores allows,
     one core each. A callable, so Snakemake asks it per job once the executor is known
     (while the Snakefile is read, `workflow.local_exec` is True under any executor)."""
-    return 1 if not workflow.local_exec or devices.local_gpu() else 0
+    return 1 if not workflow.local_exec or LOCAL_GPU else 0
 
 
 def profile_flag():
