@@ -42,7 +42,11 @@ TINY = {
 }
 
 
-def make_project(tmp: Path, params: dict = TINY) -> Path:
+def make_project(tmp: Path, params: dict = TINY, with_src: bool = False) -> Path:
+    """The tiny project. with_src: a copy of src/ in it, as in a checkout, which its jobs
+    then run (`run` puts it on PYTHONPATH); otherwise they run this repository's src/."""
+    if with_src:
+        shutil.copytree(ROOT / "src", tmp / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
     shutil.copytree(ROOT / "workflow", tmp / "workflow")
     shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
@@ -63,6 +67,8 @@ def env(**extra: str) -> dict:
 
 
 def run(cmd: list[str], cwd: Path, check=True, timeout=600, **extra_env: str) -> subprocess.CompletedProcess:
+    if (cwd / "src").is_dir():
+        extra_env.setdefault("PYTHONPATH", str(cwd / "src"))
     out = subprocess.run(cmd, cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
@@ -80,7 +86,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    tmp = make_project(tmp_path_factory.mktemp("tiny"))
+    tmp = make_project(tmp_path_factory.mktemp("tiny"), with_src=True)
     snakemake(tmp)
     return tmp
 
@@ -178,6 +184,37 @@ def test_changing_one_value_reruns_only_its_jobs(project):
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.parametrize("module, rules, not_rerun", [
+    ("engine", {"run_ablation", "run_search", "aggregate", "report"}, "prepare_data"),
+    ("search_report", {"report"}, "run_ablation"),
+])
+def test_a_changed_module_reruns_the_jobs_it_feeds(project, module, rules, not_rerun):
+    """The modules are the training rules' inputs (tunebench.stages): an edit to one reruns
+    the jobs whose code it is, and only those; a newer time with the same text reruns none
+    (as after a checkout), and neither does an edit after `--touch`. The project runs its
+    own copy of src/, edited here."""
+    path = project / "src" / "tunebench" / f"{module}.py"
+    text = path.read_text()
+    try:
+        os.utime(path)  # newer than every output, same text
+        assert "Nothing to be done" in snakemake(project, "-n").stdout
+        path.write_text(text + "\n# an edit\n")
+        out = snakemake(project, "-n", "--quiet", "rules").stdout
+        listed = set(re.findall(r"^(\w+)\s+\d+$", out, re.M)) - {"all", "total"}
+        assert listed == rules, out
+        assert not_rerun not in out
+        assert f"src/tunebench/{module}.py" in snakemake(project, "-n").stdout  # the reason names it
+        # An edit that changes no number: --touch keeps the results (README), recording
+        # them as made by the edited text.
+        snakemake(project, "--touch")
+        assert "Nothing to be done" in snakemake(project, "-n").stdout
+    finally:
+        # Putting the text back is an edit too (after --touch), so touch again.
+        path.write_text(text)
+        snakemake(project, "--touch")
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
+
+
 def test_cli_bad_data_file_names_it(tmp_path):
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"not a zip")
@@ -190,12 +227,10 @@ def test_cli_bad_data_file_names_it(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="dvc needs git")
 def test_dvc_repro_twice_second_does_nothing(tmp_path):
-    tmp = make_project(tmp_path)
+    tmp = make_project(tmp_path, with_src=True)  # the stages list source files as deps
     run(["git", "init", "-q"], tmp)
     run([str(BIN / "dvc"), "init", "-q"], tmp)
     run([str(BIN / "dvc"), "config", "core.analytics", "false"], tmp)
-    # The stages list source files as deps; give them a src/ to point at.
-    shutil.copytree(ROOT / "src", tmp / "src")
     run([str(BIN / "dvc"), "repro"], tmp, timeout=900)
     assert (tmp / "reports" / "report.md").exists()
     second = run([str(BIN / "dvc"), "repro"], tmp)

@@ -2,7 +2,8 @@
 # a process: start-up and CUDA warm-up cost seconds, an epoch of a small net ~0.1 s).
 rule run_ablation:
     input:
-        workload_data,
+        data=workload_data,
+        code=code("run_ablation"),
     output:
         "results/ablations/{workload}/{dimension}.parquet",
     params:
@@ -15,7 +16,7 @@ rule run_ablation:
         "logs/ablations/{workload}/{dimension}.log",
     shell:
         "python -m tunebench.cli ablate {params.profile} --workload {wildcards.workload}"
-        " --dimension {wildcards.dimension} --data {input} --out {output} --threads {threads} 2> {log}"
+        " --dimension {wildcards.dimension} --data {input.data} --out {output} --threads {threads} 2> {log}"
 
 
 rule ablate_all:

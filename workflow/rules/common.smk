@@ -2,7 +2,7 @@
 import hashlib
 import json
 
-from tunebench import devices, grid
+from tunebench import devices, grid, stages
 
 # Asked once, as the Snakefile is read (a bad TUNEBENCH_DEVICE fails here, naming it).
 LOCAL_GPU = devices.local_gpu()
@@ -25,6 +25,13 @@ def train_gpus(wildcards):
     one core each. A callable, so Snakemake asks it per job once the executor is known
     (while the Snakefile is read, `workflow.local_exec` is True under any executor)."""
     return 1 if not workflow.local_exec or LOCAL_GPU else 0
+
+
+def code(rule):
+    """The modules that compute `rule`'s outputs (tunebench.stages), as its inputs: an edit
+    to one reruns the jobs it feeds. Snakemake compares the text of inputs whose times
+    changed, so a checkout or `touch` reruns nothing."""
+    return stages.module_files(rule)
 
 
 def profile_flag():

@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        code=code("prepare_data"),
     output:
         "data/prepared/{dataset}.npz",
     params:

@@ -1,12 +1,13 @@
 rule aggregate:
     input:
-        ablation_tables(),
+        tables=ablation_tables(),
+        code=code("aggregate"),
     output:
         "results/runs.parquet",
     log:
         "logs/aggregate.log",
     shell:
-        "python -m tunebench.cli aggregate --out {output} {input} 2> {log}"
+        "python -m tunebench.cli aggregate --out {output} {input.tables} 2> {log}"
 
 
 rule report:
@@ -16,6 +17,7 @@ rule report:
         search=search_tables(),
         importance=search_importances(),
         data=all_prepared(),
+        code=code("report"),
     output:
         report=f"{PARAMS.active.report_dir}/report.md",  # the profile's report_dir (params.yaml)
         figures=directory(f"{PARAMS.active.report_dir}/figures"),

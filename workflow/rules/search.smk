@@ -2,7 +2,8 @@
 # an output (Snakemake deletes outputs before a rerun): an interrupted job resumes from it.
 rule run_search:
     input:
-        workload_data,
+        data=workload_data,
+        code=code("run_search"),
     output:
         table="results/search/{workload}/{strategy}.parquet",
         importance="results/search/{workload}/{strategy}.importance.json",
@@ -17,7 +18,7 @@ rule run_search:
         "logs/search/{workload}/{strategy}.log",
     shell:
         "python -m tunebench.cli search {params.profile} --workload {wildcards.workload}"
-        " --strategy {wildcards.strategy} --data {input} --out {output.table}"
+        " --strategy {wildcards.strategy} --data {input.data} --out {output.table}"
         " --importance {output.importance} --journal {params.journal} --threads {threads} 2> {log}"
 
 

@@ -1,0 +1,104 @@
+"""tunebench.stages: the modules each pipeline rule depends on, found from the imports, and
+dvc.yaml and the Snakemake rules agreeing with them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunebench import stages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_package(folder: Path, modules: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(source)
+    return folder
+
+
+def test_imported_modules_sees_every_form_and_imports_inside_functions():
+    source = """
+import os
+import tunebench.alpha
+from tunebench import beta, gamma as g
+from tunebench.delta import thing
+from .epsilon import other
+from . import theta
+from ..outside import iota
+from tunebenchx import zeta
+
+def later():
+    from tunebench import eta
+"""
+    assert stages.imported_modules(source) == {"alpha", "beta", "gamma", "delta", "epsilon", "theta", "eta"}
+
+
+def test_closure_follows_imports_through_other_modules(tmp_path):
+    pkg = write_package(tmp_path / "tunebench", {
+        "entry": "from tunebench import middle\nfrom tunebench import CONSTANT\n",
+        "middle": "def f():\n    from tunebench.leaf import g\n",
+        "leaf": "import math\n",
+        "unrelated": "from tunebench import entry\n",
+    })
+    # CONSTANT is an attribute of the package, not a module: no file, left out.
+    assert stages.module_closure(("entry",), pkg) == {"entry", "middle", "leaf"}
+
+
+def test_a_missing_entry_module_is_named(tmp_path):
+    pkg = write_package(tmp_path / "tunebench", {"entry": ""})
+    with pytest.raises(FileNotFoundError, match="'gone'"):
+        stages.module_closure(("entry", "gone"), pkg)
+
+
+def test_an_unknown_rule_is_named():
+    with pytest.raises(KeyError, match="'run_nothing'"):
+        stages.rule_modules("run_nothing")
+
+
+def test_training_depends_on_the_fused_kernels_imported_only_inside_a_function():
+    """popconv computes the bf16 CNN runs on a GPU; the engine imports it lazily (it imports
+    Triton), so only a search of whole module bodies finds it."""
+    for rule in ("run_ablation", "run_search"):
+        modules = stages.rule_modules(rule)
+        assert {"engine", "models", "popconv", "grid", "config"} <= set(modules), modules
+        assert not set(modules) & stages.NOT_RESULTS.keys()
+
+
+def test_module_files_are_relative_inside_the_checkout_and_absolute_outside(tmp_path):
+    inside = stages.module_files("aggregate", cwd=ROOT)
+    assert inside == ["src/tunebench/aggregate.py"]
+    outside = stages.module_files("aggregate", cwd=tmp_path)
+    assert outside == [str(ROOT / "src" / "tunebench" / "aggregate.py")]
+
+
+@pytest.mark.parametrize("stage", sorted(stages.STAGE_RULES))
+def test_dvc_stage_lists_exactly_the_modules_its_rules_depend_on(stage):
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    deps = {d for d in dvc["stages"][stage]["deps"] if d.startswith("src/")}
+    assert deps == stages.stage_files(stage), (
+        f"dvc.yaml stage {stage!r}: missing {sorted(stages.stage_files(stage) - deps)}, "
+        f"extra {sorted(deps - stages.stage_files(stage))}")
+
+
+def rule_blocks() -> dict[str, str]:
+    text = "\n".join(p.read_text() for p in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    text += "\n" + (ROOT / "Snakefile").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M)}
+
+
+@pytest.mark.parametrize("rule", sorted(stages.RULE_ENTRIES))
+def test_each_rule_takes_its_modules_as_inputs(rule):
+    blocks = rule_blocks()
+    assert rule in blocks, f"no rule {rule!r} in the workflow"
+    assert f'code("{rule}")' in blocks[rule].split("output:")[0], blocks[rule]
+
+
+def test_every_rule_that_runs_tunebench_is_known():
+    """A new rule that runs `python -m tunebench.cli` needs its modules listed in RULE_ENTRIES."""
+    running = {name for name, body in rule_blocks().items() if "tunebench.cli" in body}
+    assert running == set(stages.RULE_ENTRIES)
