@@ -3,6 +3,7 @@ dvc.yaml and the Snakemake rules agreeing with them."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -102,3 +103,30 @@ def test_every_rule_that_runs_tunebench_is_known():
     """A new rule that runs `python -m tunebench.cli` needs its modules listed in RULE_ENTRIES."""
     running = {name for name, body in rule_blocks().items() if "tunebench.cli" in body}
     assert running == set(stages.RULE_ENTRIES)
+
+
+def cli_imports(command: str) -> set[str]:
+    """The tunebench modules that `tunebench.cli <command>` imports: in its cmd_ function and
+    in the cli helpers that function calls (all of cli's imports sit inside functions)."""
+    tree = ast.parse((ROOT / "src" / "tunebench" / "cli.py").read_text())
+    functions = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    todo, seen, found = [f"cmd_{command}"], set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        found |= stages.imported_modules(ast.unparse(functions[name]))
+        todo += [n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)]
+    return {m for m in found if (stages.PACKAGE_DIR / f"{m}.py").is_file()}
+
+
+@pytest.mark.parametrize("rule", sorted(stages.RULE_ENTRIES))
+def test_rule_entries_cover_what_the_command_imports(rule):
+    """RULE_ENTRIES is written by hand: it must hold every module the rule's command imports
+    (a new import in cli.py would otherwise escape the rule's inputs)."""
+    command = re.search(r"tunebench\.cli (\w+)", rule_blocks()[rule]).group(1)
+    imported = cli_imports(command)
+    assert imported, f"found no imports for `tunebench.cli {command}`"
+    missing = imported - stages.module_closure(stages.RULE_ENTRIES[rule]) - stages.NOT_RESULTS.keys()
+    assert not missing, f"rule {rule!r}: `tunebench.cli {command}` imports {sorted(missing)}, not in RULE_ENTRIES"
