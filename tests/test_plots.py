@@ -5,10 +5,14 @@ bars are Student-t intervals over seeds."""
 from __future__ import annotations
 
 import io
+import itertools
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tunebench import plots
 
@@ -87,3 +91,60 @@ def test_curves_band_is_the_seed_interval():
         lo, hi = plots.interval_for("val_acc")(values)
         ys = band[np.isclose(band[:, 0], epoch), 1]
         assert min(ys) == pytest.approx(lo) and max(ys) == pytest.approx(hi)
+
+
+# ---- every dimension of params.yaml: each arm is one visible point of its figure
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMENSIONS = yaml.safe_load((ROOT / "params.yaml").read_text())["dimensions"]
+
+
+def grid_frame(grid: dict[str, list]) -> pd.DataFrame:
+    """A runs table for a dimension's grid as aggregate writes it: one arm_<factor> column
+    per factor, the levels as strings, two workloads, 3 seeds; the first arm diverges."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for wl in ("a", "b"):
+        for i, levels in enumerate(itertools.product(*grid.values())):
+            arm = {f"arm_{k}": str(v) for k, v in zip(grid, levels)}
+            for seed in range(3):
+                rows.append({"workload": wl, "arm": ",".join(f"{k}={v}" for k, v in zip(grid, levels)), **arm,
+                             "seed": seed, "final_test_acc": rng.random(), "diverged": float(i == 0)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("dim", sorted(DIMENSIONS))
+def test_every_arm_of_every_dimension_is_one_point_on_its_figure(dim):
+    """x carries one factor's levels and the legend every combination of the others, so a
+    figure never lines up dozens of arm labels (optimizer x lr: 42) and a log axis never
+    drops the 0 level (no L1/L2 penalty: C11's and C12's control)."""
+    grid = DIMENSIONS[dim]["grid"]
+    frame = grid_frame(grid)
+    x, hue = plots.arm_layout(frame)
+    assert x is not None and set(hue) == {f"arm_{k}" for k in grid} - {x}
+    fig = plots.dimension_figure(frame, "final_test_acc")
+    x_levels = [str(v) for v in grid[x.removeprefix("arm_")]]
+    hue_levels = math.prod(len(grid[h.removeprefix("arm_")]) for h in hue)
+    for ax in fig.axes:
+        if plots._numeric(pd.Series(x_levels)) is not None:
+            lo, hi = ax.get_xlim()
+            values = [float(v) for v in x_levels]
+            assert all(lo < v < hi for v in values), (dim, ax.get_xscale(), (lo, hi), values)
+            if 0.0 in values and max(values) / min(v for v in values if v > 0) >= 100:
+                assert ax.get_xscale() == "symlog"
+        else:
+            assert [t.get_text() for t in ax.get_xticklabels()] == x_levels
+        assert ax.get_xlabel() == x.removeprefix("arm_")
+    legend = fig.axes[-1].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()] if legend else []
+    plots.plt.close(fig)
+    assert len([name for name in labels if not name.startswith("diverged")]) == (hue_levels if hue else 0)
+
+
+def test_arm_layout_prefers_a_numeric_factor_then_the_most_levels():
+    numeric = grid_frame({"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]})
+    assert plots.arm_layout(numeric) == ("arm_lr", ["arm_optimizer"])
+    categorical = grid_frame({"optimizer": ["sgd", "adam", "rmsprop"], "lr": ["default", 0.1]})
+    assert plots.arm_layout(categorical) == ("arm_optimizer", ["arm_lr"])
+    tie = grid_frame({"lr": [0.1, 0.01], "depth": [1, 4]})
+    assert plots.arm_layout(tie) == ("arm_lr", ["arm_depth"])

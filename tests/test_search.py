@@ -356,6 +356,35 @@ def test_best_so_far_monotone_and_picks():
     assert first["pick_trial"].iloc[-1] == k and first["pick_test_acc"].iloc[-1] == pytest.approx(src["test_acc"].iloc[k])
 
 
+def test_shortfall_is_the_distance_to_the_best_any_study_found():
+    bsf = R.shortfall(R.best_so_far(planted_frame()))
+    for wl, g in bsf.groupby("workload"):
+        best = g["best_val"].max()
+        assert (g["best_found"] == best).all()
+        assert np.allclose(g["shortfall"], best - g["best_val"]) and (g["shortfall"] >= 0).all()
+        assert g["shortfall"].min() == 0  # the best study's best trial
+    for _, g in bsf.groupby(R.KEYS):
+        assert (np.diff(g["shortfall"]) <= 0).all()  # a best so far only improves
+
+
+def test_shortfall_figure_gives_each_strategy_its_own_panel():
+    """One row per workload, one column per strategy, so a strategy whose first trials equal
+    another's (the same random start-up draws) is not hidden under it; grid and random
+    search are drawn in every other strategy's panel as references, and the target too."""
+    frame = planted_frame()
+    fig = R.figures(frame, {"a": 0.8, "b": 0.9})["best_so_far"]
+    strategies = R._order(frame["strategy"].unique())
+    assert len(fig.axes) == 2 * len(strategies)
+    assert [ax.get_title() for ax in fig.axes[:len(strategies)]] == strategies
+    for ax, strategy in zip(fig.axes, strategies * 2):
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert f"{strategy} (median, 95% band)" in labels
+        assert {f"{ref} (median)" for ref in ("grid", "random") if ref != strategy} <= set(labels)
+        assert "target" in labels
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "symlog"
+        assert ax.get_ylim()[0] == 0
+
+
 def test_best_so_far_on_real_runs(runs):
     bsf = R.best_so_far(runs[2])
     assert len(bsf) == 8 * len(search.STRATEGIES)
@@ -450,7 +479,7 @@ def test_figures_and_reports_on_real_runs(runs, tmp_path):
     for f in figs.values():
         f.savefig(io.BytesIO(), format="png")
     figs2 = R.figures(planted_frame(), {"a": 0.8, "b": 0.9})
-    assert len(figs2["best_so_far"].axes) == 2
+    assert len(figs2["best_so_far"].axes) == 2 * len(search.STRATEGIES)  # workloads x strategies
     # target None: the workload's own target_accuracy (set to 0.3 in make_params)
     assert R.resolve_target(None, [WL], params) == {WL: 0.3}
     assert R.summary(frame, None, params)["target"].eq(0.3).all()

@@ -65,42 +65,101 @@ def factors(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
 
 
-def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
-    """Arms of one dimension with 95% t intervals over seeds, one panel per
-    workload. One numeric factor: a line over it (log axis when it spans decades), the
-    other factor as hue; diverged arms marked with x. Categorical: a point plot."""
-    label = METRICS.get(metric, (metric, True))[0]
+def arm_layout(runs: pd.DataFrame) -> tuple[str | None, list[str]]:
+    """Which factor of a dimension goes on the x axis, and which become the hue: the numeric
+    factor with the most levels (a line over it), else the categorical one with the most
+    levels (points per level); ties go to the factor listed first. Every other factor is
+    the hue, so an arm is one (x, hue) point however many factors the dimension crosses:
+    optimizer x lr puts 7 lrs on the axis and 6 optimizers in the legend, not 42 arm labels
+    side by side."""
     cols = factors(runs)
+    numeric = [c for c in cols if _numeric(runs[c]) is not None]
+    pool = numeric or cols
+    if not pool:
+        return None, []
+    x = max(pool, key=lambda c: runs[c].nunique())  # max keeps the first of equals
+    return x, [c for c in cols if c != x]
+
+
+def _hue_labels(d: pd.DataFrame, hue: list[str]) -> pd.Series | None:
+    """One label per row for the hue factors: the level itself for one factor,
+    "factor=level, ..." for several."""
+    if not hue:
+        return None
+    if len(hue) == 1:
+        return d[hue[0]].astype(str)
+    return d[hue].astype(str).apply(
+        lambda row: ", ".join(f"{c.removeprefix('arm_')}={v}" for c, v in row.items()), axis=1)
+
+
+def _scale_x(ax, values: pd.Series) -> None:
+    """A log axis when the positive levels span two decades or more; symlog when a level is
+    0 (no L1/L2 penalty, no dropout), so that control arm stays on the figure, with a
+    linear stretch from 0 up to the smallest positive level."""
+    positive = values[values > 0]
+    if len(positive) == 0 or positive.max() / positive.min() < 100:
+        return
+    if (values == 0).any():
+        ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        # Autoscaling pads symlog into negative decades no level has: start just left of 0,
+        # and end a third of a decade past the largest level.
+        ax.set_xlim(-0.1 * float(positive.min()), 2.0 * float(positive.max()))
+    else:
+        ax.set_xscale("log")
+
+
+def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
+    """Arms of one dimension with 95% t intervals over seeds, one panel per workload; the
+    factors laid out by arm_layout. A numeric x: a line per hue level over it (log or
+    symlog axis when it spans decades), diverged arms marked with x. A categorical x:
+    points per level, dodged per hue level."""
+    label = METRICS.get(metric, (metric, True))[0]
+    x, hue = arm_layout(runs)
+    numeric_x = x is not None and _numeric(runs[x]) is not None
     workloads = list(dict.fromkeys(runs["workload"]))
-    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
-    num = {c: _numeric(runs[c]) for c in cols}
-    x = next((c for c in cols if num[c] is not None), None) if len(cols) <= 2 else None
-    hue = next((c for c in cols if c != x), None)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads) + (1.6 if hue else 0), 3.4),
+                             squeeze=False)
+    hue_title = ", ".join(c.removeprefix("arm_") for c in hue) if len(hue) == 1 else None
     for ax, wl in zip(axes[0], workloads):
         d = runs[runs["workload"] == wl].copy()
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
-        if x is not None:
-            d["_x"] = num[x][d.index]
-            sns.lineplot(d, x="_x", y=metric, hue=hue, errorbar=interval_for(metric), marker="o", ax=ax)
-            span = d["_x"][d["_x"] > 0]
-            if len(span) and span.max() / span.min() > 100:
-                ax.set_xscale("log")
-            div = d.groupby([c for c in ["_x", hue] if c], dropna=False)["diverged"].mean().reset_index()
+        labels = _hue_labels(d, hue)
+        d["_hue"] = labels if labels is not None else ""
+        hue_arg = dict(hue="_hue", hue_order=list(dict.fromkeys(d["_hue"]))) if hue else {}
+        if numeric_x:
+            d["_x"] = pd.to_numeric(d[x])
+            sns.lineplot(d, x="_x", y=metric, errorbar=interval_for(metric), marker="o", ax=ax, **hue_arg)
+            _scale_x(ax, d["_x"])
+            div = d.groupby(["_x", "_hue"], dropna=False)["diverged"].mean().reset_index()
             div = div[div["diverged"] > 0]
             if len(div):
                 ymin = ax.get_ylim()[0]
                 ax.scatter(div["_x"], [ymin] * len(div), marker="x", color="crimson", s=40, label="diverged (any seed)")
-                ax.legend(fontsize=7)
-            ax.set_xlabel(x.removeprefix("arm_"))
-        else:
-            d["arm_label"] = d["arm"].str.replace(r"[a-z_]+=", "", regex=True)
-            sns.pointplot(d, x="arm_label", y=metric, errorbar=interval_for(metric), linestyle="none", ax=ax, color="C0")
-            ax.tick_params(axis="x", rotation=45)
-            for lab in ax.get_xticklabels():
-                lab.set_horizontalalignment("right")
-            ax.set_xlabel("")
+        elif x is not None:
+            d["_x"] = d[x].astype(str)
+            order = list(dict.fromkeys(d["_x"]))
+            if hue:
+                sns.pointplot(d, x="_x", y=metric, order=order, errorbar=interval_for(metric), dodge=0.5,
+                              markersize=4, linewidth=1, ax=ax, **hue_arg)
+            else:
+                sns.pointplot(d, x="_x", y=metric, order=order, errorbar=interval_for(metric),
+                              linestyle="none", ax=ax, color="C0")
+            if max(map(len, order)) > 4:
+                ax.tick_params(axis="x", rotation=45)
+                for lab in ax.get_xticklabels():
+                    lab.set_horizontalalignment("right")
+        ax.set_xlabel(x.removeprefix("arm_") if x else "")
         ax.set_title(wl)
         ax.set_ylabel(label if ax is axes[0][0] else "")
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    legend = {}  # one legend for the figure (every panel has the same hue levels), by label
+    for ax in axes[0]:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    if legend:
+        axes[0][-1].legend(legend.values(), legend.keys(), title=hue_title, fontsize=7, title_fontsize=7,
+                           loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
