@@ -96,6 +96,7 @@ def test_pipeline_produces_report(project):
     for needle in ("## Provenance", "## Verdicts", "C01", "C03", "C04", "C25", "C26", "digits", "The post reported"):
         assert needle in report, needle
     assert list((project / "reports" / "figures").glob("init-*.png"))
+    assert (project / "reports" / "figures" / "verdicts.png").exists() and "](figures/verdicts.png)" in report
     verdicts = pd.read_csv(project / "results" / "verdicts.csv")
     assert set(verdicts["verdict"]) <= {"supported", "refuted", "inconclusive", "mixed"}
     runs = pd.read_parquet(project / "results" / "runs.parquet")

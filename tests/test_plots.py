@@ -148,3 +148,46 @@ def test_arm_layout_prefers_a_numeric_factor_then_the_most_levels():
     assert plots.arm_layout(categorical) == ("arm_optimizer", ["arm_lr"])
     tie = grid_frame({"lr": [0.1, 0.01], "depth": [1, 4]})
     assert plots.arm_layout(tie) == ("arm_lr", ["arm_depth"])
+
+
+def contrasts_frame() -> pd.DataFrame:
+    """Three claims' contrasts as judge writes them: C1 two contrasts on workload a (the
+    first is primary) and one on b, C2 on epochs (lower is better: expected -1, with a
+    margin), C3 with a non-finite effect."""
+    rows = [
+        ("C1", "a", "final_test_acc", 1, np.nan, 0.10, 0.05, 0.15, "supported"),
+        ("C1", "a", "final_test_acc", 1, np.nan, 0.50, 0.40, 0.60, "supported"),  # not primary
+        ("C1", "b", "final_test_acc", 1, np.nan, -0.02, -0.05, 0.01, "inconclusive"),
+        ("C2", "a", "epochs_to_target", -1, 0.5, -3.0, -4.0, -2.0, "supported"),
+        ("C3", "a", "final_test_loss", -1, np.nan, np.inf, np.nan, np.nan, "refuted"),
+    ]
+    return pd.DataFrame(rows, columns=["claim", "workload", "metric", "expected", "margin", "effect",
+                                       "ci_low", "ci_high", "verdict"])
+
+
+def test_verdict_figure_is_a_forest_plot_signed_by_the_prediction():
+    fig = plots.verdict_figure(contrasts_frame())
+    axes = fig.axes
+    assert len(axes) == 3  # one panel per metric, each on its own scale
+    acc, epochs, loss = axes
+    # Primary contrasts only, first claim on top; x = effect x expected sign.
+    assert [t.get_text() for t in acc.get_yticklabels()] == ["C1 a", "C1 b"]
+    points = {}
+    for ax in axes:
+        for container in ax.containers:  # one errorbar per verdict
+            line = container.lines[0]
+            for x, y in zip(line.get_xdata(), line.get_ydata()):
+                label = ax.get_yticklabels()[list(ax.get_yticks()).index(y)].get_text()
+                points[label] = (x, container.get_label(), line.get_color())
+    assert points["C1 a"][0] == pytest.approx(0.10) and points["C1 b"][0] == pytest.approx(-0.02)
+    assert points["C2 a"][0] == pytest.approx(3.0)  # 3 epochs fewer: right of 0, as predicted
+    assert points["C1 a"][1] == "supported" and points["C1 b"][1] == "inconclusive"
+    assert points["C1 a"][2] == plots.VERDICT_COLOURS["supported"]
+    # The interval flips with the sign: [-4, -2] epochs becomes [2, 4].
+    segments = epochs.containers[0].lines[2][0].get_segments()
+    assert [tuple(np.round(seg[:, 0], 6)) for seg in segments] == [(2.0, 4.0)]
+    assert "C3 a" not in points and "no finite effect: C3 a" in loss.get_title(loc="left")
+    # C2's non-inferiority margin sits at -margin.
+    assert [tuple(o) for o in epochs.collections[-1].get_offsets()] == [(-0.5, 0.0)]
+    plots.plt.close(fig)
+    assert plots.verdict_figure(contrasts_frame().iloc[:0]) is None

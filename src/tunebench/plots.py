@@ -202,3 +202,65 @@ def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None
         ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLOURS = {"supported": "#1a9850", "refuted": "#d73027", "inconclusive": "0.55"}
+
+
+def primary_contrasts(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """Each claim's first (primary) contrast per workload: the rows of the report's verdict
+    table, in its order."""
+    return contrasts.groupby(["claim", "workload"], sort=False).head(1).reset_index(drop=True)
+
+
+def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
+    """A forest plot of every claim's primary contrast per workload: the effect and its 95%
+    interval, signed so that right of 0 is the way the advice predicts (effect x expected
+    sign), coloured by that contrast's verdict. One panel per metric, each on its own
+    scale (accuracy points, epochs, trials, loss ... do not share an axis); a
+    non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed of an
+    arm diverged) has no point and is named in its panel's title."""
+    prim = primary_contrasts(contrasts)
+    if prim.empty:
+        return None
+    prim = prim.assign(
+        signed=prim["effect"] * prim["expected"], lo=np.minimum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
+        hi=np.maximum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
+        row=prim["claim"] + " " + prim["workload"])
+    metrics = list(dict.fromkeys(prim["metric"]))
+    heights = [prim["metric"].eq(m).sum() + 1.2 for m in metrics]
+    fig = plt.figure(figsize=(7.5, 0.22 * sum(heights) + 1.0), layout="constrained")
+    axes = fig.subplots(len(metrics), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, metric in zip(axes, metrics):
+        d = prim[prim["metric"] == metric].reset_index(drop=True)
+        y = np.arange(len(d))[::-1]  # first claim on top
+        finite = np.isfinite(d["signed"]).to_numpy()
+        verdicts = [v for v in VERDICT_COLOURS if v in set(d["verdict"])] + sorted(set(d["verdict"]) - set(VERDICT_COLOURS))
+        for verdict in verdicts:
+            m = finite & (d["verdict"] == verdict).to_numpy()
+            if m.any():
+                # A percentile interval can sit beside its mean when every seed agrees but one: clip, never a negative bar.
+                left = np.clip(d["signed"][m] - d["lo"][m], 0, None).fillna(0)
+                right = np.clip(d["hi"][m] - d["signed"][m], 0, None).fillna(0)
+                ax.errorbar(d["signed"][m], y[m], xerr=[left, right], fmt="o", ms=4, lw=1.2, capsize=2,
+                            color=VERDICT_COLOURS.get(verdict, "C0"), label=verdict)
+        margin = d["margin"].to_numpy(dtype=float) if "margin" in d else np.full(len(d), np.nan)
+        has_margin = np.isfinite(margin)
+        if has_margin.any():
+            ax.scatter(-margin[has_margin], y[has_margin], marker="|", s=80, color="0.4", label="margin")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, d["row"], fontsize=7)
+        ax.set_ylim(-0.7, len(d) - 0.3)
+        missing = ", ".join(d["row"][~finite])
+        title = METRICS.get(metric, (metric, True))[0]
+        ax.set_title(title + (f" (no finite effect: {missing})" if missing else ""), fontsize=8, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    handles = {}
+    for ax in axes:
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, h)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize=8,
+               frameon=False)
+    fig.suptitle("each claim's primary effect per workload with its 95% interval; right of 0 = as the advice predicts",
+                 fontsize=9)
+    return fig

@@ -232,6 +232,7 @@ def build(params: Params, args, atomic_path, log) -> None:
         figures[name] = f"figures/{name}.png"
         return figures[name]
 
+    save("verdicts", plots.verdict_figure(contrasts))
     # ---- figures per dimension
     first_metric = {}
     for claim in CLAIMS:
@@ -270,7 +271,11 @@ def build(params: Params, args, atomic_path, log) -> None:
     devices = list(epochs["device"].unique()) if "device" in epochs else []
     prov = provenance(params, datasets, devices or ["unknown"], wall)
     seeds = len(params.active.seeds)
-    parts = [render_header(prov), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), "", VERDICT_RULE]
+    parts = [render_header(prov), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), ""]
+    if "verdicts" in figures:
+        parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts]"
+                  f"({figures['verdicts']})", ""]
+    parts += [VERDICT_RULE]
     for claim in CLAIMS:
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
