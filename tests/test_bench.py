@@ -38,6 +38,20 @@ def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
         assert math.isclose(r["vs_tutorial"], r["samples_per_s"] / tutorial)
     assert "train_loss" not in rows[0] and all(0 < r["train_loss"] < 10 for r in rows[1:])  # 10 classes: ln 10 = 2.3
     assert "train loss" in printed
+    assert "one run at a time" not in printed  # no CNN rows: no note on how the engine trains CNNs here
+
+
+def test_cpu_cnn_rows_say_the_engine_trains_these_cnns_one_at_a_time(tmp_path, capsys):
+    """On a CPU the CNN's population rows stack runs though the engine would not (28x28
+    images: engine.CPU_CNN_STACK_MAX_PIXELS), so the table says which rate the pipeline gets."""
+    assert 28 * 28 > engine.CPU_CNN_STACK_MAX_PIXELS
+    code = bench.main(["throughput", "--device", "cpu", "--models", "cnn", "--samples", "256", "--populations", "2",
+                       "--tutorial-samples", "64", "--batch", "64", "--raw-dir", str(tmp_path / "raw"),
+                       "--out-dir", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "(c) engine, population 2" in printed
+    assert f"more than {engine.CPU_CNN_STACK_MAX_PIXELS} pixels one run at a time" in printed
 
 
 def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):

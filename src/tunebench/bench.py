@@ -232,7 +232,11 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                      "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
                      f"({EVAL_N} val + {EVAL_N} test + {EVAL_N} train examples/run, forward only); model building excluded"
                      + ("; with --compile, the largest population's rows (eager and compiled): the second of two "
-                        "epochs, the first compiling and warming up" if args.compile != "off" else "")}
+                        "epochs, the first compiling and warming up" if args.compile != "off" else "")
+                     + ("; the CNN's rows (c) stack runs on this CPU to show what stacking costs here, but the engine "
+                        f"trains a CNN on images of more than {engine.CPU_CNN_STACK_MAX_PIXELS} pixels one run at a "
+                        "time on a CPU (engine.CPU_CNN_STACK_MAX_PIXELS), so the pipeline runs at row (b)'s rate"
+                        if cpu and "cnn" in args.models.split(",") else "")}
     dd, meta["engine_data"] = fmnist_device_data(Path(args.raw_dir), samples, dev)
     result = {"meta": meta, "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
