@@ -81,16 +81,35 @@ def test_every_claim_metric_has_a_range():
     assert all(lo < hi for lo, hi in plots.METRIC_RANGE.values())
 
 
-def test_curves_band_is_the_seed_interval():
-    """The shaded band seaborn draws is seed_interval of each epoch's values."""
+def test_curves_band_is_the_seed_interval_of_the_paired_difference():
+    """The bottom row's band is seed_interval of each epoch's per-seed difference from the
+    control (the first arm); the top row draws means only."""
     data = epochs_frame()
     fig = plots.curves_figure(data)
-    band = fig.axes[0].collections[0].get_paths()[0].vertices  # first arm: lr=0.01
-    d = data[data["arm"] == "lr=0.01"]
-    for epoch, values in d.groupby("epoch")["val_acc"]:
-        lo, hi = plots.interval_for("val_acc")(values)
+    top, bottom = fig.axes[:2]
+    assert not top.collections  # no bands on the curves themselves
+    band = bottom.collections[0].get_paths()[0].vertices  # the one arm that is not the control: lr=0.1
+    wide = data.pivot_table(index=["seed", "epoch"], columns="arm", values="val_acc")
+    diff = (wide["lr=0.1"] - wide["lr=0.01"]).reset_index(name="d")
+    for epoch, values in diff.groupby("epoch")["d"]:
+        lo, hi = plots.seed_interval(values)
         ys = band[np.isclose(band[:, 0], epoch), 1]
         assert min(ys) == pytest.approx(lo) and max(ys) == pytest.approx(hi)
+    plots.plt.close(fig)
+
+
+def test_paired_curves_subtract_the_control_per_seed_and_epoch():
+    data = epochs_frame()
+    out = plots.paired_curves(data, "val_acc")
+    assert set(out["arm"]) == {"lr=0.1"} and len(out) == 5 * 3  # seeds x epochs, the control left out
+    row = out[(out["seed"] == 2) & (out["epoch"] == 3)]["effect"].item()
+    pick = lambda arm: data[(data["arm"] == arm) & (data["seed"] == 2) & (data["epoch"] == 3)]["val_acc"].item()
+    assert row == pytest.approx(pick("lr=0.1") - pick("lr=0.01"))
+    # A diverged epoch has no difference, and a loss compares as a log10 ratio.
+    lossy = data.assign(val_loss=np.where(data["arm"] == "lr=0.1", 10.0, 1.0))
+    lossy.loc[(lossy["arm"] == "lr=0.1") & (lossy["epoch"] == 3), "val_loss"] = np.inf
+    ratio = plots.paired_curves(lossy, "val_loss")
+    assert len(ratio) == 5 * 2 and np.allclose(ratio["effect"], 1.0)
 
 
 # ---- every dimension of params.yaml: each arm is one visible point of its figure

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or cluster nodes
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -63,6 +64,16 @@ def _numeric(values: pd.Series) -> pd.Series | None:
 
 def factors(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
+
+
+def legend_entries(axes) -> dict:
+    """{label: handle} over the panels of a figure, each label once (panels share their hue
+    levels), for one legend per figure instead of one per panel."""
+    entries = {}
+    for ax in np.ravel(axes):
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(name, handle)
+    return entries
 
 
 def arm_layout(runs: pd.DataFrame) -> tuple[str | None, list[str]]:
@@ -153,10 +164,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         ax.set_ylabel(label if ax is axes[0][0] else "")
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    legend = {}  # one legend for the figure (every panel has the same hue levels), by label
-    for ax in axes[0]:
-        for handle, name in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(name, handle)
+    legend = legend_entries(axes[0])
     if legend:
         axes[0][-1].legend(legend.values(), legend.keys(), title=hue_title, fontsize=7, title_fontsize=7,
                            loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
@@ -185,21 +193,58 @@ def heatmap_figure(runs: pd.DataFrame, metric: str) -> plt.Figure | None:
     return fig
 
 
+def paired_curves(d: pd.DataFrame, y: str) -> pd.DataFrame:
+    """Per seed and epoch, each arm's `y` minus the control's: the first arm in the table's
+    order (the grid's first value). Seeds are paired (seed s gives every arm the same data
+    order and initial draws), so this is the effect of the arm as training goes, without
+    the seed-to-seed spread every arm shares. For a loss, the log10 ratio to the control's.
+    A diverged epoch (NaN/inf) and an epoch the control did not reach (early stopping)
+    have no difference. Columns: seed, epoch, arm, effect."""
+    arms = list(dict.fromkeys(d["arm"]))
+    values = pd.to_numeric(d[y], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    if y == "val_loss":
+        values = np.log10(values.where(values > 0))
+    wide = d.assign(_v=values).pivot_table(index=["seed", "epoch"], columns="arm", values="_v", aggfunc="first",
+                                          dropna=False)
+    out = wide[arms[1:]].sub(wide[arms[0]], axis=0).reset_index().melt(
+        id_vars=["seed", "epoch"], var_name="arm", value_name="effect")
+    return out.dropna(subset=["effect"]).reset_index(drop=True)
+
+
 def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None:
-    """Validation accuracy (loss for regression) per epoch, mean and 95% t interval over
-    seeds, one line per arm, one panel per workload."""
+    """Validation accuracy (loss for regression) per epoch, one column per workload. Top:
+    each arm's mean over seeds (no bands: arms that share seeds share their first epochs,
+    and overlapping bands hid them). Bottom: each arm minus the control (the first arm),
+    paired by seed (paired_curves), mean and 95% t interval; the control is the 0 line.
+    One legend; an arm keeps its colour in both rows."""
     if epochs.empty or epochs["arm"].nunique() > max_arms:
         return None
     workloads = list(dict.fromkeys(epochs["workload"]))
-    fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.4), squeeze=False)
-    for ax, wl in zip(axes[0], workloads):
+    arms = list(dict.fromkeys(epochs["arm"]))
+    palette = dict(zip(arms, sns.color_palette(n_colors=len(arms))))
+    fig, axes = plt.subplots(2, len(workloads), figsize=(4.2 * len(workloads) + 1.8, 5.8), squeeze=False,
+                             sharex="col", gridspec_kw={"height_ratios": [1.2, 1]})
+    for top, bottom, wl in zip(axes[0], axes[1], workloads):
         d = epochs[epochs["workload"] == wl]
         y = "val_loss" if (d["n_classes"] == 0).all() else "val_acc"
-        sns.lineplot(d, x="epoch", y=y, hue="arm", errorbar=interval_for(y), ax=ax)
+        mine = [a for a in arms if a in set(d["arm"])]
+        sns.lineplot(d, x="epoch", y=y, hue="arm", hue_order=mine, palette=palette, errorbar=None, ax=top)
         if y == "val_loss":
-            ax.set_yscale("log")
-        ax.set_title(wl)
-        ax.legend(fontsize=6)
+            top.set_yscale("log")
+        top.set_title(wl)
+        diff = paired_curves(d, y)
+        bottom.axhline(0, color=palette[mine[0]], lw=1.2)
+        if len(diff):
+            sns.lineplot(diff, x="epoch", y="effect", hue="arm", hue_order=mine[1:], palette=palette,
+                         errorbar=lambda v: seed_interval(v), err_kws={"alpha": 0.12}, ax=bottom)
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+        bottom.set_ylabel(("log10 loss ratio" if y == "val_loss" else y) + f" - control\n({mine[0]}), paired")
+        for ax in (top, bottom):
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+    handles = legend_entries(axes[0])
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       frameon=False)
     fig.tight_layout()
     return fig
 
@@ -255,10 +300,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         title = METRICS.get(metric, (metric, True))[0]
         ax.set_title(title + (f" (no finite effect: {missing})" if missing else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
-    handles = {}
-    for ax in axes:
-        for h, name in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(name, h)
+    handles = legend_entries(axes)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize=8,
                frameon=False)
     fig.suptitle("each claim's primary effect per workload with its 95% interval; right of 0 = as the advice predicts",
