@@ -253,16 +253,20 @@ def test_two_runs_give_identical_tables(tmp_path, baseline, cores):
 
 # ------------------------------------------------------------------------------- (e)
 KILL = copy.deepcopy(TINY)
-KILL["dimensions"]["init"]["fixed"]["epochs"] = 12  # init jobs train long enough to be killed part-way
+KILL["dimensions"]["init"]["fixed"]["epochs"] = 40  # init jobs train long enough to be killed part-way
 
 
 def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     (tmp_path / "killed").mkdir()
     project = make_project(tmp_path / "killed", KILL)
     res = project / "results" / "ablations"
-    proc = popen_sm(project, TARGET)
+    # One job at a time: a training job that starts after another finished is then sure to
+    # be found part-way. With 2 cores the two init jobs could run side by side and finish
+    # within one poll of each other, leaving no job part-way after a finished one (seen once
+    # in CI, 2026-11-27).
+    proc = popen_sm(project, TARGET, cores=1)
     try:
-        # Kill the first training job that is part-way (its log shows epoch 3 of 12) while an
+        # Kill the first training job that is part-way (its log shows epoch 3 of 40) while an
         # earlier training job has already finished (so there is finished work to keep).
         def victim():
             done = result_files(project)
