@@ -110,6 +110,14 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     return df.drop(columns=["_eff"])
 
 
+def primary_contrasts(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """Each claim's first (primary) contrast per workload, in the table's order: the rows of
+    the report's verdict table and its forest plot."""
+    if contrasts.empty:
+        return contrasts
+    return contrasts.groupby(["claim", "workload"], sort=False).head(1).reset_index(drop=True)
+
+
 def claim_verdicts(contrasts: pd.DataFrame) -> pd.DataFrame:
     """One row per claim x workload (combined over its contrasts), and per claim overall."""
     rows = []

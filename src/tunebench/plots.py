@@ -14,6 +14,7 @@ import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from tunebench.claims import METRICS  # noqa: E402
+from tunebench.judge import primary_contrasts  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="paper")
 
@@ -66,13 +67,14 @@ def factors(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
 
 
-def legend_entries(axes) -> dict:
+def legend_entries(axes, keep=lambda name: True) -> dict:
     """{label: handle} over the panels of a figure, each label once (panels share their hue
-    levels), for one legend per figure instead of one per panel."""
+    levels), for one legend per figure instead of one per panel; `keep` picks labels."""
     entries = {}
     for ax in np.ravel(axes):
         for handle, name in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(name, handle)
+            if keep(name):
+                entries.setdefault(name, handle)
     return entries
 
 
@@ -250,12 +252,6 @@ def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None
 
 
 VERDICT_COLOURS = {"supported": "#1a9850", "refuted": "#d73027", "inconclusive": "0.55"}
-
-
-def primary_contrasts(contrasts: pd.DataFrame) -> pd.DataFrame:
-    """Each claim's first (primary) contrast per workload: the rows of the report's verdict
-    table, in its order."""
-    return contrasts.groupby(["claim", "workload"], sort=False).head(1).reset_index(drop=True)
 
 
 def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:

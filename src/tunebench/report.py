@@ -129,14 +129,14 @@ not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
 
 def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -> str:
     rows = []
+    primary = judge.primary_contrasts(contrasts)
     for claim in CLAIMS:
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")]
         v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         effects, ps = [], []
-        for wl, g in sub.groupby("workload", sort=False) if len(sub) else []:
-            r = g.iloc[0]  # the claim's first (primary) contrast on this workload
-            effects.append(f"{wl}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+        for _, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
+            effects.append(f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
             ps.append(_p(r["p_holm"]))
         n = int(sub["n"].max()) if len(sub) else seeds
         rows.append({"claim": f"[{claim.id}](#{claim.id.lower()})", "advice": claim.advice, "verdict": f"**{v}**",

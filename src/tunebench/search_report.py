@@ -114,6 +114,8 @@ def _shortfall_figure(bsf: pd.DataFrame, order: list[str], workloads: list[str],
     symlog axis, linear below 1 accuracy point (0.01), so 0 is on the axis."""
     import seaborn as sns
 
+    from tunebench.plots import legend_entries  # report imports plots anyway: no new dependency
+
     rows, cols = max(1, len(workloads)), max(1, len(order))
     fig = Figure(figsize=(2.3 * cols + 0.6, 2.2 * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
@@ -144,11 +146,7 @@ def _shortfall_figure(bsf: pd.DataFrame, order: list[str], workloads: list[str],
             ax.set_title(strategy if i == 0 else "", fontsize=9)
             ax.set_xlabel("trials" if i == rows - 1 else "")
             ax.set_ylabel(f"{wl}\nshortfall from best found" if j == 0 else "")
-    handles = {}
-    for ax in axes.flat:
-        for h, name in zip(*ax.get_legend_handles_labels()):
-            if name in ("target",) or name.endswith("(median)"):
-                handles.setdefault(name, h)
+    handles = legend_entries(axes, keep=lambda name: name == "target" or name.endswith("(median)"))
     if handles:
         fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize=8,
                    frameon=False)
