@@ -36,9 +36,9 @@ def sm(project: Path, *args: str, cores: int = 2, check: bool = True) -> subproc
 
 
 def popen_sm(project: Path, *args: str, cores: int = 2) -> subprocess.Popen:
-    log = open(project / "outer-snakemake.log", "w")
-    return subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cores), *args], cwd=project, env=env(),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    with open(project / "outer-snakemake.log", "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cores), *args], cwd=project, env=env(),
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def outer_log(project: Path) -> str:

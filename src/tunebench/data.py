@@ -354,7 +354,8 @@ def _load_user(name: str, user: dict, ctx: LoadContext) -> RawData:
     if path is None:
         raise DataError(f"{name}: user data file not found (tried {', '.join(map(str, cands))})")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # Our own handle: np.load leaves the file it opened open when the zip is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrs = {}
             for key in ("x_train", "y_train", "x_test", "y_test"):
                 if key not in z.files:
@@ -541,7 +542,7 @@ def load_prepared(path: Path) -> Prepared:
     if not path.is_file():
         raise DataError(f"{path}: prepared data file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # closed even if corrupt
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in _ARRAYS}
         p = Prepared(meta["name"], meta["task"], meta["kind"], meta["source"], **arrays,
