@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
     assert "train_loss" not in rows[0] and all(0 < r["train_loss"] < 10 for r in rows[1:])  # 10 classes: ln 10 = 2.3
     assert "train loss" in printed
     assert "one run at a time" not in printed  # no CNN rows: no note on how the engine trains CNNs here
+    # Every row under the allocator setting the engine uses on a CPU (devices.retain_freed_host_memory).
+    meta = json.loads((tmp_path / "throughput-cpu.json").read_text())["fp32+compile"]["meta"]
+    assert meta["host_memory_retained"] is (platform.libc_ver()[0] == "glibc")
 
 
 def test_cpu_cnn_rows_say_the_engine_trains_these_cnns_one_at_a_time(tmp_path, capsys):

@@ -3,13 +3,17 @@ engine's default device obeying the same TUNEBENCH_DEVICE."""
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tunebench import devices, engine
-from tunebench.config import ConfigError
+from tunebench.config import ConfigError, RunConfig
 
 
 def fake_dev(tmp_path: Path, *names: str) -> Path:
@@ -74,3 +78,64 @@ def test_a_cpu_device_label_names_the_model_vector_unit_and_threads(monkeypatch)
         assert device_label(torch.device("cpu")) == f"cpu (Some CPU, {torch.backends.cpu.get_cpu_capability()}, 1 thread)"
     finally:
         torch.set_num_threads(before)
+
+
+# A child process (the allocator setting is process-wide and cannot be undone): the minor page
+# faults of allocating, filling and freeing 64 MB, six times over, and a short CNN training's
+# metrics, under glibc's default or devices.retain_freed_host_memory. (Retained, the first
+# rounds still fault: a freed block sits below small allocations made since and is not yet
+# large enough, with the alignment, for the next; within a few rounds they merge.)
+_ALLOCATOR_CHILD = r"""
+import json, resource, sys
+import torch
+from tunebench import devices, engine
+from tunebench.config import RunConfig
+if sys.argv[1] == "retained":
+    assert devices.retain_freed_host_memory()
+else:  # the engine would set it: keep glibc's default
+    devices.retain_freed_host_memory = lambda: False
+def faults_of_a_64mb_buffer():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(16 * 2**20).fill_(1.0)  # 64 MB, freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = [faults_of_a_64mb_buffer() for _ in range(6)]
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(96, 1, 28, 28, generator=g), torch.randint(0, 10, (96,), generator=g)
+data = engine.DeviceData(x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:], 10)
+cfg = RunConfig(model="cnn", depth=2, width=8, batch_size=32, epochs=2, optimizer="adam", lr=0.01)
+run = engine.train(cfg, data, seed=3)
+print(json.dumps({"faults": faults, "epochs": [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in run.epochs]}))
+"""
+
+
+def _allocator_child(setting: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_CHILD, setting], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(devices.platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_retained_host_memory_is_reused_without_page_faults_and_changes_no_number():
+    default, retained = _allocator_child("default"), _allocator_child("retained")
+    pages = 64 * 2**20 // resource.getpagesize()
+    # glibc's default maps a block this large afresh each time: every page faults in again.
+    assert all(f > pages // 2 for f in default["faults"][-3:]), default
+    # Retained: the buffer reuses the pages of the one before.
+    assert all(f < pages // 20 for f in retained["faults"][-3:]), retained
+    assert retained["epochs"] == default["epochs"]  # the same numbers, to the bit
+
+
+def test_retaining_host_memory_is_a_no_op_off_glibc(monkeypatch):
+    monkeypatch.setattr(devices, "_host_memory_retained", None)
+    monkeypatch.setattr(devices.platform, "libc_ver", lambda: ("", ""))
+    assert devices.retain_freed_host_memory() is False
+    assert devices.retain_freed_host_memory() is False  # decided once
+
+
+def test_the_engine_retains_host_memory_when_it_trains_on_a_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(devices, "retain_freed_host_memory", lambda: calls.append(1) or True)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+    data = engine.DeviceData(x[:24], y[:24], x[24:32], y[24:32], x[32:], y[32:], 3)
+    engine.train(RunConfig(model="mlp", depth=1, width=8, batch_size=8, epochs=1), data)
+    assert calls

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunebench import data, engine, models, popconv
+from tunebench import data, devices, engine, models, popconv
 from tunebench.config import RunConfig
 
 ARCHS = {  # the reference CNN of the tutorial-era posts, and a mid-sized MLP
@@ -228,6 +228,8 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
     shape = models.DataShape((1, 28, 28), 10)
     meta = {"device": device_slug(dev), "torch": torch.__version__, "precision": args.precision,
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # Every row alike: glibc keeps freed memory (devices.retain_freed_host_memory) or not.
+            "host_memory_retained": cpu and devices.retain_freed_host_memory(),
             "timed": "(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
                      "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
                      f"({EVAL_N} val + {EVAL_N} test + {EVAL_N} train examples/run, forward only); model building excluded"
@@ -844,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     dev = torch.device(args.device) if args.device else engine.default_device()
+    if dev.type == "cpu":  # as the engine does; here before any row, so the tutorial loop's too
+        devices.retain_freed_host_memory()
     if args.mode == "kernels":
         samples = args.samples or (2048 if dev.type == "cpu" else 30_000)
         K = int((args.populations or ("4" if dev.type == "cpu" else "128")).split(",")[0])
@@ -879,7 +883,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = args.precision + ("" if args.compile == "off" else "+compile")
         result = throughput(args, dev, save=lambda r: atomic_json(path, {**old, entry: r}))
         m = result["meta"]
-        print(f"device {m['device']}, torch {m['torch']}, {m['threads']} CPU threads, precision {args.precision}")
+        print(f"device {m['device']}, torch {m['torch']}, {m['threads']} CPU threads, precision {args.precision}"
+              + (", freed host memory kept (glibc)" if m["host_memory_retained"] else ""))
         print(f"tutorial data: {m['tutorial_data']}\nengine data: {m['engine_data']}")
         print_table(result["rows"])
         print(f"timed: {m['timed']}\nwrote {path}")
