@@ -663,11 +663,11 @@ def _cpu_population(cfg: RunConfig, data: DeviceData) -> int:
     """On a CPU, whether stacking runs pays depends on the model: vmapped convolutions
     become grouped convolutions, which oneDNN runs slower than K separate ones on large
     images (measured, 2 cores, freed host memory kept: the reference CNN on 28x28 trains
-    3,073 samples/s alone, 2,677 model-samples/s as a population of 4; python -m
-    tunebench.bench), while on 8x8 digits stacking CNNs pays, as it does for MLPs (5-9x)
-    and RNNs. A fixed rule, not a timing
-    probe: a choice that depended on the machine's load would change float rounding, and so
-    the results, between two runs of the same configuration."""
+    3,022 samples/s alone, 2,745 model-samples/s as a population of 4; python -m
+    tunebench.bench), while on 8x8 digits stacking CNNs pays, as it does for MLPs (4-7x
+    the tutorial loop) and RNNs. A fixed rule, not a timing probe: a choice that depended
+    on the machine's load would change float rounding, and so the results, between two
+    runs of the same configuration."""
     pixels = math.prod(data.x_train.shape[2:]) if data.x_train.dim() >= 4 else 0
     if cfg.model == "cnn" and pixels > CPU_CNN_STACK_MAX_PIXELS:
         return 1
@@ -747,7 +747,7 @@ def train_population(
     the pipeline does not compile, the benchmark times it)."""
     device = data.x_train.device
     if device.type == "cpu":
-        devices.retain_freed_host_memory()  # ~1.6x for a CNN on a CPU (see there)
+        devices.retain_freed_host_memory()  # 1.8x for a CNN run on a 2-core CPU (see there)
     conv_impl = resolve_conv_impl(conv_impl, precision, device.type)
     concurrent_groups = concurrent_groups or (CUDA_CONCURRENT_GROUPS if device.type == "cuda" else 1)
     groups: dict[tuple, list[int]] = {}
