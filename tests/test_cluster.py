@@ -72,7 +72,7 @@ def test_snakemake_on_slurm(slurm, tmp_path):
     gres = slurm_cmd(["sinfo", "-h", "-N", "-o", "%G"], slurm)
     # The shipped profile, with what a 2-CPU test node needs on top: 1 CPU and 1 GB per job,
     # a first status check after 5 s (MinJobAge of the test cluster is 600 s >= 3 x 5 s).
-    cmd = [str(BIN / "snakemake"), "--workflow-profile", "workflow/profiles/slurm",
+    cmd = [str(BIN / "snakemake"), "--workflow-profile", "profiles/slurm",
            "--jobs", "4", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "5",
            "--default-resources", "mem_mb=1000", "runtime=30",
            "--set-resources", "run_ablation:mem_mb=1000", "run_search:mem_mb=1000"]

@@ -6,6 +6,7 @@ exercise is the same for every job."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -256,6 +257,17 @@ KILL = copy.deepcopy(TINY)
 KILL["dimensions"]["init"]["fixed"]["epochs"] = 40  # init jobs train long enough to be killed part-way
 
 
+def part_way_job(project: Path) -> tuple[int, str] | None:
+    """(pid, output) of a training job that is part-way (its log shows epoch 3 of 40) while
+    an earlier training job has already finished (so there is finished work to keep), or None."""
+    done = result_files(project)
+    for pid, out in training_processes(project).items():
+        log = project / "logs" / "ablations" / Path(out).relative_to("results/ablations").with_suffix(".log")
+        if done and log.exists() and "epoch 3/" in log.read_text() and not (project / out).exists():
+            return pid, out
+    return None
+
+
 def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     (tmp_path / "killed").mkdir()
     project = make_project(tmp_path / "killed", KILL)
@@ -266,17 +278,8 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     # in CI, 2026-11-27).
     proc = popen_sm(project, TARGET, cores=1)
     try:
-        # Kill the first training job that is part-way (its log shows epoch 3 of 40) while an
-        # earlier training job has already finished (so there is finished work to keep).
-        def victim():
-            done = result_files(project)
-            for pid, out in training_processes(project).items():
-                log = project / "logs" / "ablations" / Path(out).relative_to("results/ablations").with_suffix(".log")
-                if done and log.exists() and "epoch 3/" in log.read_text() and not (project / out).exists():
-                    return pid, out
-            return None
-
-        pid, victim_out = wait_until(victim, 400, "a training job part-way after another finished", proc)
+        # Kill the first training job that is part-way while an earlier one has finished.
+        pid, victim_out = wait_until(lambda: part_way_job(project), 400, "a training job part-way after another finished", proc)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
         rc = proc.wait(timeout=300)
@@ -304,3 +307,36 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     sm(clean, victim_out)
     pd.testing.assert_frame_equal(comparable(pd.read_parquet(project / victim_out)),
                                   comparable(pd.read_parquet(clean / victim_out)), check_exact=True)
+
+
+def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
+    """Ctrl-C (SIGINT to Snakemake) part-way: Snakemake stops its jobs and marks their outputs
+    incomplete. The next plain `snakemake` (no flags) must redo them, keeping what finished,
+    rather than refuse with IncompleteFilesException: profiles/default (rerun-incomplete),
+    which Snakemake must find by itself."""
+    project = make_project(tmp_path, KILL)
+    proc = popen_sm(project, TARGET, cores=1)
+    try:
+        _, interrupted_out = wait_until(lambda: part_way_job(project), 400, "a training job part-way after another finished", proc)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc != 0, outer_log(project)[-3000:]
+    # Snakemake lets a local job run to its end after Ctrl-C, but marks its output incomplete
+    # (the markers' names are the outputs' paths in base64).
+    marked = {base64.b64decode(m.name).decode() for m in (project / ".snakemake" / "incomplete").iterdir()}
+    assert interrupted_out in marked, marked
+    finished = {p: p.stat().st_mtime_ns for p in result_files(project)
+                if str(p.relative_to(project)) not in marked}
+    assert finished
+    stopped_at = time.time()
+
+    out = sm(project, TARGET)
+    text = out.stdout + out.stderr
+    assert "Using workflow specific profile profiles/default" in text, text[:2000]
+    assert (project / interrupted_out).stat().st_mtime > stopped_at  # redone
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    assert len(pd.read_parquet(project / TARGET)) == N_RUNS

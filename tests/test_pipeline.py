@@ -49,6 +49,7 @@ def make_project(tmp: Path, params: dict = TINY, with_src: bool = False) -> Path
         shutil.copytree(ROOT / "src", tmp / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
     shutil.copytree(ROOT / "workflow", tmp / "workflow")
+    shutil.copytree(ROOT / "profiles", tmp / "profiles")  # profiles/default: read by every plain `snakemake`
     shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
     (tmp / "data" / "raw").mkdir(parents=True)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
