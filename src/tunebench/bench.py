@@ -228,7 +228,8 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
     shape = models.DataShape((1, 28, 28), 10)
     meta = {"device": device_slug(dev), "torch": torch.__version__, "precision": args.precision,
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            # Every row alike: glibc keeps freed memory (devices.retain_freed_host_memory) or not.
+            # Set here, before any row, as the engine sets it for its own: the tutorial loop then
+            # runs under the same allocator (glibc keeps freed memory, devices.retain_freed_host_memory).
             "host_memory_retained": cpu and devices.retain_freed_host_memory(),
             "timed": "(a): steady-state steps after 10 warm-up batches, incl. DataLoader/ToTensor and host->device "
                      "copies; (b),(c): one engine epoch after a warm-up call, incl. end-of-epoch eval "
@@ -846,8 +847,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     dev = torch.device(args.device) if args.device else engine.default_device()
-    if dev.type == "cpu":  # as the engine does; here before any row, so the tutorial loop's too
-        devices.retain_freed_host_memory()
     if args.mode == "kernels":
         samples = args.samples or (2048 if dev.type == "cpu" else 30_000)
         K = int((args.populations or ("4" if dev.type == "cpu" else "128")).split(",")[0])

@@ -71,11 +71,12 @@ def retain_freed_host_memory() -> bool:
     Why: each training step on a CPU allocates its activations afresh, tens of MB each for a
     CNN at batch 512. glibc serves blocks above its mmap threshold (at most 32 MB) with new
     mappings and unmaps them when freed, so every step faults the same memory in again,
-    page by page, zeroed by the kernel. Measured on 2 cores (benchmarks/host-memory-2026-11-28):
-    the reference CNN spent ~1/3 of its epoch's CPU time in the kernel (system time), and
-    trains 1.8x the samples/s with the memory kept (2.5x as a population of 4). Changes no number: the same operations on the same
-    values, in buffers of the same alignment. The process's peak memory becomes its
-    resident size until it ends (a training job is a process of its own)."""
+    page by page, zeroed by the kernel. Measured on 2 cores
+    (benchmarks/host-memory-2026-11-28): the reference CNN spent ~1/3 of its epoch's CPU
+    time in the kernel (system time), and trains 1.8x the samples/s with the memory kept
+    (2.5x as a population of 4). Changes no number: the same operations on the same values,
+    in buffers of the same alignment. The process's peak memory becomes its resident size
+    until it ends (a training job is a process of its own)."""
     global _host_memory_retained
     if _host_memory_retained is None:
         _host_memory_retained = False
