@@ -3,6 +3,9 @@ engine's own settings."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from tunebench import engine, report
 
 
@@ -14,3 +17,57 @@ def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
     monkeypatch.setitem(engine.CUDA_CONV_IMPL, "fp32", "triton")
     monkeypatch.setattr(engine, "CUDA_CONCURRENT_GROUPS", 1)
     assert "fused Triton" in report.cuda_precision_note() and "up to 1 architecture" in report.cuda_precision_note()
+
+
+def _contrasts_of_every_claim():
+    from tunebench.claims import CLAIMS
+
+    return [pytest.param(claim.id, c, id=f"{claim.id}-{i}") for claim in CLAIMS for i, c in enumerate(claim.contrasts)]
+
+
+@pytest.mark.parametrize("claim_id, contrast", _contrasts_of_every_claim())
+def test_the_printed_prediction_is_the_bound_the_verdict_rule_tests(claim_id, contrast):
+    """The verdict table prints the raw effect (treatment - control) beside what the advice
+    predicts of it: "> 0", "< 0", or a non-inferiority bound. An effect 0.002 inside that
+    bound must be judged supported, and one 0.002 outside it must not, for every contrast
+    of every claim, so the printed text and the verdict rule cannot drift apart (0.002 is
+    under every margin, 0.005-0.01, so a bound printed with the wrong sign fails)."""
+    from tunebench import judge
+
+    text = report.predicted(contrast.expected, contrast.margin)
+    op, bound = text.split(" ")
+    inward = 1.0 if op == ">" else -1.0
+    noise = np.array([-2, 1, 0, 2, -1]) * 1e-4  # 5 paired seeds, sd ~0.00016
+    control = np.full(5, 0.5)
+    verdicts = {}
+    for side, offset in (("inside", 0.002), ("outside", -0.002)):
+        treatment = control + float(bound) + inward * offset + noise
+        row = {"claim": claim_id, "contrast": contrast.label, "workload": "w", "metric": contrast.metric,
+               "treatment": "t", "control": "c", "expected": contrast.expected, "margin": contrast.margin,
+               "stated": None, "treatment_values": list(treatment), "control_values": list(control),
+               "seeds": list(range(5)), "treatment_diverged": 0.0, "control_diverged": 0.0}
+        verdicts[side] = judge.judge([row])["verdict"].iloc[0]
+    assert verdicts["inside"] == "supported", (text, verdicts)
+    assert verdicts["outside"] != "supported", (text, verdicts)
+
+
+def test_the_verdict_table_prints_each_workloads_prediction_beside_its_effect():
+    """One line per workload, in the effect column's order: a lower-is-better metric reads
+    "< 0", a non-inferiority contrast its margin."""
+    import pandas as pd
+
+    contrasts = pd.DataFrame([
+        {"claim": "C05", "workload": "a", "effect": -2.0, "ci_low": -3.0, "ci_high": -1.0, "p_holm": 0.01,
+         "expected": -1, "margin": float("nan"), "n": 5},
+        {"claim": "C05", "workload": "b", "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_holm": 1.0,
+         "expected": -1, "margin": float("nan"), "n": 5},
+        {"claim": "C18", "workload": "a", "effect": 0.01, "ci_low": 0.0, "ci_high": 0.02, "p_holm": 0.2,
+         "expected": 1, "margin": 0.005, "n": 5},
+    ])
+    claims_v = pd.DataFrame([{"claim": "C05", "workload": "all", "verdict": "mixed"},
+                             {"claim": "C18", "workload": "all", "verdict": "inconclusive"}])
+    lines = {line.split("|")[1].strip(): line for line in report.verdict_table(contrasts, claims_v, 5).splitlines()
+             if line.startswith("| [C")}
+    assert "| a: -2.000 [-3.000, -1.000]<br>b: 0.000 [0.000, 0.000] | < 0<br>< 0 |" in lines["[C05](#c05)"]
+    assert "| > -0.005 |" in lines["[C18](#c18)"]
+    assert "| – |" in lines["[C01](#c01)"]  # no runs: no prediction printed either

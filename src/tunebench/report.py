@@ -112,7 +112,9 @@ claim's metric (seeds paired), its mean with a 95% percentile bootstrap interval
 (scipy.stats.bootstrap), a two-sided paired t-test, and Holm's correction across every
 contrast in this report (statsmodels). Where an arm set holds several arms (e.g. "adam at
 its best lr"), the arm with the best mean *validation* score is picked and compared on
-*test*. Then:
+*test*. The verdict table gives each workload's primary effect in the metric's own units
+and, beside it, what the advice predicts of it: its sign ("< 0" for "fewer epochs to the
+target", "> 0" for "higher accuracy"), or the bound of a non-inferiority test. Then:
 - **supported**: the effect has the predicted sign, its interval excludes 0, and the Holm-adjusted p < 0.05;
 - **refuted**: the interval lies wholly on the other side of 0 (adjusted p < 0.05), or wholly below half the magnitude the post states (on MNIST, the post's data);
 - **inconclusive**: anything else, with the reason.
@@ -127,6 +129,17 @@ not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
 """
 
 
+def predicted(expected: float, margin: float | None = None) -> str:
+    """What the advice predicts of the effect (treatment - control), as the verdict rule
+    tests it: its sign, or for a non-inferiority claim ("at least as good") the bound the
+    interval must clear. The table prints the raw effect, whose predicted sign depends on
+    the claim (C05's "faster" is fewer epochs, < 0; C19's "SGD takes longer" more, > 0),
+    so a reader needs this beside it."""
+    if margin is not None and np.isfinite(margin):
+        return f"> {_fmt(-margin)}" if expected > 0 else f"< {_fmt(margin)}"
+    return "> 0" if expected > 0 else "< 0"
+
+
 def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -> str:
     rows = []
     primary = judge.primary_contrasts(contrasts)
@@ -134,13 +147,15 @@ def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")]
         v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
-        effects, ps = [], []
+        effects, predictions, ps = [], [], []
         for _, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
             effects.append(f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+            predictions.append(predicted(r["expected"], r.get("margin")))
             ps.append(_p(r["p_holm"]))
         n = int(sub["n"].max()) if len(sub) else seeds
         rows.append({"claim": f"[{claim.id}](#{claim.id.lower()})", "advice": claim.advice, "verdict": f"**{v}**",
                      "primary effect [95% CI] per workload": "<br>".join(effects) or "–",
+                     "advice predicts": "<br>".join(predictions) or "–",
                      "adj. p": "<br>".join(ps) or "–", "seeds": n})
     return md_table(pd.DataFrame(rows))
 
