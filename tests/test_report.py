@@ -71,3 +71,16 @@ def test_the_verdict_table_prints_each_workloads_prediction_beside_its_effect():
     assert "| a: -2.000 [-3.000, -1.000]<br>b: 0.000 [0.000, 0.000] | < 0<br>< 0 |" in lines["[C05](#c05)"]
     assert "| > -0.005 |" in lines["[C18](#c18)"]
     assert "| – |" in lines["[C01](#c01)"]  # no runs: no prediction printed either
+
+
+def test_contrast_table_gives_the_wilcoxon_p_beside_the_t_tests():
+    """The distribution-free check sits in the table, not only in contrasts.csv: with 3
+    seeds it cannot go below 0.25, which a reader weighs against a t-test p of 0."""
+    import pandas as pd
+
+    row = {"workload": "w", "contrast": "c", "treatment": "t", "control": "k", "metric": "diverged",
+           "effect": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p": 0.0, "p_holm": 0.0, "p_wilcoxon": 0.25,
+           "treatment_diverged": 1.0, "control_diverged": 0.0, "verdict": "supported", "reason": ""}
+    header, _, line = report.contrast_table(pd.DataFrame([row])).splitlines()
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
+    assert cells["p (adj.)"] == "<0.001 (<0.001)" and cells["p Wilcoxon"] == "0.250"

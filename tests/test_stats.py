@@ -169,6 +169,15 @@ def test_zero_variance_nonzero_difference():
     assert e.p_wilcoxon == pytest.approx(2 / 2**4)
     assert verdict(e, e.p_value, +1)[0] == "supported"
     assert verdict(e, e.p_value, -1)[0] == "refuted"
+    # The reason must not pass p = 0 off as evidence from spread: it names the rule and
+    # the distribution-free p, either way the verdict goes.
+    for sign in (+1, -1):
+        reason = verdict(e, e.p_value, sign)[1]
+        assert "same difference on all n=4 seeds" in reason and "p is 0 by rule" in reason, reason
+        assert "Wilcoxon p=0.125" in reason, reason
+    # A difference that varies, however little, is a t-test like any other.
+    varied = paired_effect(c + np.array([0.25, 0.25, 0.25, 0.5]), c)
+    assert "by rule" not in verdict(varied, varied.p_value, +1)[1]
 
 
 def test_zero_variance_identical_arms():

@@ -124,6 +124,10 @@ disagree; the split is shown. Diverged runs (non-finite loss) count at chance ac
 infinite loss; divergence rates are listed per arm. Epochs-to-target is censored at the
 budget + 1 when the target is never reached. The interval alone is not trusted with 3 seeds
 (all three differences share a sign 25% of the time under no effect), hence the p gate.
+A count (epochs, trials, divergence) can differ by the same amount on every seed; with no
+variance the t-test's p is taken as 0, so such a contrast passes the p gate, and its
+reason says so. The contrast tables give the Wilcoxon signed-rank p beside the t-test's,
+as a distribution-free check: it cannot go below 2/2^n (0.25 with 3 seeds, 0.0625 with 5).
 Figures show each arm's mean over seeds with a 95% Student-t interval (t(n-1) * sd / sqrt(n)),
 not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
 """
@@ -167,7 +171,7 @@ def contrast_table(sub: pd.DataFrame) -> str:
             "workload": r["workload"], "contrast": r["contrast"],
             "arms (treatment vs control)": f"`{r['treatment']}` vs `{r['control']}`",
             "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-            "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})",
+            "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})", "p Wilcoxon": _p(r.get("p_wilcoxon")),
             "diverged T/C": f"{_fmt(r.get('treatment_diverged'), 2)}/{_fmt(r.get('control_diverged'), 2)}",
             "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else r["verdict"],
         })

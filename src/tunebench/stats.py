@@ -253,6 +253,12 @@ def verdict(
     ci_txt = f"CI [{_fmt(effect.ci_low)}, {_fmt(effect.ci_high)}]"
     p_txt = f"p_holm={_fmt(p_adjusted)}"
     inf_txt = " (includes diverged runs)" if effect.has_infinite else ""
+    if effect.ci_low == effect.ci_high and effect.mean_diff != 0:
+        # Counts (epochs, trials, divergence) can repeat one difference on every seed: the
+        # t-test's p is then 0 by the zero-variance rule of paired_effect, which a reader
+        # must see, beside what a distribution-free test can say with n seeds (2/2**n).
+        inf_txt += (f"; the same difference on all n={n} seeds, so the t-test's p is 0 by rule"
+                    f" (Wilcoxon p={_fmt(effect.p_wilcoxon)})")
 
     if hi < 0 and significant:
         return "refuted", f"effect has the opposite sign: mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{inf_txt}"
