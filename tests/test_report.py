@@ -80,7 +80,13 @@ def test_contrast_table_gives_the_wilcoxon_p_beside_the_t_tests():
 
     row = {"workload": "w", "contrast": "c", "treatment": "t", "control": "k", "metric": "diverged",
            "effect": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p": 0.0, "p_holm": 0.0, "p_wilcoxon": 0.25,
-           "treatment_diverged": 1.0, "control_diverged": 0.0, "verdict": "supported", "reason": ""}
-    header, _, line = report.contrast_table(pd.DataFrame([row])).splitlines()
-    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
-    assert cells["p (adj.)"] == "<0.001 (<0.001)" and cells["p Wilcoxon"] == "0.250"
+           "treatment_diverged": 1.0, "control_diverged": 0.0, "verdict": "supported", "reason": "", "n": 3}
+    varied = {**row, "effect": 0.9, "ci_low": 0.7, "ci_high": 1.0, "p": 0.004, "p_holm": 0.01}
+    header, _, same, other = report.contrast_table(pd.DataFrame([row, varied])).splitlines()
+    names = [c.strip() for c in header.split("|")]
+    same, other = (dict(zip(names, [c.strip() for c in line.split("|")])) for line in (same, other))
+    assert same["p (adj.)"] == "<0.001 (<0.001)" and same["p Wilcoxon"] == "0.250"
+    # A supported verdict that rests on the zero-variance rule says so in the table itself.
+    assert same["verdict"] == ("supported: the same difference on all n=3 seeds, so the t-test's p is 0 by rule"
+                               " (Wilcoxon p=0.25)")
+    assert other["verdict"] == "supported"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunebench import engine, judge, plots
+from tunebench import engine, judge, plots, stats
 from tunebench.claims import CLAIMS, SOURCE
 from tunebench.config import Params
 
@@ -164,6 +164,13 @@ def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -
     return md_table(pd.DataFrame(rows))
 
 
+def _decided(r: pd.Series) -> str:
+    """A supported or refuted verdict, with the note a zero-variance difference needs (its
+    other reasons are the row's own columns)."""
+    note = stats.same_on_every_seed_note(int(r["n"]), r["effect"], r["ci_low"], r["ci_high"], r.get("p_wilcoxon"))
+    return f"{r['verdict']}: {note}" if note else r["verdict"]
+
+
 def contrast_table(sub: pd.DataFrame) -> str:
     rows = []
     for _, r in sub.iterrows():
@@ -173,7 +180,7 @@ def contrast_table(sub: pd.DataFrame) -> str:
             "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
             "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})", "p Wilcoxon": _p(r.get("p_wilcoxon")),
             "diverged T/C": f"{_fmt(r.get('treatment_diverged'), 2)}/{_fmt(r.get('control_diverged'), 2)}",
-            "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else r["verdict"],
+            "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else _decided(r),
         })
     return md_table(pd.DataFrame(rows))
 

@@ -50,6 +50,7 @@ __all__ = [
     "combine",
     "best_of",
     "VERDICTS",
+    "same_on_every_seed_note",
 ]
 
 #: The three per-workload verdict words; ``combine`` adds "mixed".
@@ -207,6 +208,16 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+def same_on_every_seed_note(n: int, mean_diff: float, ci_low: float, ci_high: float, p_wilcoxon: float) -> str:
+    """A note for an effect that is the same nonzero difference on every seed ("" for any
+    other). Counts (epochs, trials, divergence) can do that, and the t-test's p is then 0
+    by the zero-variance rule of ``paired_effect``; a reader must see that, beside what a
+    distribution-free test can say with n seeds (Wilcoxon: 2/2**n at best)."""
+    if n < 2 or mean_diff == 0 or ci_low != ci_high:
+        return ""
+    return f"the same difference on all n={n} seeds, so the t-test's p is 0 by rule (Wilcoxon p={_fmt(p_wilcoxon)})"
+
+
 def verdict(
     effect: PairedEffect,
     p_adjusted: float,
@@ -253,12 +264,8 @@ def verdict(
     ci_txt = f"CI [{_fmt(effect.ci_low)}, {_fmt(effect.ci_high)}]"
     p_txt = f"p_holm={_fmt(p_adjusted)}"
     inf_txt = " (includes diverged runs)" if effect.has_infinite else ""
-    if effect.ci_low == effect.ci_high and effect.mean_diff != 0:
-        # Counts (epochs, trials, divergence) can repeat one difference on every seed: the
-        # t-test's p is then 0 by the zero-variance rule of paired_effect, which a reader
-        # must see, beside what a distribution-free test can say with n seeds (2/2**n).
-        inf_txt += (f"; the same difference on all n={n} seeds, so the t-test's p is 0 by rule"
-                    f" (Wilcoxon p={_fmt(effect.p_wilcoxon)})")
+    note = same_on_every_seed_note(n, effect.mean_diff, effect.ci_low, effect.ci_high, effect.p_wilcoxon)
+    inf_txt += f"; {note}" if note else ""
 
     if hi < 0 and significant:
         return "refuted", f"effect has the opposite sign: mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{inf_txt}"
