@@ -9,6 +9,7 @@ import itertools
 import math
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,7 +45,9 @@ def png(fig) -> bytes:
     lambda: plots.dimension_figure(runs_frame("lr", [0.01, 0.1, 1.0]), "final_test_acc"),  # a line over lr
     lambda: plots.dimension_figure(runs_frame("optimizer", ["sgd", "adam"]), "final_test_acc"),  # points per arm
     lambda: plots.curves_figure(epochs_frame()),
-], ids=["numeric-factor", "categorical-factor", "curves"])
+    lambda: plots.dimension_figure(grid_frame({"optimizer": ["sgd", "adam"], "lr": ["default", 0.3, 0.03, 0.003]}),
+                                   "final_test_acc"),  # a line over lr, "default" beside it
+], ids=["numeric-factor", "categorical-factor", "curves", "named-level-beside-numbers"])
 def test_same_data_same_figure(draw):
     np.random.seed(1)
     first = png(draw())
@@ -144,13 +147,19 @@ def test_every_arm_of_every_dimension_is_one_point_on_its_figure(dim):
     fig = plots.dimension_figure(frame, "final_test_acc")
     x_levels = [str(v) for v in grid[x.removeprefix("arm_")]]
     hue_levels = math.prod(len(grid[h.removeprefix("arm_")]) for h in hue)
+    numbers = plots.numeric_levels(pd.Series(x_levels))
     for ax in fig.axes:
-        if plots._numeric(pd.Series(x_levels)) is not None:
+        if numbers is not None:
             lo, hi = ax.get_xlim()
-            values = [float(v) for v in x_levels]
+            values = [float(v) for v in numbers.dropna()]
             assert all(lo < v < hi for v in values), (dim, ax.get_xscale(), (lo, hi), values)
             if 0.0 in values and max(values) / min(v for v in values if v > 0) >= 100:
                 assert ax.get_xscale() == "symlog"
+            # Named levels ("default") are ticks of their own, left of every number, inside the axis.
+            named = [v for v, n in zip(x_levels, numbers) if pd.isna(n)]
+            ticks = dict(zip([t.get_text() for t in ax.get_xticklabels()], ax.get_xticks()))
+            for level in named:
+                assert lo < ticks[level] < min(values), (dim, level, ticks)
         else:
             assert [t.get_text() for t in ax.get_xticklabels()] == x_levels
         assert ax.get_xlabel() == x.removeprefix("arm_")
@@ -160,11 +169,37 @@ def test_every_arm_of_every_dimension_is_one_point_on_its_figure(dim):
     assert len([name for name in labels if not name.startswith("diverged")]) == (hue_levels if hue else 0)
 
 
+def test_named_levels_are_points_beside_the_line_not_on_it():
+    """Each (named level, hue) is one point of its own, at the seeds' mean with their t
+    interval, in its hue's colour; the line over the numbers does not reach it."""
+    frame = grid_frame({"optimizer": ["sgd", "adam"], "lr": ["default", 0.3, 0.03, 0.003]})
+    fig = plots.dimension_figure(frame, "final_test_acc")
+    ax = fig.axes[0]
+    default_x = dict(zip([t.get_text() for t in ax.get_xticklabels()], ax.get_xticks()))["default"]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_linestyle() != ":"]
+    assert lines and all(min(line.get_xdata()) >= 0.003 for line in lines)
+    points = [c for c in ax.containers if hasattr(c, "lines") and len(c.lines[0].get_xdata()) == 1]
+    a = frame[frame["workload"] == "a"]
+    for c, opt in zip(points, ["sgd", "adam"]):
+        (x,), (y,) = c.lines[0].get_xdata(), c.lines[0].get_ydata()
+        values = a[(a["arm_optimizer"] == opt) & (a["arm_lr"] == "default")]["final_test_acc"]
+        assert abs(np.log10(x) - np.log10(default_x)) < 0.2 and y == pytest.approx(values.mean())
+        low, high = plots.seed_interval(values, bounds=(0.0, 1.0))
+        segment = c.lines[2][0].get_segments()[0]
+        assert (segment[0][1], segment[1][1]) == pytest.approx((low, high))
+    colours = [matplotlib.colors.to_hex(c.lines[0].get_color()) for c in points]
+    assert len(set(colours)) == 2 and set(colours) <= {matplotlib.colors.to_hex(line.get_color()) for line in lines}
+    plots.plt.close(fig)
+
+
 def test_arm_layout_prefers_a_numeric_factor_then_the_most_levels():
     numeric = grid_frame({"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]})
     assert plots.arm_layout(numeric) == ("arm_lr", ["arm_optimizer"])
     categorical = grid_frame({"optimizer": ["sgd", "adam", "rmsprop"], "lr": ["default", 0.1]})
     assert plots.arm_layout(categorical) == ("arm_optimizer", ["arm_lr"])
+    # Enough numbers beside a named level: the numbers make the axis, "default" sits beside it.
+    mixed = grid_frame({"optimizer": ["sgd", "adam", "rmsprop", "adagrad"], "lr": ["default", 0.3, 0.03, 0.003]})
+    assert plots.arm_layout(mixed) == ("arm_lr", ["arm_optimizer"])
     tie = grid_frame({"lr": [0.1, 0.01], "depth": [1, 4]})
     assert plots.arm_layout(tie) == ("arm_lr", ["arm_depth"])
 

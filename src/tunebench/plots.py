@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or cluster nodes
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -63,6 +63,24 @@ def _numeric(values: pd.Series) -> pd.Series | None:
     return None if out.isna().any() else out
 
 
+# A factor with this many numeric levels is drawn on a numeric axis even if a few of its
+# levels are named ("default": each optimizer's own learning rate); fewer, and the named
+# levels would outweigh the line.
+MIN_NUMERIC_LEVELS_BESIDE_NAMED = 3
+
+
+def numeric_levels(values: pd.Series) -> pd.Series | None:
+    """The factor's levels as numbers (NaN for a named level), if it is drawn on a numeric
+    axis: every level a number, or at least MIN_NUMERIC_LEVELS_BESIDE_NAMED of them beside
+    named ones, which are then drawn beside the axis (`_named_levels_beside`), unconnected,
+    rather than making the whole factor categorical (a line from "default" to lr 0.3 would
+    join two arms that are not neighbours on any scale)."""
+    out = pd.to_numeric(values, errors="coerce")
+    if not out.isna().any():
+        return out
+    return out if out.dropna().nunique() >= MIN_NUMERIC_LEVELS_BESIDE_NAMED else None
+
+
 def factors(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
 
@@ -86,7 +104,7 @@ def arm_layout(runs: pd.DataFrame) -> tuple[str | None, list[str]]:
     optimizer x lr puts 7 lrs on the axis and 6 optimizers in the legend, not 42 arm labels
     side by side."""
     cols = factors(runs)
-    numeric = [c for c in cols if _numeric(runs[c]) is not None]
+    numeric = [c for c in cols if numeric_levels(runs[c]) is not None]
     pool = numeric or cols
     if not pool:
         return None, []
@@ -121,14 +139,60 @@ def _scale_x(ax, values: pd.Series) -> None:
         ax.set_xscale("log")
 
 
+def _named_levels_beside(ax, named: pd.DataFrame, x: str, metric: str, palette: dict | None,
+                         numeric_x: pd.Series) -> pd.DataFrame:
+    """Draws the named levels of a numeric x ("default") left of the numeric range, one
+    open-marker point per (level, hue) with its seed interval, dodged per hue, unconnected;
+    puts the axis ticks on the grid's levels, named ones included. Positions are spaced in
+    the axis's own scale (linear, log or symlog), so they sit alike on any. Returns the
+    named rows with their plotted x ("_x") for the divergence marks."""
+    to_scaled, to_data = ax.xaxis.get_transform(), ax.xaxis.get_transform().inverted()
+    lo, hi = (float(v) for v in to_scaled.transform([[numeric_x.min()], [numeric_x.max()]]).ravel())
+    span = (hi - lo) or 1.0
+    levels = list(dict.fromkeys(named[x].astype(str)))
+    hues = list(dict.fromkeys(named["_hue"]))
+    bounds = METRIC_RANGE.get(metric, (-np.inf, np.inf))
+    named = named.copy()
+    ticks = {}
+    for k, level in enumerate(levels):
+        centre = lo - span * 0.16 * (len(levels) - k)
+        ticks[float(to_data.transform([[centre]])[0, 0])] = level
+        for j, h in enumerate(hues):
+            offset = span * 0.02 * (j - (len(hues) - 1) / 2)
+            pos = float(to_data.transform([[centre + offset]])[0, 0])
+            rows = (named[x].astype(str) == level) & (named["_hue"] == h)
+            named.loc[rows, "_x"] = pos
+            values = named.loc[rows, metric]
+            if not values.notna().any():
+                continue
+            mid = float(values.mean())
+            low, high = seed_interval(values, bounds=bounds)
+            err = [[mid - low], [high - mid]] if np.isfinite(low) else None
+            colour = palette[h] if palette else "C0"
+            ax.errorbar([pos], [mid], yerr=err, fmt="D", mfc="white", color=colour, markersize=4, linewidth=1,
+                        label="_nolegend_")
+    ax.axvline(float(to_data.transform([[lo - span * 0.08]])[0, 0]), color="0.75", linewidth=0.8, linestyle=":")
+    numeric_ticks = sorted(set(numeric_x.dropna()))
+    labels = {v: f"{v:g}" for v in numeric_ticks} | ticks
+    ax.set_xticks(list(labels), labels=list(labels.values()))
+    ax.xaxis.set_minor_locator(NullLocator())
+    left = float(to_data.transform([[lo - span * 0.16 * (len(levels) + 0.5)]])[0, 0])
+    right = float(to_data.transform([[hi + span * 0.06]])[0, 0])
+    ax.set_xlim(left, right)
+    if len(labels) > 5:
+        ax.tick_params(axis="x", rotation=45)
+    return named
+
+
 def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
     """Arms of one dimension with 95% t intervals over seeds, one panel per workload; the
     factors laid out by arm_layout. A numeric x: a line per hue level over it (log or
-    symlog axis when it spans decades), diverged arms marked with x. A categorical x:
-    points per level, dodged per hue level."""
+    symlog axis when it spans decades), diverged arms marked with x, and named levels
+    ("default") as unconnected points beside it. A categorical x: points per level, dodged
+    per hue level."""
     label = METRICS.get(metric, (metric, True))[0]
     x, hue = arm_layout(runs)
-    numeric_x = x is not None and _numeric(runs[x]) is not None
+    numeric_x = x is not None and numeric_levels(runs[x]) is not None
     workloads = list(dict.fromkeys(runs["workload"]))
     fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads) + (1.6 if hue else 0), 3.4),
                              squeeze=False)
@@ -138,11 +202,21 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
         labels = _hue_labels(d, hue)
         d["_hue"] = labels if labels is not None else ""
-        hue_arg = dict(hue="_hue", hue_order=list(dict.fromkeys(d["_hue"]))) if hue else {}
+        hue_order = list(dict.fromkeys(d["_hue"]))
+        # One colour per hue level, fixed here, so the named levels' points match the lines;
+        # seaborn's own choice (its palette, husl beyond its length).
+        colours = (sns.color_palette(n_colors=len(hue_order)) if len(hue_order) <= len(sns.color_palette())
+                   else sns.color_palette("husl", len(hue_order)))
+        palette = dict(zip(hue_order, colours)) if hue else None
+        hue_arg = dict(hue="_hue", hue_order=hue_order, palette=palette) if hue else {}
         if numeric_x:
-            d["_x"] = pd.to_numeric(d[x])
-            sns.lineplot(d, x="_x", y=metric, errorbar=interval_for(metric), marker="o", ax=ax, **hue_arg)
-            _scale_x(ax, d["_x"])
+            d["_x"] = pd.to_numeric(d[x], errors="coerce")
+            on_axis = d[d["_x"].notna()]
+            sns.lineplot(on_axis, x="_x", y=metric, errorbar=interval_for(metric), marker="o", ax=ax, **hue_arg)
+            _scale_x(ax, on_axis["_x"])
+            if d["_x"].isna().any():
+                named = _named_levels_beside(ax, d[d["_x"].isna()], x, metric, palette, on_axis["_x"])
+                d = pd.concat([on_axis, named])
             div = d.groupby(["_x", "_hue"], dropna=False)["diverged"].mean().reset_index()
             div = div[div["diverged"] > 0]
             if len(div):
