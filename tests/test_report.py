@@ -90,3 +90,15 @@ def test_contrast_table_gives_the_wilcoxon_p_beside_the_t_tests():
     assert same["verdict"] == ("supported: the same difference on all n=3 seeds, so the t-test's p is 0 by rule"
                                " (Wilcoxon p=0.25)")
     assert other["verdict"] == "supported"
+
+
+def test_the_report_says_what_its_seeds_can_resolve():
+    """The note takes the family from the contrasts with a p (Holm leaves NaN out) and the
+    seeds from the contrasts, and gives the bound for those seeds and for 5 and 10."""
+    import pandas as pd
+
+    contrasts = pd.DataFrame({"p": [0.01] * 149 + [1.0, float("nan")], "n": [3] * 151})
+    note = report.resolution_note(contrasts)
+    assert "holds 150 contrasts" in note and "p < 0.05/150" in note
+    assert "at least 31.6 standard deviations" in note and "(31.6 with 3, 5.1 with 5, 1.8 with 10 seeds" in note
+    assert report.resolution_note(pd.DataFrame()) == ""

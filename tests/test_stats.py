@@ -16,6 +16,7 @@ from tunebench.stats import (
     combine,
     holm,
     paired_effect,
+    smallest_resolvable_effect,
     verdict,
 )
 
@@ -334,3 +335,18 @@ def test_best_of_lower_is_better_and_edge_cases():
     assert best_of({"x": np.array([1.0]), "y": np.array([1.0, np.nan]), "z": np.array([np.nan])}) == "x"
     with pytest.raises(ValueError):
         best_of({})
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_smallest_resolvable_effect_is_where_holms_first_step_flips(n):
+    """A mean paired difference just above the returned number of standard deviations
+    passes Holm's first step over the family, and one just below does not."""
+    family = 150
+    k = smallest_resolvable_effect(n, family)
+    shape = np.linspace(-1.0, 1.0, n)
+    shape = shape / shape.std(ddof=1)  # sd exactly 1
+    for scale, passes in ((1.01, True), (0.99, False)):
+        e = paired_effect(np.zeros(n) + k * scale + shape, np.zeros(n))
+        assert (e.p_value < 0.05 / family) is passes, (n, k, scale, e.p_value)
+    assert smallest_resolvable_effect(3, 150) == pytest.approx(31.6, abs=0.05)
+    assert math.isnan(smallest_resolvable_effect(1, 150))

@@ -133,6 +133,27 @@ not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
 """
 
 
+def resolution_note(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
+    """What this report's seeds can resolve: the smallest effect, in seed standard
+    deviations of the paired difference, that passes even Holm's first step over this
+    report's family, for the seeds the contrasts have and for 5 and 10. Without it a
+    reader of a 3-seed report full of "inconclusive" cannot tell "no effect" from "too
+    few seeds to see one"."""
+    tested = contrasts[contrasts["p"].notna()] if not contrasts.empty else contrasts
+    if tested.empty:
+        return ""
+    family, n = len(tested), int(tested["n"].max())
+    sizes = ", ".join(f"{stats.smallest_resolvable_effect(k, family, alpha):.1f} with {k}"
+                      for k in sorted({n, 5, 10}))
+    return (f"**What {n} seeds can resolve.** The Holm family here holds {family} contrasts, so the "
+            f"most significant one needs p < {alpha}/{family}: a mean paired difference of at least "
+            f"{stats.smallest_resolvable_effect(n, family, alpha):.1f} standard deviations of the per-seed "
+            f"difference to be supported or refuted at all ({sizes} seeds; a difference the same on "
+            "every seed passes by the zero-variance rule above). So an inconclusive verdict does not "
+            "show that an effect is absent, only that it is smaller than that or noisier; more seeds "
+            "(the full profile has 5) resolve smaller ones.")
+
+
 def predicted(expected: float, margin: float | None = None) -> str:
     """What the advice predicts of the effect (treatment - control), as the verdict rule
     tests it: its sign, or for a non-inferiority claim ("at least as good") the bound the
@@ -301,7 +322,7 @@ def build(params: Params, args, atomic_path, log) -> None:
     if "verdicts" in figures:
         parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts]"
                   f"({figures['verdicts']})", ""]
-    parts += [VERDICT_RULE]
+    parts += [VERDICT_RULE, resolution_note(contrasts), ""]
     for claim in CLAIMS:
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
