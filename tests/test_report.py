@@ -102,3 +102,11 @@ def test_the_report_says_what_its_seeds_can_resolve():
     assert "holds 150 contrasts" in note and "p < 0.05/150" in note
     assert "at least 31.6 standard deviations" in note and "(31.6 with 3, 5.1 with 5, 1.8 with 10 seeds" in note
     assert report.resolution_note(pd.DataFrame()) == ""
+
+
+def test_training_wall_time_starts_at_the_first_jobs_training_not_at_old_data():
+    """(finish time, training seconds) per table: the span is the first job's start (its
+    finish less its seconds) to the last finish, whatever the prepared data's age."""
+    tables = [(1_000.0, 100.0), (1_150.0, 300.0), (1_400.0, 50.0)]  # starts 900, 850, 1350
+    assert report.training_wall_seconds(tables) == 1_400.0 - 850.0
+    assert report.training_wall_seconds([]) == 0.0
