@@ -162,7 +162,7 @@ def resolution_note(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
             f"difference to be supported or refuted at all ({sizes} seeds; a difference the same on "
             "every seed passes by the zero-variance rule above). So an inconclusive verdict does not "
             "show that an effect is absent, only that it is smaller than that or noisier; more seeds "
-            "(the full profile has 5) resolve smaller ones.")
+            "resolve smaller ones.")
 
 
 def predicted(expected: float, margin: float | None = None) -> str:
