@@ -58,11 +58,6 @@ def interval_for(metric: str):
     return lambda values: seed_interval(values, bounds=bounds)
 
 
-def _numeric(values: pd.Series) -> pd.Series | None:
-    out = pd.to_numeric(values, errors="coerce")
-    return None if out.isna().any() else out
-
-
 # A factor with this many numeric levels is drawn on a numeric axis even if a few of its
 # levels are named ("default": each optimizer's own learning rate); fewer, and the named
 # levels would outweigh the line.

@@ -275,19 +275,18 @@ def verdict(
     significant = not math.isnan(p_adjusted) and p_adjusted < alpha
     ci_txt = f"CI [{_fmt(effect.ci_low)}, {_fmt(effect.ci_high)}]"
     p_txt = f"p_holm={_fmt(p_adjusted)}"
-    inf_txt = " (includes diverged runs)" if effect.has_infinite else ""
     note = same_on_every_seed_note(n, effect.mean_diff, effect.ci_low, effect.ci_high, effect.p_wilcoxon)
-    inf_txt += f"; {note}" if note else ""
+    notes = (" (includes diverged runs)" if effect.has_infinite else "") + (f"; {note}" if note else "")
 
     if hi < 0 and significant:
-        return "refuted", f"effect has the opposite sign: mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{inf_txt}"
+        return "refuted", f"effect has the opposite sign: mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{notes}"
     if stated_effect is not None and hi < stated_effect / 2:
         return "refuted", (
             f"effect far smaller than the post states ({_fmt(s * hi)} at most vs "
             f"{_fmt(s * stated_effect)} stated; mean {_fmt(effect.mean_diff)}, {ci_txt})"
         )
     if mean > 0 and lo > 0 and significant:
-        return "supported", f"mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{inf_txt}"
+        return "supported", f"mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{notes}"
 
     # Inconclusive: say which gate failed.
     if effect.mean_diff == 0 and effect.ci_low == effect.ci_high:
