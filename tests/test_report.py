@@ -110,3 +110,75 @@ def test_training_wall_time_starts_at_the_first_jobs_training_not_at_old_data():
     tables = [(1_000.0, 100.0), (1_150.0, 300.0), (1_400.0, 50.0)]  # starts 900, 850, 1350
     assert report.training_wall_seconds(tables) == 1_400.0 - 850.0
     assert report.training_wall_seconds([]) == 0.0
+
+
+def _time_to_target_row(treatment, control, t_reached, c_reached, workload="w"):
+    return {"claim": "C05", "contrast": "good vs bad: epochs to target", "workload": workload,
+            "metric": "epochs_to_target", "treatment": "t", "control": "c", "expected": -1, "margin": None,
+            "stated": None, "treatment_values": list(map(float, treatment)), "control_values": list(map(float, control)),
+            "seeds": list(range(len(treatment))), "treatment_diverged": 0.0, "control_diverged": 0.0,
+            "treatment_reached": list(t_reached), "control_reached": list(c_reached)}
+
+
+def test_a_target_neither_arm_reached_is_not_measured_and_leaves_holms_family():
+    """Both arms at the budget + 1 stand-in on every seed give differences of 0: that is
+    "the target is out of reach", not "no difference". It gets no p, so it cannot tighten
+    Holm's correction for the contrasts that were measured."""
+    from tunebench import judge
+
+    measured = _time_to_target_row([2, 3, 2, 3, 2], [4, 5, 5, 4, 5], [True] * 5, [True] * 5, "a")
+    never = _time_to_target_row([6] * 5, [6] * 5, [False] * 5, [False] * 5, "b")
+    alone = judge.judge([measured])
+    both = judge.judge([measured, never]).set_index("workload")
+    assert both.loc["b", "verdict"] == "inconclusive" and both.loc["b", "reason"].startswith("not measured")
+    assert np.isnan(both.loc["b", "p"]) and np.isnan(both.loc["b", "p_holm"])
+    assert both.loc["a", "p_holm"] == pytest.approx(alone["p_holm"].iloc[0])
+    assert (both.loc["b", "treatment_reached"], both.loc["b", "control_reached"]) == (0.0, 0.0)
+    assert (both.loc["a", "treatment_reached"], both.loc["a", "control_reached"]) == (1.0, 1.0)
+    assert "reached" not in both.loc["a", "reason"]
+
+
+def test_a_partly_censored_contrast_keeps_its_verdict_and_counts_the_stand_ins():
+    """The treatment reaches the target on every seed, the control on 2 of 5: the gap is
+    clear (supported), and the reason and the table say 3 control seeds are stand-ins."""
+    import pandas as pd
+
+    from tunebench import judge
+
+    row = _time_to_target_row([2, 2, 3, 2, 2], [5, 4, 6, 6, 6], [True] * 5, [True, True, False, False, False])
+    out = judge.judge([row])
+    assert out["verdict"].iloc[0] == "supported"
+    assert "0/5 treatment and 3/5 control seeds" in out["reason"].iloc[0]
+    assert out["control_reached"].iloc[0] == pytest.approx(0.4)
+    header, _, line = report.contrast_table(out).splitlines()
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in line.split("|")]))
+    assert cells["reached target T/C"] == "100%/40%"
+    # A table of accuracy contrasts has no such column.
+    acc = {**row, "metric": "final_test_acc", "expected": 1}
+    del acc["treatment_reached"], acc["control_reached"]
+    assert "reached target" not in report.contrast_table(judge.judge([acc]))
+    assert pd.isna(judge.judge([acc])["treatment_reached"].iloc[0])
+
+
+def test_contrast_rows_carry_each_seeds_reached_flag_from_the_runs():
+    """judge.contrast_row pairs the runs' reached_target by seed for a time-to-target metric,
+    and for no other metric."""
+    import pandas as pd
+
+    from tunebench import judge
+    from tunebench.claims import A, Contrast
+
+    runs = pd.DataFrame([
+        {"workload": "w", "dimension": "init", "arm": f"init={arm}", "arm_init": arm, "seed": seed,
+         "best_val_acc": 0.9, "final_test_acc": 0.9, "diverged": 0.0,
+         "epochs_to_target": 2.0 if reached else 6.0, "reached_target": float(reached)}
+        for arm, flags in (("good", [True, True, True]), ("bad", [True, False, False]))
+        for seed, reached in zip((2, 0, 1), flags)  # rows out of seed order: pairing is by seed
+    ])
+    speed = Contrast("good vs bad", A("init", init="good"), A("init", init="bad"), "epochs_to_target", -1)
+    row = judge.contrast_row(runs, "C05", speed, "w", regression=False)
+    assert row["seeds"] == [0, 1, 2]
+    assert row["control_reached"] == [False, False, True] and row["treatment_reached"] == [True] * 3
+    assert row["control_values"] == [6.0, 6.0, 2.0]
+    accuracy = Contrast("good vs bad", A("init", init="good"), A("init", init="bad"), "final_test_acc", +1)
+    assert "control_reached" not in judge.contrast_row(runs, "C05", accuracy, "w", regression=False)

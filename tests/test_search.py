@@ -441,6 +441,8 @@ def test_comparisons_shape_and_never_reached():
                and c["metric"] == "trials_to_target" and c["workload"] == "a")
     assert c25["treatment"] == "grid" and c25["expected_sign"] == 1
     assert c25["treatment_values"][2] == 9.0  # never reached: budget + 1
+    assert c25["treatment_reached"][2] is False and c25["treatment_reached"][:2] == [True, True]
+    assert all("treatment_reached" not in c for c in comps if c["metric"] == "best_val")
     sec = next(c for c in comps if c["claim"] == "C25" and c["metric"] == "seconds_to_target" and c["workload"] == "a")
     assert sec["treatment_values"][2] == pytest.approx(9.0)  # 8 s total * 9 / 8
     c28 = next(c for c in comps if c["claim"] == "C28" and c["treatment"] == "gp")

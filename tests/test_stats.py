@@ -13,6 +13,7 @@ from statsmodels.stats.multitest import multipletests
 from tunebench.stats import (
     PairedEffect,
     best_of,
+    censoring_note,
     combine,
     holm,
     paired_effect,
@@ -350,3 +351,22 @@ def test_smallest_resolvable_effect_is_where_holms_first_step_flips(n):
         assert (e.p_value < 0.05 / family) is passes, (n, k, scale, e.p_value)
     assert smallest_resolvable_effect(3, 150) == pytest.approx(31.6, abs=0.05)
     assert math.isnan(smallest_resolvable_effect(1, 150))
+
+
+@pytest.mark.parametrize(("t", "c", "unmeasured", "words"), [
+    ([False] * 5, [False] * 5, True, ["not measured", "n=5"]),
+    ([True] * 5, [True] * 5, False, []),
+    ([True] * 5, [True, True, False, False, False], False, ["0/5 treatment", "3/5 control", "understates"]),
+    ([False, True, True], [False, False, True], False, ["1/3 treatment", "2/3 control", "0 on the 1 seeds where neither"]),
+])
+def test_censoring_note_counts_the_stand_ins(t, c, unmeasured, words):
+    got_unmeasured, note = censoring_note(t, c)
+    assert got_unmeasured is unmeasured
+    assert (note == "") is (not words)
+    for w in words:
+        assert w in note, (w, note)
+
+
+def test_censoring_note_needs_paired_flags():
+    with pytest.raises(ValueError, match="differ in length"):
+        censoring_note([True, False], [True])

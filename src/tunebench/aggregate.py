@@ -57,6 +57,9 @@ def summarize_run(g: pd.DataFrame) -> dict:
     # censored at budget + 1 so paired differences stay finite (stated in the report).
     hit = ok[ok["val_acc"] >= out["target_accuracy"]]
     out["epochs_to_target"] = float(hit["epoch"].min()) if len(hit) else float(epochs_budget + 1)
+    # Whether that is a measurement or the stand-in (the report says which, per contrast);
+    # a regression run has no accuracy, so no target to reach.
+    out["reached_target"] = np.nan if regression else float(len(hit) > 0)
     # Gradient norms per weight layer in epoch 1: spread = log10(max / min) across layers.
     norms = ok.iloc[0]["grad_norms"] if len(ok) else None
     if norms is not None and len(norms) >= 2 and min(norms) > 0:

@@ -12,6 +12,9 @@ from tunebench.claims import CLAIMS, Arms, Contrast
 from tunebench.config import Params
 
 POST_DATASET = "mnist"  # the post's stated magnitudes apply to its own data set
+# Time-to-target metrics -> the run column saying whether the target was reached, or the
+# metric holds the budget + 1 stand-in (aggregate.summarize_run).
+REACHED = {"epochs_to_target": "reached_target"}
 
 
 def matching(runs: pd.DataFrame, workload: str, arms: Arms) -> pd.DataFrame:
@@ -34,37 +37,46 @@ def pick(runs: pd.DataFrame, regression: bool) -> str | None:
 
 
 def per_seed(runs: pd.DataFrame, workload: str, arms: Arms, metric: str, regression: bool):
+    """The picked arm, its metric per seed, its divergence rate, and per seed whether it
+    reached the target (None unless the metric is a time to target)."""
     sel = matching(runs, workload, arms)
     arm = pick(sel, regression)
     if arm is None:
-        return None, pd.Series(dtype=float), float("nan")
+        return None, pd.Series(dtype=float), float("nan"), None
     chosen = sel[sel["arm"] == arm].set_index("seed")
-    return arm, chosen[metric].astype(float), float(chosen["diverged"].mean())
+    flag = REACHED.get(metric)
+    reached = chosen[flag].astype(bool) if flag in chosen and chosen[flag].notna().all() else None
+    return arm, chosen[metric].astype(float), float(chosen["diverged"].mean()), reached
 
 
 def contrast_row(runs: pd.DataFrame, claim_id: str, c: Contrast, workload: str, regression: bool) -> dict | None:
-    t_arm, t, t_div = per_seed(runs, workload, c.treatment, c.metric, regression)
-    c_arm, k, c_div = per_seed(runs, workload, c.control, c.metric, regression)
+    t_arm, t, t_div, t_reached = per_seed(runs, workload, c.treatment, c.metric, regression)
+    c_arm, k, c_div, c_reached = per_seed(runs, workload, c.control, c.metric, regression)
     if t_arm is None or c_arm is None:
         return None
     seeds = sorted(set(t.index) & set(k.index))
     tv, cv = t.loc[seeds].to_numpy(), k.loc[seeds].to_numpy()
     label_t, label_c = t_arm, c_arm
     if c.minus is not None:  # interaction: (T - C) - (T2 - C2), paired by seed
-        t2_arm, t2, _ = per_seed(runs, workload, c.minus[0], c.metric, regression)
-        c2_arm, k2, _ = per_seed(runs, workload, c.minus[1], c.metric, regression)
+        t2_arm, t2, _, _ = per_seed(runs, workload, c.minus[0], c.metric, regression)
+        c2_arm, k2, _, _ = per_seed(runs, workload, c.minus[1], c.metric, regression)
         if t2_arm is None or c2_arm is None:
             return None
         seeds = sorted(set(seeds) & set(t2.index) & set(k2.index))
         tv = (t.loc[seeds] - k.loc[seeds]).to_numpy()
         cv = (t2.loc[seeds] - k2.loc[seeds]).to_numpy()
         label_t, label_c = f"({t_arm}) - ({c_arm})", f"({t2_arm}) - ({c2_arm})"
-    return {
+        t_reached = c_reached = None  # a difference of differences: no one arm to be censored
+    row = {
         "claim": claim_id, "contrast": c.label, "workload": workload, "metric": c.metric,
         "treatment": label_t, "control": label_c, "expected": c.expected, "margin": c.margin,
         "stated": c.stated, "treatment_values": list(map(float, tv)), "control_values": list(map(float, cv)),
         "seeds": list(map(int, seeds)), "treatment_diverged": t_div, "control_diverged": c_div,
     }
+    if t_reached is not None and c_reached is not None:
+        row["treatment_reached"] = [bool(t_reached.loc[s]) for s in seeds]
+        row["control_reached"] = [bool(c_reached.loc[s]) for s in seeds]
+    return row
 
 
 def ablation_rows(runs: pd.DataFrame, params: Params) -> list[dict]:
@@ -86,16 +98,25 @@ def ablation_rows(runs: pd.DataFrame, params: Params) -> list[dict]:
 
 
 def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
-    """Effects, intervals, Holm across every row, verdicts."""
+    """Effects, intervals, Holm across every row, verdicts. A row of a time-to-target metric
+    may carry treatment_reached / control_reached (per seed, whether the run reached the
+    target rather than being counted as budget + 1): the verdict's reason then says how
+    many seeds were censored, a contrast that neither arm ever reached is inconclusive
+    ("not measured", not "no difference"), and the output holds the fractions reached."""
     out = []
     for r in rows:
         t = np.asarray(r["treatment_values"], float)
         k = np.asarray(r["control_values"], float)
         shift = r["margin"] or 0.0  # non-inferiority: test (d + margin) > 0
         eff = stats.paired_effect(t + shift * r["expected"], k)
+        censoring = (stats.censoring_note(r["treatment_reached"], r["control_reached"])
+                     if _has_flags(r.get("treatment_reached")) and _has_flags(r.get("control_reached")) else (False, ""))
+        # Never reached by either arm: no test took place, so no p, and no place in Holm's
+        # family (where a p of 1 would only tighten the correction for the others).
+        p, p_w = (np.nan, np.nan) if censoring[0] else (eff.p_value, eff.p_wilcoxon)
         out.append({**r, "n": eff.n, "effect": eff.mean_diff - shift * r["expected"],
                     "ci_low": eff.ci_low - shift * r["expected"], "ci_high": eff.ci_high - shift * r["expected"],
-                    "p": eff.p_value, "p_wilcoxon": eff.p_wilcoxon, "has_infinite": eff.has_infinite, "_eff": eff})
+                    "p": p, "p_wilcoxon": p_w, "has_infinite": eff.has_infinite, "_eff": eff, "_censoring": censoring})
     df = pd.DataFrame(out)
     if df.empty:
         return df
@@ -104,10 +125,19 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     for _, r in df.iterrows():
         stated = r["stated"] if (r.get("dataset") == POST_DATASET and pd.notna(r["stated"])) else None
         v, why = stats.verdict(r["_eff"], r["p_holm"], int(r["expected"]), alpha=alpha, stated_effect=stated)
+        unmeasured, note = r["_censoring"]
+        v, why = ("inconclusive", note) if unmeasured else (v, f"{why}; {note}" if note else why)
         verdicts.append(v)
         reasons.append(why)
     df["verdict"], df["reason"] = verdicts, reasons
-    return df.drop(columns=["_eff"])
+    for side in ("treatment", "control"):  # per-seed flags -> the fraction of seeds reached
+        col = f"{side}_reached"
+        df[col] = [float(np.mean(x)) if _has_flags(x) else np.nan for x in df.get(col, [None] * len(df))]
+    return df.drop(columns=["_eff", "_censoring"])
+
+
+def _has_flags(x) -> bool:
+    return isinstance(x, (list, tuple, np.ndarray)) and len(x) > 0
 
 
 def primary_contrasts(contrasts: pd.DataFrame) -> pd.DataFrame:

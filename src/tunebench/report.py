@@ -132,9 +132,14 @@ target", "> 0" for "higher accuracy"), or the bound of a non-inferiority test. T
 "At least as good" claims are non-inferiority tests: supported when the interval of the
 difference lies above -margin. A claim is **mixed** when its workloads (or contrasts)
 disagree; the split is shown. Diverged runs (non-finite loss) count at chance accuracy and
-infinite loss; divergence rates are listed per arm. Epochs-to-target is censored at the
-budget + 1 when the target is never reached. The interval alone is not trusted with 3 seeds
-(all three differences share a sign 25% of the time under no effect), hence the p gate.
+infinite loss; divergence rates are listed per arm. Epochs (or trials) to the target count
+as budget + 1 when the target is never reached: a stand-in, not a measurement, so every
+such contrast shows the share of seeds each arm reached the target on ("reached target
+T/C") and its reason counts the censored seeds (where one arm is censored the difference
+understates the gap). A contrast that neither arm reached on any seed is **not measured**:
+inconclusive, with no p and no place in Holm's family, rather than read as "no difference".
+The interval alone is not trusted with few seeds (all n differences share a sign with
+probability 2/2^n under no effect: 25% with 3 seeds, 6% with 5), hence the p gate.
 A count (epochs, trials, divergence) can differ by the same amount on every seed; with no
 variance the t-test's p is taken as 0, so such a contrast passes the p gate, and its
 reason says so. The contrast tables give the Wilcoxon signed-rank p beside the t-test's,
@@ -203,6 +208,14 @@ def _decided(r: pd.Series) -> str:
     return f"{r['verdict']}: {note}" if note else r["verdict"]
 
 
+def _reached(r: pd.Series) -> str:
+    """The share of seeds each arm reached the target on, for a time-to-target contrast."""
+    t, c = r.get("treatment_reached"), r.get("control_reached")
+    if t is None or c is None or pd.isna(t) or pd.isna(c):
+        return "–"
+    return f"{t:.0%}/{c:.0%}"
+
+
 def contrast_table(sub: pd.DataFrame) -> str:
     rows = []
     for _, r in sub.iterrows():
@@ -212,9 +225,13 @@ def contrast_table(sub: pd.DataFrame) -> str:
             "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
             "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})", "p Wilcoxon": _p(r.get("p_wilcoxon")),
             "diverged T/C": f"{_fmt(r.get('treatment_diverged'), 2)}/{_fmt(r.get('control_diverged'), 2)}",
+            "reached target T/C": _reached(r),
             "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else _decided(r),
         })
-    return md_table(pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    if (table["reached target T/C"] == "–").all():  # no time-to-target contrast here
+        table = table.drop(columns="reached target T/C")
+    return md_table(table)
 
 
 def arm_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -225,6 +242,9 @@ def arm_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
         out[c] = out[c].map(_fmt)
     out["diverged"] = out["diverged"].map(lambda x: f"{x:.0%}")
     out["seconds"] = out["seconds"].map(lambda x: f"{x:.1f}")
+    if metric == "epochs_to_target" and "reached_target" in runs:  # a mean of stand-ins needs this beside it
+        reached = g["reached_target"].mean().reset_index(drop=True)
+        out.insert(out.columns.get_loc("sd") + 1, "reached target", reached.map(lambda x: "–" if pd.isna(x) else f"{x:.0%}"))
     return out.rename(columns={"mean": f"{metric} mean", "sd": "sd"})
 
 

@@ -324,7 +324,8 @@ def comparisons(df: pd.DataFrame, target: Target, params=None) -> list[dict]:
     reached the target counts budget + 1 trials and total seconds * (budget + 1) / budget.
     Each dict: claim, workload, metric, treatment, control, expected_sign (and the same as
     `expected`, the key judge.judge reads), contrast (a label), treatment_values,
-    control_values, seeds, target."""
+    control_values, seeds, target; for the time-to-target metrics also treatment_reached and
+    control_reached, per seed whether the study reached the target (judge reports censoring)."""
     per = study_metrics(df, target, params)
     out: list[dict] = []
     if per.empty:
@@ -348,6 +349,9 @@ def comparisons(df: pd.DataFrame, target: Target, params=None) -> list[dict]:
                 "seeds": [int(s) for s in seeds],
                 "target": float(w["target"].iloc[0]),
             })
+            if metric in ("trials_to_target", "seconds_to_target"):  # judge reports the censoring
+                out[-1]["treatment_reached"] = [bool(math.isfinite(t.loc[s, metric])) for s in seeds]
+                out[-1]["control_reached"] = [bool(math.isfinite(c.loc[s, metric])) for s in seeds]
     return out
 
 

@@ -230,6 +230,31 @@ def same_on_every_seed_note(n: int, mean_diff: float, ci_low: float, ci_high: fl
     return f"the same difference on all n={n} seeds, so the t-test's p is 0 by rule (Wilcoxon p={_fmt(p_wilcoxon)})"
 
 
+def censoring_note(treatment_reached: Sequence[bool], control_reached: Sequence[bool]) -> tuple[bool, str]:
+    """What censoring does to a time-to-target contrast (epochs or trials to the target),
+    paired by seed: a run that never reached the target counts as budget + 1, a stand-in,
+    not a measurement. Returns ``(unmeasured, note)``: ``unmeasured`` when neither arm
+    reached the target on any seed (every difference is 0 by construction, so "no
+    difference" would be a false reading: the target is out of reach of both arms); else
+    a note with how many seeds each arm was censored on ("" when none were). Where only one
+    arm is censored the recorded difference understates the gap (the censored arm needs
+    budget + 1 epochs or more); where both are, it is 0 whatever the truth."""
+    t = np.asarray(treatment_reached, bool)
+    c = np.asarray(control_reached, bool)
+    if t.shape != c.shape:
+        raise ValueError(f"paired reached flags differ in length: {t.size} vs {c.size}")
+    n = t.size
+    neither = int((~t & ~c).sum())
+    if n and neither == n:
+        return True, (f"not measured: neither arm reached the target on any of the n={n} seeds "
+                      "(both counted as budget+1), so the target is out of reach of both arms")
+    if t.all() and c.all():
+        return False, ""
+    note = (f"never reached the target on {int((~t).sum())}/{n} treatment and {int((~c).sum())}/{n} "
+            "control seeds (counted as budget+1, which understates the gap to an arm that did")
+    return False, note + (f"; 0 on the {neither} seeds where neither did)" if neither else ")")
+
+
 def verdict(
     effect: PairedEffect,
     p_adjusted: float,
