@@ -245,3 +245,19 @@ def test_verdict_figure_is_a_forest_plot_signed_by_the_prediction():
     assert [tuple(o) for o in epochs.collections[-1].get_offsets()] == [(-0.5, 0.0)]
     plots.plt.close(fig)
     assert plots.verdict_figure(contrasts_frame().iloc[:0]) is None
+
+
+def test_verdict_figure_draws_no_point_for_a_target_neither_arm_reached():
+    """An epochs-to-target contrast both arms were censored on has effect 0 [0, 0] by the
+    stand-in: drawn, it would look like a precise null. It is named in the panel's title."""
+    frame = contrasts_frame().assign(treatment_reached=np.nan, control_reached=np.nan)
+    never = {**frame.iloc[3].to_dict(), "claim": "C4", "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+             "verdict": "inconclusive", "treatment_reached": 0.0, "control_reached": 0.0}
+    partly = {**never, "claim": "C5", "effect": -1.0, "ci_low": -2.0, "ci_high": 0.0, "control_reached": 0.4}
+    fig = plots.verdict_figure(pd.concat([frame, pd.DataFrame([never, partly])], ignore_index=True))
+    epochs = fig.axes[1]
+    drawn = sorted(epochs.get_yticklabels()[list(epochs.get_yticks()).index(y)].get_text()
+                   for c in epochs.containers for y in c.lines[0].get_ydata())
+    assert drawn == ["C2 a", "C5 a"]
+    assert "not measured, target out of reach: C4 a" in epochs.get_title(loc="left")
+    plots.plt.close(fig)

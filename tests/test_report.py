@@ -182,3 +182,17 @@ def test_contrast_rows_carry_each_seeds_reached_flag_from_the_runs():
     assert row["control_values"] == [6.0, 6.0, 2.0]
     accuracy = Contrast("good vs bad", A("init", init="good"), A("init", init="bad"), "final_test_acc", +1)
     assert "control_reached" not in judge.contrast_row(runs, "C05", accuracy, "w", regression=False)
+
+
+def test_the_verdict_table_says_not_measured_instead_of_a_zero_effect():
+    import pandas as pd
+
+    contrasts = pd.DataFrame([
+        {"claim": "C02", "workload": "a", "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_holm": float("nan"),
+         "expected": -1, "margin": float("nan"), "n": 5, "treatment_reached": 0.0, "control_reached": 0.0},
+        {"claim": "C02", "workload": "b", "effect": -1.0, "ci_low": -2.0, "ci_high": 0.0, "p_holm": 0.5,
+         "expected": -1, "margin": float("nan"), "n": 5, "treatment_reached": 1.0, "control_reached": 0.0},
+    ])
+    claims_v = pd.DataFrame([{"claim": "C02", "workload": "all", "verdict": "inconclusive"}])
+    line = next(x for x in report.verdict_table(contrasts, claims_v, 5).splitlines() if x.startswith("| [C02"))
+    assert "a: not measured (neither arm reached the target)<br>b: -1.000 [-2.000, 0.000]" in line

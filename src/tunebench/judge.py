@@ -140,6 +140,14 @@ def _has_flags(x) -> bool:
     return isinstance(x, (list, tuple, np.ndarray)) and len(x) > 0
 
 
+def not_measured(contrasts: pd.DataFrame) -> pd.Series:
+    """Per contrast row: a time-to-target contrast that neither arm reached on any seed, so
+    its effect of 0 is the stand-in's, not a measurement (judge gives it no p)."""
+    if contrasts.empty or "treatment_reached" not in contrasts or "control_reached" not in contrasts:
+        return pd.Series(False, index=contrasts.index)
+    return contrasts["treatment_reached"].eq(0.0) & contrasts["control_reached"].eq(0.0)
+
+
 def primary_contrasts(contrasts: pd.DataFrame) -> pd.DataFrame:
     """Each claim's first (primary) contrast per workload, in the table's order: the rows of
     the report's verdict table and its forest plot."""

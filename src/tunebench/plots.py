@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from tunebench.claims import METRICS  # noqa: E402
-from tunebench.judge import primary_contrasts  # noqa: E402
+from tunebench.judge import not_measured, primary_contrasts  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="paper")
 
@@ -329,14 +329,16 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
     sign), coloured by that contrast's verdict. One panel per metric, each on its own
     scale (accuracy points, epochs, trials, loss ... do not share an axis); a
     non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed of an
-    arm diverged) has no point and is named in its panel's title."""
+    arm diverged) has no point and is named in its panel's title, and so is a target that
+    neither arm reached (its 0 is the budget + 1 stand-in's, not a measured effect)."""
     prim = primary_contrasts(contrasts)
     if prim.empty:
         return None
+    unmeasured = not_measured(prim)
     prim = prim.assign(
         signed=prim["effect"] * prim["expected"], lo=np.minimum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
         hi=np.maximum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
-        row=prim["claim"] + " " + prim["workload"])
+        row=prim["claim"] + " " + prim["workload"], unmeasured=unmeasured)
     metrics = list(dict.fromkeys(prim["metric"]))
     heights = [prim["metric"].eq(m).sum() + 1.2 for m in metrics]
     fig = plt.figure(figsize=(7.5, 0.22 * sum(heights) + 1.0), layout="constrained")
@@ -345,9 +347,11 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         d = prim[prim["metric"] == metric].reset_index(drop=True)
         y = np.arange(len(d))[::-1]  # first claim on top
         finite = np.isfinite(d["signed"]).to_numpy()
+        unreached = d["unmeasured"].to_numpy(bool)
+        drawn = finite & ~unreached
         verdicts = [v for v in VERDICT_COLOURS if v in set(d["verdict"])] + sorted(set(d["verdict"]) - set(VERDICT_COLOURS))
         for verdict in verdicts:
-            m = finite & (d["verdict"] == verdict).to_numpy()
+            m = drawn & (d["verdict"] == verdict).to_numpy()
             if m.any():
                 # A percentile interval can sit beside its mean when every seed agrees but one: clip, never a negative bar.
                 left = np.clip(d["signed"][m] - d["lo"][m], 0, None).fillna(0)
@@ -362,8 +366,11 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         ax.set_yticks(y, d["row"], fontsize=7)
         ax.set_ylim(-0.7, len(d) - 0.3)
         missing = ", ".join(d["row"][~finite])
+        out_of_reach = ", ".join(d["row"][finite & unreached])
         title = METRICS.get(metric, (metric, True))[0]
-        ax.set_title(title + (f" (no finite effect: {missing})" if missing else ""), fontsize=8, loc="left")
+        notes = ([f"no finite effect: {missing}"] if missing else []) + (
+            [f"not measured, target out of reach: {out_of_reach}"] if out_of_reach else [])
+        ax.set_title(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     handles = legend_entries(axes)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize=8,

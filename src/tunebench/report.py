@@ -189,8 +189,10 @@ def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -
         v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         effects, predictions, ps = [], [], []
-        for _, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
-            effects.append(f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
+        unmeasured = judge.not_measured(primary)
+        for i, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
+            effects.append(f"{r['workload']}: not measured (neither arm reached the target)" if unmeasured[i]
+                           else f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
             predictions.append(predicted(r["expected"], r.get("margin")))
             ps.append(_p(r["p_holm"]))
         n = int(sub["n"].max()) if len(sub) else seeds
