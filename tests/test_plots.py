@@ -259,5 +259,6 @@ def test_verdict_figure_draws_no_point_for_a_target_neither_arm_reached():
     drawn = sorted(epochs.get_yticklabels()[list(epochs.get_yticks()).index(y)].get_text()
                    for c in epochs.containers for y in c.lines[0].get_ydata())
     assert drawn == ["C2 a", "C5 a"]
-    assert "not measured, target out of reach: C4 a" in epochs.get_title(loc="left")
+    assert "C4 a (not measured)" in [t.get_text() for t in epochs.get_yticklabels()]
+    assert "not measured: neither arm reached the target" in epochs.get_title(loc="left")
     plots.plt.close(fig)

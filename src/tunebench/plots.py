@@ -329,8 +329,9 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
     sign), coloured by that contrast's verdict. One panel per metric, each on its own
     scale (accuracy points, epochs, trials, loss ... do not share an axis); a
     non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed of an
-    arm diverged) has no point and is named in its panel's title, and so is a target that
-    neither arm reached (its 0 is the budget + 1 stand-in's, not a measured effect)."""
+    arm diverged) has no point and is named in its panel's title; a target that neither arm
+    reached has no point either (its 0 is the budget + 1 stand-in's, not a measured effect),
+    its row reads "(not measured)" and the title says why."""
     prim = primary_contrasts(contrasts)
     if prim.empty:
         return None
@@ -338,7 +339,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
     prim = prim.assign(
         signed=prim["effect"] * prim["expected"], lo=np.minimum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
         hi=np.maximum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
-        row=prim["claim"] + " " + prim["workload"], unmeasured=unmeasured)
+        row=prim["claim"] + " " + prim["workload"] + np.where(unmeasured, " (not measured)", ""), unmeasured=unmeasured)
     metrics = list(dict.fromkeys(prim["metric"]))
     heights = [prim["metric"].eq(m).sum() + 1.2 for m in metrics]
     fig = plt.figure(figsize=(7.5, 0.22 * sum(heights) + 1.0), layout="constrained")
@@ -366,10 +367,9 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         ax.set_yticks(y, d["row"], fontsize=7)
         ax.set_ylim(-0.7, len(d) - 0.3)
         missing = ", ".join(d["row"][~finite])
-        out_of_reach = ", ".join(d["row"][finite & unreached])
         title = METRICS.get(metric, (metric, True))[0]
         notes = ([f"no finite effect: {missing}"] if missing else []) + (
-            [f"not measured, target out of reach: {out_of_reach}"] if out_of_reach else [])
+            ["not measured: neither arm reached the target"] if (finite & unreached).any() else [])
         ax.set_title(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     handles = legend_entries(axes)
