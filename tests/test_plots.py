@@ -260,5 +260,5 @@ def test_verdict_figure_draws_no_point_for_a_target_neither_arm_reached():
                    for c in epochs.containers for y in c.lines[0].get_ydata())
     assert drawn == ["C2 a", "C5 a"]
     assert "C4 a (not measured)" in [t.get_text() for t in epochs.get_yticklabels()]
-    assert "not measured: neither arm reached the target" in epochs.get_title(loc="left")
+    assert "not measured: out of reach of both arms" in epochs.get_title(loc="left")
     plots.plt.close(fig)

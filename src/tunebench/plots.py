@@ -369,7 +369,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         missing = ", ".join(d["row"][~finite])
         title = METRICS.get(metric, (metric, True))[0]
         notes = ([f"no finite effect: {missing}"] if missing else []) + (
-            ["not measured: neither arm reached the target"] if (finite & unreached).any() else [])
+            ["not measured: out of reach of both arms"] if (finite & unreached).any() else [])
         ax.set_title(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     handles = legend_entries(axes)
