@@ -331,7 +331,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
     non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed of an
     arm diverged) has no point and is named in its panel's title; a target that neither arm
     reached has no point either (its 0 is the budget + 1 stand-in's, not a measured effect),
-    its row reads "(not measured)" and the title says why."""
+    and its row reads "(not measured)" (the report's caption says why)."""
     prim = primary_contrasts(contrasts)
     if prim.empty:
         return None
@@ -368,9 +368,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         ax.set_ylim(-0.7, len(d) - 0.3)
         missing = ", ".join(d["row"][~finite])
         title = METRICS.get(metric, (metric, True))[0]
-        notes = ([f"no finite effect: {missing}"] if missing else []) + (
-            ["not measured: out of reach of both arms"] if (finite & unreached).any() else [])
-        ax.set_title(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=8, loc="left")
+        ax.set_title(title + (f" (no finite effect: {missing})" if missing else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     handles = legend_entries(axes)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize=8,

@@ -357,6 +357,9 @@ def build(params: Params, args, atomic_path, log) -> None:
     if "verdicts" in figures:
         parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts]"
                   f"({figures['verdicts']})", ""]
+        if judge.not_measured(judge.primary_contrasts(contrasts)).any():
+            parts += ["*A row marked (not measured) is a time to a target that neither arm reached on any seed:"
+                      " it has no point, since its 0 [0, 0] is the budget + 1 stand-in's.*", ""]
     parts += [VERDICT_RULE, resolution_note(contrasts), ""]
     for claim in CLAIMS:
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
