@@ -261,3 +261,37 @@ def test_verdict_figure_draws_no_point_for_a_target_neither_arm_reached():
     assert drawn == ["C2 a", "C5 a"]
     assert "C4 a (not measured)" in [t.get_text() for t in epochs.get_yticklabels()]
     plots.plt.close(fig)
+
+
+def test_factors_follow_the_grids_order_not_the_tables_columns():
+    frame = grid_frame({"activation": ["relu", "tanh"], "depth": [1, 6], "init": ["default", "kaiming_normal"]})
+    shuffled = frame[["workload", "arm", "arm_init", "seed", "arm_depth", "arm_activation", "final_test_acc", "diverged"]]
+    assert plots.factors(shuffled) == ["arm_activation", "arm_depth", "arm_init"]
+    assert plots.arm_layout(shuffled) == ("arm_depth", ["arm_activation", "arm_init"])
+
+
+def test_two_hue_factors_draw_a_colour_per_first_level_in_shades_of_the_second():
+    """activation x init: lines of one activation share a colour family (shades of one
+    colour: the same hue angle), each init its own shade, and the legend keeps a family
+    together."""
+    import colorsys
+
+    grid = {"activation": ["relu", "sigmoid", "tanh"], "depth": [1, 6], "init": ["default", "xavier_uniform", "kaiming_normal"]}
+    fig = plots.dimension_figure(grid_frame(grid), "final_test_acc")
+    legend = fig.axes[-1].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    colour = {k: matplotlib.colors.to_rgb(h.get_color()) for k, h in zip(labels, legend.legend_handles)
+              if not k.startswith("diverged")}
+    # The lines drawn carry the legend's colours.
+    drawn = {matplotlib.colors.to_rgb(line.get_color()) for line in fig.axes[0].get_lines() if len(line.get_xdata()) == 2}
+    assert set(colour.values()) <= drawn
+    plots.plt.close(fig)
+    assert labels[:3] == ["activation=relu, init=default", "activation=relu, init=xavier_uniform",
+                          "activation=relu, init=kaiming_normal"]
+    hue_angle = {k: colorsys.rgb_to_hls(*v)[0] for k, v in colour.items()}
+    for act in grid["activation"]:
+        family = [f"activation={act}, init={i}" for i in grid["init"]]
+        assert len({colour[k] for k in family}) == 3  # a shade per init
+        assert max(hue_angle[k] for k in family) - min(hue_angle[k] for k in family) < 0.02
+    relu, sigmoid = hue_angle["activation=relu, init=default"], hue_angle["activation=sigmoid, init=default"]
+    assert abs(relu - sigmoid) > 0.05  # families differ in colour

@@ -107,9 +107,22 @@ def test_the_report_says_what_its_seeds_can_resolve():
 def test_training_wall_time_starts_at_the_first_jobs_training_not_at_old_data():
     """(finish time, training seconds) per table: the span is the first job's start (its
     finish less its seconds) to the last finish, whatever the prepared data's age."""
-    tables = [(1_000.0, 100.0), (1_150.0, 300.0), (1_400.0, 50.0)]  # starts 900, 850, 1350
-    assert report.training_wall_seconds(tables) == 1_400.0 - 850.0
-    assert report.training_wall_seconds([]) == 0.0
+    tables = [(1_000.0, 100.0), (1_150.0, 300.0), (1_400.0, 300.0)]  # starts 900, 850, 1100
+    assert report.training_wall_spans(tables) == [1_400.0 - 850.0]
+    assert report.training_wall_spans([]) == []
+    assert report.wall_note([550.0]).startswith("pipeline wall time 550 s")
+
+
+def test_tables_from_separate_runs_give_no_single_wall_time():
+    """A rerun of a few dimensions keeps the others' tables from an hour before: the gap
+    with nothing training splits the spans, and the report says there is no one wall time."""
+    first = [(1_000.0, 100.0), (1_150.0, 300.0)]  # 850 to 1150
+    later = [(5_000.0, 150.0), (5_100.0, 250.0)]  # 4850 to 5100, nearly 1 h later
+    assert report.training_wall_spans(first + later) == [300.0, 250.0]
+    # Gaps of a job's start-up (5 s) stay within one run.
+    assert report.training_wall_spans([(100.0, 100.0), (205.0, 100.0)]) == [205.0]
+    note = report.wall_note([300.0, 250.0])
+    assert "2 bursts" in note and "300, 250 s" in note and "wall time 5" not in note
 
 
 def _time_to_target_row(treatment, control, t_reached, c_reached, workload="w"):

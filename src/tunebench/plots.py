@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on CI or cluster nodes
@@ -77,7 +79,38 @@ def numeric_levels(values: pd.Series) -> pd.Series | None:
 
 
 def factors(runs: pd.DataFrame) -> list[str]:
-    return [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
+    """The dimension's factors (arm_<key> columns with values), in its grid's order, which
+    the arm names keep ("activation=relu,depth=6,init=default"), not the table's column
+    order (the union of every dimension's keys)."""
+    cols = [c for c in runs.columns if c.startswith("arm_") and runs[c].notna().any()]
+    if "arm" not in runs or runs.empty:
+        return cols
+    keys = [f"arm_{part.split('=', 1)[0]}" for part in str(runs["arm"].iloc[0]).split(",")]
+    return sorted(cols, key=lambda c: keys.index(c) if c in keys else len(keys))
+
+
+def hue_palette(levels: pd.DataFrame) -> dict[str, tuple]:
+    """One colour per hue label (levels: one row per label, indexed by it, one column per
+    hue factor). With one factor, seaborn's palette (husl past its length). With several,
+    the first factor picks the colour and the others a shade of it, dark to light, so the
+    15 lines of activation x init read as 5 colour families rather than 15 unrelated
+    colours."""
+    first = list(dict.fromkeys(levels.iloc[:, 0])) if levels.shape[1] else []
+    def base(n):
+        return sns.color_palette(n_colors=n) if n <= len(sns.color_palette()) else sns.color_palette("husl", n)
+    if levels.shape[1] <= 1:
+        return dict(zip(levels.index, base(len(levels))))
+    colours = dict(zip(first, base(len(first))))
+    rest = levels.iloc[:, 1:].astype(str).agg(",".join, axis=1)
+    rest_order = list(dict.fromkeys(rest))
+    out = {}
+    for label, row_first, row_rest in zip(levels.index, levels.iloc[:, 0], rest):
+        k = rest_order.index(row_rest)
+        # Blend towards black (first shade) then towards white (last): 35% at either end.
+        t = 0.0 if len(rest_order) == 1 else -0.35 + 0.7 * k / (len(rest_order) - 1)
+        c = np.asarray(colours[row_first])
+        out[label] = tuple(c * (1 + t) if t < 0 else c + (1 - c) * t)
+    return out
 
 
 def legend_entries(axes, keep=lambda name: True) -> dict:
@@ -197,12 +230,14 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
         labels = _hue_labels(d, hue)
         d["_hue"] = labels if labels is not None else ""
-        hue_order = list(dict.fromkeys(d["_hue"]))
-        # One colour per hue level, fixed here, so the named levels' points match the lines;
-        # seaborn's own choice (its palette, husl beyond its length).
-        colours = (sns.color_palette(n_colors=len(hue_order)) if len(hue_order) <= len(sns.color_palette())
-                   else sns.color_palette("husl", len(hue_order)))
-        palette = dict(zip(hue_order, colours)) if hue else None
+        # Hue labels grouped by the first factor's level, so a colour family sits together
+        # in the legend; one colour per label, fixed here, so the named levels' points match
+        # the lines.
+        levels = d.drop_duplicates("_hue").set_index("_hue")[hue] if hue else pd.DataFrame(index=[""])
+        first_order = list(dict.fromkeys(levels.iloc[:, 0])) if hue else []
+        levels = levels.iloc[sorted(range(len(levels)), key=lambda i: first_order.index(levels.iloc[i, 0]))] if hue else levels
+        hue_order = list(levels.index)
+        palette = hue_palette(levels) if hue else None
         hue_arg = dict(hue="_hue", hue_order=hue_order, palette=palette) if hue else {}
         if numeric_x:
             d["_x"] = pd.to_numeric(d[x], errors="coerce")
@@ -232,7 +267,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
                     lab.set_horizontalalignment("right")
         ax.set_xlabel(x.removeprefix("arm_") if x else "")
         ax.set_title(wl)
-        ax.set_ylabel(label if ax is axes[0][0] else "")
+        ax.set_ylabel(textwrap.fill(label, 40) if ax is axes[0][0] else "")  # long metric names, 3.4 in high
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     legend = legend_entries(axes[0])
