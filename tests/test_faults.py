@@ -257,12 +257,17 @@ KILL = copy.deepcopy(TINY)
 KILL["dimensions"]["init"]["fixed"]["epochs"] = 40  # init jobs train long enough to be killed part-way
 
 
-def part_way_job(project: Path) -> tuple[int, str] | None:
+def part_way_job(project: Path, another_to_come: bool = False) -> tuple[int, str] | None:
     """(pid, output) of a training job that is part-way (its log shows epoch 3 of 40) while
-    an earlier training job has already finished (so there is finished work to keep), or None."""
+    an earlier training job has already finished (so there is finished work to keep), or None.
+    another_to_come: and a training job has yet to start, so the one found is not the last."""
     done = result_files(project)
     for pid, out in training_processes(project).items():
         log = project / "logs" / "ablations" / Path(out).relative_to("results/ablations").with_suffix(".log")
+        waiting = [a for a in ABLATIONS if f"results/ablations/{a}.parquet" != out
+                   and not (project / "results" / "ablations" / f"{a}.parquet").exists()]
+        if another_to_come and not waiting:
+            continue
         if done and log.exists() and "epoch 3/" in log.read_text() and not (project / out).exists():
             return pid, out
     return None
@@ -317,9 +322,20 @@ def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
     project = make_project(tmp_path, KILL)
     proc = popen_sm(project, TARGET, cores=1)
     try:
-        _, interrupted_out = wait_until(lambda: part_way_job(project), 400, "a training job part-way after another finished", proc)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=300)
+        # Not during the last training job: Ctrl-C then lets it end, and Snakemake may go on
+        # to finish the workflow and exit 0 (seen once, 2026-11-28), with nothing to redo.
+        _, interrupted_out = wait_until(lambda: part_way_job(project, another_to_come=True), 400,
+                                        "a training job part-way after another finished, before the last", proc)
+        # Ctrl-C again each second until Snakemake stops, as a user would: once, it went
+        # unanswered and the workflow ran to its end (2026-11-28).
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        rc = proc.wait(timeout=1)
     finally:
         if proc.poll() is None:
             proc.kill()
