@@ -89,18 +89,30 @@ def factors(runs: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: keys.index(c) if c in keys else len(keys))
 
 
+def _distinct_colours(n: int) -> list:
+    """seaborn's palette, or husl past its length."""
+    return sns.color_palette(n_colors=n) if n <= len(sns.color_palette()) else sns.color_palette("husl", n)
+
+
+def hue_levels(d: pd.DataFrame, hue: list[str]) -> pd.DataFrame:
+    """One row per hue label (d["_hue"]) with its factor levels, the labels grouped by the
+    first factor's level (in order of appearance), so a colour family sits together in the
+    legend."""
+    levels = d.drop_duplicates("_hue").set_index("_hue")[hue]
+    first_order = list(dict.fromkeys(levels.iloc[:, 0]))
+    return levels.iloc[sorted(range(len(levels)), key=lambda i: first_order.index(levels.iloc[i, 0]))]
+
+
 def hue_palette(levels: pd.DataFrame) -> dict[str, tuple]:
     """One colour per hue label (levels: one row per label, indexed by it, one column per
     hue factor). With one factor, seaborn's palette (husl past its length). With several,
     the first factor picks the colour and the others a shade of it, dark to light, so the
     15 lines of activation x init read as 5 colour families rather than 15 unrelated
     colours."""
-    first = list(dict.fromkeys(levels.iloc[:, 0])) if levels.shape[1] else []
-    def base(n):
-        return sns.color_palette(n_colors=n) if n <= len(sns.color_palette()) else sns.color_palette("husl", n)
     if levels.shape[1] <= 1:
-        return dict(zip(levels.index, base(len(levels))))
-    colours = dict(zip(first, base(len(first))))
+        return dict(zip(levels.index, _distinct_colours(len(levels))))
+    first = list(dict.fromkeys(levels.iloc[:, 0]))
+    colours = dict(zip(first, _distinct_colours(len(first))))
     rest = levels.iloc[:, 1:].astype(str).agg(",".join, axis=1)
     rest_order = list(dict.fromkeys(rest))
     out = {}
@@ -230,13 +242,9 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
         d[metric] = d[metric].replace([np.inf, -np.inf], np.nan)
         labels = _hue_labels(d, hue)
         d["_hue"] = labels if labels is not None else ""
-        # Hue labels grouped by the first factor's level, so a colour family sits together
-        # in the legend; one colour per label, fixed here, so the named levels' points match
-        # the lines.
-        levels = d.drop_duplicates("_hue").set_index("_hue")[hue] if hue else pd.DataFrame(index=[""])
-        first_order = list(dict.fromkeys(levels.iloc[:, 0])) if hue else []
-        levels = levels.iloc[sorted(range(len(levels)), key=lambda i: first_order.index(levels.iloc[i, 0]))] if hue else levels
-        hue_order = list(levels.index)
+        # One colour per hue label, fixed here, so the named levels' points match the lines.
+        levels = hue_levels(d, hue) if hue else None
+        hue_order = list(levels.index) if hue else [""]
         palette = hue_palette(levels) if hue else None
         hue_arg = dict(hue="_hue", hue_order=hue_order, palette=palette) if hue else {}
         if numeric_x:
