@@ -206,12 +206,12 @@ def predicted(expected: float, margin: float | None = None) -> str:
 def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -> str:
     rows = []
     primary = judge.primary_contrasts(contrasts)
+    unmeasured = judge.not_measured(primary)
     for claim in CLAIMS:
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")]
         v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         effects, predictions, ps = [], [], []
-        unmeasured = judge.not_measured(primary)
         for i, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
             effects.append(f"{r['workload']}: not measured (neither arm reached the target)" if unmeasured[i]
                            else f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
