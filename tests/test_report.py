@@ -46,7 +46,13 @@ def test_the_printed_prediction_is_the_bound_the_verdict_rule_tests(claim_id, co
                "treatment": "t", "control": "c", "expected": contrast.expected, "margin": contrast.margin,
                "stated": None, "treatment_values": list(treatment), "control_values": list(control),
                "seeds": list(range(5)), "treatment_diverged": 0.0, "control_diverged": 0.0}
-        verdicts[side] = judge.judge([row])["verdict"].iloc[0]
+        judged = judge.judge([row]).iloc[0]
+        verdicts[side] = judged["verdict"]
+        # The reason quotes the interval the tables print (the raw difference's, not the
+        # shifted one the non-inferiority test runs on) and the bound it is held against.
+        assert f"CI [{judged['ci_low']:.4g}, {judged['ci_high']:.4g}]" in judged["reason"], judged["reason"]
+        if contrast.margin:
+            assert f"non-inferiority bound {float(bound):.4g}" in judged["reason"], judged["reason"]
     assert verdicts["inside"] == "supported", (text, verdicts)
     assert verdicts["outside"] != "supported", (text, verdicts)
 

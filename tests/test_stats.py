@@ -370,3 +370,19 @@ def test_censoring_note_counts_the_stand_ins(t, c, unmeasured, words):
 def test_censoring_note_needs_paired_flags():
     with pytest.raises(ValueError, match="differ in length"):
         censoring_note([True, False], [True])
+
+
+def test_non_inferiority_reasons_speak_in_the_differences_units():
+    """A non-inferiority test runs on d + margin; its reason must quote d's own interval and
+    the bound -margin, or a reader sees an interval the tables never print."""
+    c = np.array([0.80, 0.82, 0.81, 0.83, 0.79])
+    d = np.array([-0.030, -0.031, -0.029, -0.032, -0.028])  # clearly worse than -0.01
+    shifted = paired_effect(c + d + 0.01, c, seed=0)
+    v, reason = verdict(shifted, shifted.p_value, +1, margin=0.01)
+    assert v == "refuted" and "worse than the margin allows" in reason, reason
+    raw = paired_effect(c + d, c, seed=0)
+    assert f"mean {raw.mean_diff:.4g}" in reason and "non-inferiority bound -0.01" in reason, reason
+    # Mirrored, for a lower-is-better metric: the bound is +margin and "worse" is above it.
+    shifted_neg = paired_effect(c - d - 0.01, c, seed=0)
+    v, reason = verdict(shifted_neg, shifted_neg.p_value, -1, margin=0.01)
+    assert v == "refuted" and "wholly above the non-inferiority bound 0.01" in reason, reason

@@ -124,7 +124,8 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     verdicts, reasons = [], []
     for _, r in df.iterrows():
         stated = r["stated"] if (r.get("dataset") == POST_DATASET and pd.notna(r["stated"])) else None
-        v, why = stats.verdict(r["_eff"], r["p_holm"], int(r["expected"]), alpha=alpha, stated_effect=stated)
+        v, why = stats.verdict(r["_eff"], r["p_holm"], int(r["expected"]), alpha=alpha, stated_effect=stated,
+                               margin=float(r["margin"]) if pd.notna(r["margin"]) else 0.0)
         unmeasured, note = r["_censoring"]
         v, why = ("inconclusive", note) if unmeasured else (v, f"{why}; {note}" if note else why)
         verdicts.append(v)

@@ -263,6 +263,7 @@ def verdict(
     alpha: float = 0.05,
     stated_effect: float | None = None,
     min_seeds: int = 2,
+    margin: float = 0.0,
 ) -> tuple[str, str]:
     """Verdict on a claim that predicts ``sign(treatment - control) == expected_sign``.
 
@@ -281,6 +282,11 @@ def verdict(
     4. supported if ``mean_diff`` has the predicted sign, the interval's lower
        bound is above 0 and ``p_adjusted < alpha``.
     5. inconclusive otherwise, with the reason the gates failed.
+
+    For a non-inferiority claim ("at least as good, within ``margin``") ``effect`` is of
+    the shifted difference ``d + expected_sign * margin``, so the rules above test it
+    against 0; the reason is written in the difference's own units (the interval the
+    report's tables show) against the bound ``-expected_sign * margin``.
     """
     if expected_sign not in (1, -1):
         raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign!r}")
@@ -298,36 +304,43 @@ def verdict(
     lo, hi = sorted((s * effect.ci_low, s * effect.ci_high))
     mean = s * effect.mean_diff
     significant = not math.isnan(p_adjusted) and p_adjusted < alpha
-    ci_txt = f"CI [{_fmt(effect.ci_low)}, {_fmt(effect.ci_high)}]"
+    shift = s * margin  # effect = difference + shift; the reason shows the difference
+    ci_txt = f"CI [{_fmt(effect.ci_low - shift)}, {_fmt(effect.ci_high - shift)}]"
+    mean_txt = f"mean {_fmt(effect.mean_diff - shift)}"
+    bound = f"the non-inferiority bound {_fmt(-shift)}" if margin else "0"
     p_txt = f"p_holm={_fmt(p_adjusted)}"
     note = same_on_every_seed_note(n, effect.mean_diff, effect.ci_low, effect.ci_high, effect.p_wilcoxon)
     notes = (" (includes diverged runs)" if effect.has_infinite else "") + (f"; {note}" if note else "")
+    worse, better = ("below", "above") if s > 0 else ("above", "below")
 
     if hi < 0 and significant:
-        return "refuted", f"effect has the opposite sign: mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{notes}"
+        if margin:
+            return "refuted", f"worse than the margin allows: {mean_txt}, {ci_txt} wholly {worse} {bound}, {p_txt}{notes}"
+        return "refuted", f"effect has the opposite sign: {mean_txt}, {ci_txt}, {p_txt}{notes}"
     if stated_effect is not None and hi < stated_effect / 2:
         return "refuted", (
-            f"effect far smaller than the post states ({_fmt(s * hi)} at most vs "
-            f"{_fmt(s * stated_effect)} stated; mean {_fmt(effect.mean_diff)}, {ci_txt})"
+            f"effect far smaller than the post states ({_fmt(s * hi - shift)} at most vs "
+            f"{_fmt(s * stated_effect)} stated; {mean_txt}, {ci_txt})"
         )
     if mean > 0 and lo > 0 and significant:
-        return "supported", f"mean {_fmt(effect.mean_diff)}, {ci_txt}, {p_txt}{notes}"
+        within = f" wholly {better} {bound}" if margin else ""
+        return "supported", f"{mean_txt}, {ci_txt}{within}, {p_txt}{notes}"
 
     # Inconclusive: say which gate failed.
     if effect.mean_diff == 0 and effect.ci_low == effect.ci_high:
         return "inconclusive", f"effect too small to resolve: arms identical on all n={n} seeds"
     if lo <= 0 <= hi:
         few = f"; n={n} seeds" if n < 5 else ""
-        return "inconclusive", f"interval spans 0 ({ci_txt}){few}"
+        return "inconclusive", f"interval spans {bound} ({ci_txt}){few}"
     if math.isnan(p_adjusted):
         return "inconclusive", f"no p-value for this comparison ({ci_txt})"
     if not significant:
         side = "opposite" if hi < 0 else "predicted"
         return "inconclusive", (
-            f"not significant after Holm (p={_fmt(p_adjusted)}); {ci_txt} on the {side} side of 0"
+            f"not significant after Holm (p={_fmt(p_adjusted)}); {ci_txt} on the {side} side of {bound}"
         )
     # Interval and mean disagree in sign (possible only for extremely skewed d).
-    return "inconclusive", f"effect too small to resolve: mean {_fmt(effect.mean_diff)} vs {ci_txt}"
+    return "inconclusive", f"effect too small to resolve: {mean_txt} vs {ci_txt}"
 
 
 def combine(workload_verdicts: Sequence[str]) -> str:
