@@ -106,3 +106,24 @@ def test_load_reports_file_and_yaml_errors(tmp_path):
     bad.write_text("profile: [unclosed")
     with pytest.raises(config.ConfigError, match="p.yaml"):
         config.load(bad)
+
+
+@pytest.mark.parametrize("workload, dimension", grid.jobs(validate(PARAMS)))
+def test_shared_settings_are_what_every_arm_ran(workload, dimension):
+    """The report's recipe table comes from grid.shared_settings: every run of the job must
+    have used exactly those values, and no arm key may be among them."""
+    p = validate(PARAMS)
+    shared = grid.shared_settings(p, workload, dimension)
+    runs = grid.job_runs(p, workload, dimension)
+    assert not set(shared) & {k for k, _ in runs[0].factors}
+    for run in runs:
+        assert {k: getattr(run.config, k) for k in shared} == shared, run.run_id
+
+
+def test_shared_settings_show_the_profiles_override_not_the_dimensions_fixed():
+    raw = copy.deepcopy(PARAMS)
+    raw["dimensions"]["augmentation"]["fixed"] = {"epochs": 8}
+    raw["profiles"]["quick"]["dimensions"]["augmentation"] = {"epochs": 3}
+    assert grid.shared_settings(validate(raw), "fmnist_cnn", "augmentation")["epochs"] == 3
+    raw["profiles"]["quick"]["dimensions"].pop("augmentation")
+    assert grid.shared_settings(validate(raw), "fmnist_cnn", "augmentation")["epochs"] == 8

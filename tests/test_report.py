@@ -3,6 +3,8 @@ engine's own settings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -215,3 +217,16 @@ def test_the_verdict_table_says_not_measured_instead_of_a_zero_effect():
     claims_v = pd.DataFrame([{"claim": "C02", "workload": "all", "verdict": "inconclusive"}])
     line = next(x for x in report.verdict_table(contrasts, claims_v, 5).splitlines() if x.startswith("| [C02"))
     assert "a: not measured (neither arm reached the target)<br>b: -1.000 [-2.000, 0.000]" in line
+
+
+def test_recipe_table_gives_each_workload_its_own_settings():
+    """The setup of a claim shows what the runs used: the profile's epochs, each workload's
+    width, and "–" where a workload's layers set nothing (a softmax regression's width)."""
+    from tunebench import config
+
+    p = config.load(Path(__file__).resolve().parents[1] / "params.yaml", profile="quick")
+    table = report.recipe_table(p, "init").set_index("workload")
+    assert (table["epochs"] == p.active.dimensions["init"]["epochs"]).all()  # the quick profile's
+    assert table.loc["fmnist_cnn", "width"] == p.workloads["fmnist_cnn"].fixed["width"]
+    assert table.loc["fmnist_softmax", "width"] == "–"
+    assert "init" not in table  # the arm's own key is in the arms, not the recipe

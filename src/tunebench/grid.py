@@ -63,6 +63,17 @@ def job_runs(params: Params, workload: str, dimension: str) -> list[Run]:
     return runs
 
 
+def shared_settings(params: Params, workload: str, dimension: str) -> dict[str, Any]:
+    """The settings every arm of one job shares, with the values its runs used: every layer
+    but the arm's, the profile's overrides included, so a report that shows these cannot
+    show a dimension's `fixed` that the active profile overrode. Keys: those some layer of
+    params.yaml sets (the rest are RunConfig's defaults), in layer order."""
+    runs = job_runs(params, workload, dimension)
+    arm_keys = {key for key, _ in runs[0].factors}
+    named = dict.fromkeys(key for _, layer in base_layers(params, workload, dimension) for key in layer)
+    return {key: getattr(runs[0].config, key) for key in named if key not in arm_keys}
+
+
 def jobs(params: Params) -> list[tuple[str, str]]:
     """(workload, dimension) pairs: one Snakemake job each."""
     return [(wl, dim) for dim, spec in params.dimensions.items() for wl in spec.workloads]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tunebench import engine, judge, plots, stats
+from tunebench import engine, grid, judge, plots, stats
 from tunebench.claims import CLAIMS, SOURCE
 from tunebench.config import Params
 
@@ -44,6 +44,16 @@ def md_table(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines)
+
+
+def recipe_table(params: Params, dimension: str) -> pd.DataFrame:
+    """One row per workload of a dimension: the settings its arms share after every layer
+    of params.yaml (the active profile's overrides included), the model first. A setting
+    that only another workload's layers set is "–" (RunConfig's default, which a model
+    may not use: a softmax regression has no width)."""
+    rows = {wl: grid.shared_settings(params, wl, dimension) for wl in params.dimensions[dimension].workloads}
+    keys = list(dict.fromkeys(["model", *(k for settings in rows.values() for k in settings)]))
+    return pd.DataFrame([{"workload": wl, **{k: settings.get(k, "–") for k in keys}} for wl, settings in rows.items()])
 
 
 # On one machine nothing trains between two jobs of one pipeline run for longer than a
@@ -398,9 +408,11 @@ def build(params: Params, args, atomic_path, log) -> None:
                 continue
             spec = params.dimensions[dim]
             d = runs[runs["dimension"] == dim]
-            grid = {**spec.grid, **params.active.grids.get(dim, {})}
-            parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(grid)}, fixed {json.dumps(spec.fixed)}, "
-                      f"workloads {', '.join(spec.workloads)}; {seeds} seeds; compute {d['seconds'].sum():.0f} s.", ""]
+            arm_grid = {**spec.grid, **params.active.grids.get(dim, {})}
+            parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(arm_grid)}, "
+                      f"workloads {', '.join(spec.workloads)}; {seeds} seeds; compute {d['seconds'].sum():.0f} s. "
+                      f"Every arm's other settings, as the runs used them ({params.profile} profile; – : the run default):", "",
+                      md_table(recipe_table(params, dim)), ""]
             for kind in ("arms", "heatmap", "curves"):
                 if f"{dim}-{kind}" in figures:
                     parts += [f"![{dim} {kind}]({figures[f'{dim}-{kind}']})", ""]
