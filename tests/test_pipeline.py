@@ -217,6 +217,26 @@ def test_a_changed_module_reruns_the_jobs_it_feeds(project, module, rules, not_r
     assert "Nothing to be done" in snakemake(project, "-n").stdout
 
 
+def test_a_search_rerun_for_changed_code_starts_fresh_studies(project):
+    """A search job keeps its Optuna studies in a journal, which a rerun resumes. A rerun for
+    changed training code must not resume the old code's complete studies (it would
+    re-emit their trials without training one): the journal's name carries the code's
+    digest. Forced with the same code, the job resumes its own journal."""
+    journals = lambda out: re.findall(r"--journal (\S+)", out)  # noqa: E731
+    same = journals(snakemake(project, "-n", "-p", "--forcerun", "run_search").stdout)
+    assert same and all((project / j).exists() for j in same)
+    path = project / "src" / "tunebench" / "engine.py"
+    text = path.read_text()
+    try:
+        path.write_text(text + "\n# an edit\n")
+        edited = journals(snakemake(project, "-n", "-p").stdout)
+        assert len(edited) == len(same) and not any((project / j).exists() for j in edited)
+    finally:
+        path.write_text(text)
+        snakemake(project, "--touch")
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
+
+
 def test_cli_bad_data_file_names_it(tmp_path):
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"not a zip")

@@ -56,6 +56,22 @@ def test_a_missing_entry_module_is_named(tmp_path):
         stages.module_closure(("entry", "gone"), pkg)
 
 
+def test_code_digest_follows_the_text_of_the_rules_modules_only(tmp_path):
+    """A search journal is keyed by it: an edit to a module the search imports must change
+    it (fresh studies), an edit elsewhere or a bare touch must not (an interrupted job
+    resumes)."""
+    pkg = write_package(tmp_path / "tunebench", {
+        "config": "", "data": "", "search": "from tunebench import engine\n",
+        "engine": "x = 1\n", "report": "y = 1\n",
+    })
+    before = stages.code_digest("run_search", pkg)
+    (pkg / "report.py").write_text("y = 2\n")
+    (pkg / "search.py").touch()
+    assert stages.code_digest("run_search", pkg) == before
+    (pkg / "engine.py").write_text("x = 2\n")
+    assert stages.code_digest("run_search", pkg) != before
+
+
 def test_an_unknown_rule_is_named():
     with pytest.raises(KeyError, match="'run_nothing'"):
         stages.rule_modules("run_nothing")

@@ -16,6 +16,7 @@ Left out (NOT_RESULTS): modules that change no number in an output.
 from __future__ import annotations
 
 import ast
+import hashlib
 from functools import cache
 from pathlib import Path
 
@@ -111,3 +112,14 @@ def module_files(rule: str, package_dir: Path = PACKAGE_DIR, cwd: Path | None = 
 def stage_files(stage: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
     """The module files dvc.yaml lists as `stage`'s deps, relative to the checkout."""
     return {f"src/{PACKAGE}/{m}.py" for rule in STAGE_RULES[stage] for m in rule_modules(rule, package_dir)}
+
+
+def code_digest(rule: str, package_dir: Path = PACKAGE_DIR) -> str:
+    """12 hex digits of the text of `rule`'s modules: the key that resumable state (a search
+    job's Optuna journal) carries, so that it is resumed only by the code that began it.
+    Without it, a search job rerun for a changed engine found its studies complete in the
+    old journal and re-emitted the old code's trials without training one."""
+    digest = hashlib.sha256()
+    for module in rule_modules(rule, package_dir):
+        digest.update(module.encode() + b"\0" + (package_dir / f"{module}.py").read_bytes() + b"\0")
+    return digest.hexdigest()[:12]

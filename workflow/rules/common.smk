@@ -80,8 +80,13 @@ def search_job_settings(wildcards):
     return json.dumps([s.model_dump(), base], sort_keys=True, default=str)
 
 
+# The search code's version, read once as the Snakefile is read.
+SEARCH_CODE = stages.code_digest("run_search")
+
+
 def search_journal(wildcards):
-    """The Optuna journal is keyed by the job's settings: an interrupted job resumes from its
-    journal, while changed settings start fresh studies instead of mixing two experiments."""
-    digest = hashlib.sha256(search_job_settings(wildcards).encode()).hexdigest()[:10]
+    """The Optuna journal is keyed by the job's settings and the search code's text: an
+    interrupted job resumes from its journal, while changed settings or code start fresh
+    studies instead of mixing two experiments (or re-emitting the old code's trials)."""
+    digest = hashlib.sha256((search_job_settings(wildcards) + SEARCH_CODE).encode()).hexdigest()[:10]
     return f"results/search/{wildcards.workload}/{wildcards.strategy}-{digest}.journal"
