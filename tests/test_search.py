@@ -273,6 +273,17 @@ def test_resume_with_other_settings_is_refused(dd, tmp_path):
         search.run_study(make_params(trials=12), WL, "random", 0, dd, storage_at(path))
 
 
+def test_resume_by_other_code_is_refused(dd, tmp_path, monkeypatch):
+    """A study in a database is resumed only by the code that began it: changed training
+    code would otherwise mix two experiments' trials in one study (or, with every trial
+    complete, re-emit the old code's). A journal's name carries the digest as well."""
+    path = tmp_path / "journal.log"
+    search.run_study(make_params(), WL, "random", 0, dd, storage_at(path), stop_after_batches=1)
+    monkeypatch.setattr(search.stages, "code_digest", lambda rule: "0123456789ab")
+    with pytest.raises(ConfigError, match="code: stored '[0-9a-f]{12}', now '0123456789ab'"):
+        search.run_study(make_params(), WL, "random", 0, dd, storage_at(path))
+
+
 # ------------------------------------------------------------------------- divergence
 def test_diverging_region_is_recorded_for_every_sampler(dd, tmp_path):
     params = make_params(space=DIVERGING_SPACE)

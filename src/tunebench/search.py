@@ -66,7 +66,7 @@ import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from tunebench import engine, grid
+from tunebench import engine, grid, stages
 from tunebench.config import ConfigError, Params, SearchSettings, SearchSpace, run_config
 from tunebench.engine import DeviceData, RunResult
 
@@ -392,6 +392,9 @@ def _meta(params: Params, workload: str, strategy: str, settings: SearchSettings
         "coarse_fraction": settings.coarse_fraction,
         "space": settings.space.model_dump(mode="json"),
         "base_config": base.model_dump(mode="json"),
+        # The code that trains the trials: a study is resumed only by the code that began it
+        # (a journal's name carries this too; in a database it is checked here).
+        "code": stages.code_digest("run_search"),
     }
 
 
