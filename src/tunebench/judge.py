@@ -107,16 +107,18 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     for r in rows:
         t = np.asarray(r["treatment_values"], float)
         k = np.asarray(r["control_values"], float)
-        shift = r["margin"] or 0.0  # non-inferiority: test (d + margin) > 0
-        eff = stats.paired_effect(t + shift * r["expected"], k)
+        margin = r["margin"] or 0.0  # non-inferiority: test (d + margin) > 0
+        shift = margin * r["expected"]
+        eff = stats.paired_effect(t + shift, k)
         censoring = (stats.censoring_note(r["treatment_reached"], r["control_reached"])
                      if _has_flags(r.get("treatment_reached")) and _has_flags(r.get("control_reached")) else (False, ""))
         # Never reached by either arm: no test took place, so no p, and no place in Holm's
         # family (where a p of 1 would only tighten the correction for the others).
         p, p_w = (np.nan, np.nan) if censoring[0] else (eff.p_value, eff.p_wilcoxon)
-        out.append({**r, "n": eff.n, "effect": eff.mean_diff - shift * r["expected"],
-                    "ci_low": eff.ci_low - shift * r["expected"], "ci_high": eff.ci_high - shift * r["expected"],
-                    "p": p, "p_wilcoxon": p_w, "has_infinite": eff.has_infinite, "_eff": eff, "_censoring": censoring})
+        out.append({**r, "n": eff.n, "effect": eff.mean_diff - shift,
+                    "ci_low": eff.ci_low - shift, "ci_high": eff.ci_high - shift,
+                    "p": p, "p_wilcoxon": p_w, "has_infinite": eff.has_infinite,
+                    "_eff": eff, "_margin": margin, "_censoring": censoring})
     df = pd.DataFrame(out)
     if df.empty:
         return df
@@ -125,7 +127,7 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     for _, r in df.iterrows():
         stated = r["stated"] if (r.get("dataset") == POST_DATASET and pd.notna(r["stated"])) else None
         v, why = stats.verdict(r["_eff"], r["p_holm"], int(r["expected"]), alpha=alpha, stated_effect=stated,
-                               margin=float(r["margin"]) if pd.notna(r["margin"]) else 0.0)
+                               margin=r["_margin"])
         unmeasured, note = r["_censoring"]
         v, why = ("inconclusive", note) if unmeasured else (v, f"{why}; {note}" if note else why)
         verdicts.append(v)
@@ -134,7 +136,7 @@ def judge(rows: list[dict], alpha: float = 0.05) -> pd.DataFrame:
     for side in ("treatment", "control"):  # per-seed flags -> the fraction of seeds reached
         col = f"{side}_reached"
         df[col] = [float(np.mean(x)) if _has_flags(x) else np.nan for x in df.get(col, [None] * len(df))]
-    return df.drop(columns=["_eff", "_censoring"])
+    return df.drop(columns=["_eff", "_margin", "_censoring"])
 
 
 def _has_flags(x) -> bool:
