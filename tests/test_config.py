@@ -64,6 +64,9 @@ BAD = [
     ("workloads.fmnist_mlp.fixed.activation", "swishy", "swishy"),
     ("profiles.full.report_dir", "/tmp/elsewhere", "profiles.full.report_dir"),  # outside reports/
     ("profiles.full.report_dir", "reports/../results", "reports/../results"),
+    ("profiles.quick.datasets.imagenet", {"max_train": None}, "profiles.quick.datasets.imagenet"),
+    ("profiles.quick.datasets.digits", {"max_trian": 10}, "max_trian"),
+    ("profiles.quick.datasets.digits", {"max_train": 5}, "max_train"),
 ]
 
 
@@ -97,6 +100,19 @@ def test_profile_grid_override():
     assert depths == set(PARAMS["profiles"]["quick"]["grids"]["residual"]["depth"])
     full = validate({**PARAMS, "profile": "full"})
     assert {r.config.depth for r in grid.job_runs(full, "fmnist_mlp", "residual")} == set(PARAMS["dimensions"]["residual"]["grid"]["depth"])
+
+
+def test_a_datasets_own_cap_replaces_only_the_key_it_sets():
+    raw = mutate("profiles.quick.datasets", {"digits": {"max_train": None}, "mnist": {"max_test": 50}})
+    prof = validate(raw).active
+    assert prof.caps("digits") == (None, prof.max_test)          # all training data, test capped
+    assert prof.caps("mnist") == (prof.max_train, 50)
+    assert prof.caps("fashion_mnist") == (prof.max_train, prof.max_test) == (2000, 500)
+
+
+def test_shipped_quick_profile_keeps_all_token_data():
+    """C02's speed half needs the whole synthetic token set on the quick profile (params.yaml)."""
+    assert validate(PARAMS).active.caps("synth_tokens") == (None, None)
 
 
 def test_load_reports_file_and_yaml_errors(tmp_path):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -184,6 +185,25 @@ def test_changing_one_value_reruns_only_its_jobs(project):
     finally:
         params["dimensions"]["lr_regression"]["grid"]["lr"] = [0.1, 0.3, 3.0]
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_datasets_own_cap_reprepares_only_that_dataset(project, tmp_path):
+    """profiles.<p>.datasets.<name> caps one dataset: only its prepare job reruns (with
+    what it feeds), and the prepared file holds what the cap says."""
+    good = (project / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    params["profiles"]["tiny"]["datasets"] = {"digits": {"max_train": 120}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        prepares = job_blocks(snakemake(project, "-n").stdout, "prepare_data")
+        assert [re.search(r"dataset=(\w+)", b).group(1) for b in prepares] == ["digits"]
+        out = tmp_path / "digits.npz"
+        run([sys.executable, "-m", "tunebench.cli", "prepare", "--dataset", "digits", "--out", str(out)], project)
+        with np.load(out) as z:
+            assert len(z["y_train"]) == 120 and len(z["y_test"]) == 150  # max_test: the profile's
+    finally:
+        (project / "params.yaml").write_text(good)
+    assert "Nothing to be done" in snakemake(project, "-n").stdout
 
 
 @pytest.mark.parametrize("module, rules, not_rerun", [

@@ -711,7 +711,7 @@ def profile_params(params, dev: torch.device, precision: str, raw_dir: Path, con
             kind = spec.kind if spec else user["kind"]
             ctx = data.LoadContext(raw_dir, ds.allow_download, ds.download_timeout_s, ds.synthetic_seed)
             raw = data.load_raw(name, ctx, user)
-            p = data.prepare(raw, name, task, kind, ds.val_fraction, ds.split_seed, prof.max_train, prof.max_test)
+            p = data.prepare(raw, name, task, kind, ds.val_fraction, ds.split_seed, *prof.caps(name))
             cache[name] = engine.to_device(p, dev)
             load_s[name] = time.perf_counter() - t0
         return cache[name]

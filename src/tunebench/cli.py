@@ -75,7 +75,7 @@ def cmd_prepare(args) -> None:
     ctx = data.LoadContext(Path(args.raw_dir), ds.allow_download, ds.download_timeout_s, ds.synthetic_seed)
     raw = data.load_raw(args.dataset, ctx, user)
     log(f"{args.dataset}: source = {raw.source}")
-    prepared = data.prepare(raw, args.dataset, task, kind, ds.val_fraction, ds.split_seed, prof.max_train, prof.max_test)
+    prepared = data.prepare(raw, args.dataset, task, kind, ds.val_fraction, ds.split_seed, *prof.caps(args.dataset))
     data.save_prepared(prepared, Path(args.out))
     log(f"{args.dataset}: train {len(prepared.y_train)}, val {len(prepared.y_val)}, test {len(prepared.y_test)}, hash {prepared.content_hash[:12]}")
 

@@ -129,10 +129,17 @@ class Dimension(_Strict):
         return v
 
 
+class DatasetCaps(_Strict):
+    max_train: int | None = Field(None, ge=10)
+    max_test: int | None = Field(None, ge=10)
+
+
 class Profile(_Strict):
     seeds: list[int] = Field(min_length=1)
     max_train: int | None = Field(None, ge=10)  # training examples kept per dataset (None: all)
     max_test: int | None = Field(None, ge=10)
+    # Per-dataset caps: a key set here replaces the profile's for that dataset (null: all).
+    datasets: dict[str, DatasetCaps] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)  # RunConfig overrides for every run
     dimensions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-dimension overrides
     grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # per-dimension grid overrides
@@ -155,6 +162,14 @@ class Profile(_Strict):
         if not parts or parts[0] != "reports" or ".." in parts:
             raise ValueError(f"report_dir {v!r} must be reports or a folder under it")
         return str(PurePosixPath(*parts))
+
+    def caps(self, dataset: str) -> tuple[int | None, int | None]:
+        """(max_train, max_test) for `dataset`: a cap its entry under `datasets` sets,
+        else the profile's."""
+        own = self.datasets.get(dataset)
+        set_here = own.model_fields_set if own else set()
+        return (own.max_train if "max_train" in set_here else self.max_train,
+                own.max_test if "max_test" in set_here else self.max_test)
 
 
 class DataSettings(_Strict):
@@ -264,6 +279,9 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
             for dim in getattr(prof, section):
                 if dim not in params.dimensions:
                     raise ConfigError(f"profiles.{pname}.{section}.{dim}: unknown dimension {dim!r}")
+        for name in prof.datasets:
+            if name not in datasets:
+                raise ConfigError(f"profiles.{pname}.datasets.{name}: unknown dataset {name!r}; known: {', '.join(sorted(datasets))}")
         for dim, grid in prof.grids.items():
             for key, values in grid.items():
                 if key not in params.dimensions[dim].grid:

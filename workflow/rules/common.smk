@@ -66,7 +66,7 @@ def all_prepared():
 # Settings each job depends on, as JSON: Snakemake reruns a job when its own settings
 # change (rerun trigger "params"), and only that job.
 def data_settings(wildcards):
-    return json.dumps([PARAMS.data.model_dump(), PARAMS.active.max_train, PARAMS.active.max_test], sort_keys=True)
+    return json.dumps([PARAMS.data.model_dump(), *PARAMS.active.caps(wildcards.dataset)], sort_keys=True)
 
 
 def job_settings(wildcards):
