@@ -241,7 +241,8 @@ def test_a_search_rerun_for_changed_code_starts_fresh_studies(project):
     """A search job keeps its Optuna studies in a journal, which a rerun resumes. A rerun for
     changed training code must not resume the old code's complete studies (it would
     re-emit their trials without training one): the journal's name carries the code's
-    digest. Forced with the same code, the job resumes its own journal."""
+    digest. Forced with the same code, the job resumes its own journal. Once the new code's
+    jobs have written their tables, the old code's journals (never read again) are gone."""
     journals = lambda out: re.findall(r"--journal (\S+)", out)  # noqa: E731
     same = journals(snakemake(project, "-n", "-p", "--forcerun", "run_search").stdout)
     assert same and all((project / j).exists() for j in same)
@@ -251,6 +252,9 @@ def test_a_search_rerun_for_changed_code_starts_fresh_studies(project):
         path.write_text(text + "\n# an edit\n")
         edited = journals(snakemake(project, "-n", "-p").stdout)
         assert len(edited) == len(same) and not any((project / j).exists() for j in edited)
+        snakemake(project, "search_all")
+        assert all((project / j).exists() for j in edited)
+        assert not any((project / j).exists() for j in same)
     finally:
         path.write_text(text)
         snakemake(project, "--touch")

@@ -106,7 +106,7 @@ def cmd_ablate(args) -> None:
 
 
 def cmd_search(args) -> None:
-    from tunebench import search
+    from tunebench import journals, search
 
     params = _params(args)
     _threads(args.threads)
@@ -120,6 +120,12 @@ def cmd_search(args) -> None:
     if args.importance:
         with atomic_path(Path(args.importance)) as tmp:
             tmp.write_text(json.dumps(imp, indent=1, sort_keys=True))
+    if not settings.storage:
+        # Only now that this code's table is written: another code's journals would never
+        # be resumed by this code (journals.py).
+        for old in journals.stale(args.journal):
+            old.unlink(missing_ok=True)
+            log(f"deleted {old}: a journal of other search code")
 
 
 def cmd_aggregate(args) -> None:

@@ -35,6 +35,7 @@ RULE_ENTRIES: dict[str, tuple[str, ...]] = {
 NOT_RESULTS: dict[str, str] = {
     "devices": "picks the device (a property of the machine, which each table's device column names)",
     "snakelog": "formats log lines",
+    "journals": "names the search jobs' Optuna journals and deletes other code's",
 }
 
 # dvc.yaml's stages and the Snakemake rules each one runs (its `cmd` targets them).

@@ -1,8 +1,7 @@
 # Helpers with plain names: the rules stay thin and free of logic.
-import hashlib
 import json
 
-from tunebench import devices, grid, stages
+from tunebench import devices, grid, journals, stages
 
 # Asked once, as the Snakefile is read (a bad TUNEBENCH_DEVICE fails here, naming it).
 LOCAL_GPU = devices.local_gpu()
@@ -88,5 +87,5 @@ def search_journal(wildcards):
     """The Optuna journal is keyed by the job's settings and the search code's text: an
     interrupted job resumes from its journal, while changed settings or code start fresh
     studies instead of mixing two experiments (or re-emitting the old code's trials)."""
-    digest = hashlib.sha256((search_job_settings(wildcards) + SEARCH_CODE).encode()).hexdigest()[:10]
-    return f"results/search/{wildcards.workload}/{wildcards.strategy}-{digest}.journal"
+    folder = f"results/search/{wildcards.workload}"
+    return str(journals.journal_path(folder, wildcards.strategy, search_job_settings(wildcards), SEARCH_CODE))
