@@ -115,6 +115,16 @@ def test_shipped_quick_profile_keeps_all_token_data():
     assert validate(PARAMS).active.caps("synth_tokens") == (None, None)
 
 
+def test_c02_compares_the_embedding_inits_at_both_vocabularies():
+    """At 2,000 tokens glorot_uniform's bound (0.054) nearly equals uniform's 0.05; the
+    word-sized vocabulary is where the two inits differ (claims.py's C02 note)."""
+    from tunebench.data import TOKEN_VOCABS
+
+    p = validate(PARAMS)
+    used = {p.workloads[w].dataset for w in p.dimensions["embed_init"].workloads}
+    assert used == set(TOKEN_VOCABS)
+
+
 def test_load_reports_file_and_yaml_errors(tmp_path):
     with pytest.raises(config.ConfigError, match="not found"):
         config.load(tmp_path / "missing.yaml")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tunebench import data as D
-from tunebench.data import (DATASETS, TASKS, DataError, LoadContext, RawData, load_prepared,
+from tunebench.data import (DATASETS, TASKS, TOKEN_VOCABS, DataError, LoadContext, RawData, load_prepared,
                             load_raw, prepare, save_prepared)
 
 
@@ -48,7 +48,7 @@ def toy_raw(n_train=200, n_test=50, k=4, d=5, seed=0) -> RawData:
 
 def test_registry_names_and_fields():
     assert set(DATASETS) == {"fashion_mnist", "mnist", "digits", "diabetes",
-                             "synth_tokens", "synth_sparse", "cifar10"}
+                             "synth_tokens", "synth_tokens_30k", "synth_sparse", "cifar10"}
     for name, spec in DATASETS.items():
         assert spec.name == name and spec.task in TASKS
         assert spec.kind in ("image", "tabular", "tokens", "sparse") and callable(spec.load)
@@ -255,6 +255,18 @@ def test_synth_tokens_deterministic_and_learnable_shape(tmp_path):
                             for k in range(4)]))
     pred = logp[:, a.x_test].sum(-1).argmax(0)
     assert (pred == a.y_test).mean() > 0.8
+
+
+def test_token_datasets_differ_in_vocabulary_only(tmp_path):
+    """synth_tokens_30k is synth_tokens' generator at a word-sized vocabulary (C02)."""
+    small = load_raw("synth_tokens", ctx_for(tmp_path))
+    large = load_raw("synth_tokens_30k", ctx_for(tmp_path))
+    for name, raw in (("synth_tokens", small), ("synth_tokens_30k", large)):
+        vocab = TOKEN_VOCABS[name]
+        assert raw.x_train.shape == (12000, 24) and 0 <= raw.x_train.min() and raw.x_train.max() < vocab
+        assert len(np.unique(raw.x_train)) > vocab // 2           # the vocabulary is used, not just its range
+        assert str(vocab) in DATASETS[name].description
+    assert np.bincount(large.y_train, minlength=4).min() > 2000    # balanced like the small one
 
 
 def test_synth_sparse_deterministic_and_sparse(tmp_path):

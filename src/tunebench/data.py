@@ -6,6 +6,7 @@ function of its arguments, so a prepared dataset is reproducible from
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -251,8 +252,14 @@ def _noisy(labels: np.ndarray, k: int, rate: float, rng: np.random.Generator) ->
     return np.where(flip, (labels + rng.integers(1, k, len(labels))) % k, labels).astype(np.int64)
 
 
-def _synth_tokens(ctx: LoadContext) -> RawData:
-    v, length, k, n_tr, n_te = 2000, 24, 4, 12000, 3000
+# Vocabulary sizes of the synthetic token datasets. C02 needs both: glorot_uniform's
+# embedding bound sqrt(6 / (vocab + dim)) is +-0.054 at 2,000 tokens (dim 32), next to
+# uniform's +-0.05, but +-0.014 at a word-sized 30,000 (claims.py states both).
+TOKEN_VOCABS = {"synth_tokens": 2000, "synth_tokens_30k": 30000}
+
+
+def _synth_tokens(ctx: LoadContext, vocab: int = TOKEN_VOCABS["synth_tokens"]) -> RawData:
+    v, length, k, n_tr, n_te = vocab, 24, 4, 12000, 3000
     n = n_tr + n_te
     rng = np.random.default_rng(ctx.synthetic_seed)
     p_bg = _zipf_probs(v, rng, 1.05)
@@ -386,6 +393,9 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 "sklearn diabetes regression, 442x10", _load_diabetes),
     DatasetSpec("synth_tokens", "multiclass", "tokens",
                 "synthetic Zipf token sequences (vocab 2000, len 24, 4 classes)", _synth_tokens),
+    DatasetSpec("synth_tokens_30k", "multiclass", "tokens",
+                "synthetic Zipf token sequences (vocab 30000, len 24, 4 classes)",
+                functools.partial(_synth_tokens, vocab=TOKEN_VOCABS["synth_tokens_30k"])),
     DatasetSpec("synth_sparse", "multiclass", "sparse",
                 "synthetic sparse tf-idf-like rows (1000 features, ~1% nonzero, 5 classes)", _synth_sparse),
     DatasetSpec("cifar10", "multiclass", "image",
