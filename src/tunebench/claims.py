@@ -97,6 +97,9 @@ def _embedding_bounds_note() -> str:
             f"vocabulary ({0.05 / min(bounds.values()):.1f}x narrower than uniform) is where the advice can show.")
 
 
+# Every penalty arm of the l2 / l1 grids but 0: "the best penalty > 0" picks among them.
+L2_ON = ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0", "10.0"]
+L1_ON = ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]
 GOOD_INITS = ["xavier_uniform", "xavier_normal", "kaiming_normal", "orthogonal"]
 ADAPTIVE = ["adagrad", "adadelta", "rmsprop", "adam"]
 CNN_INIT = ("fmnist_cnn", "mnist_cnn")
@@ -173,15 +176,15 @@ CLAIMS: tuple[Claim, ...] = (
                 for s in ("step_0.1", "step_0.3", "step_0.5", "plateau_0.1", "plateau_0.3", "plateau_0.5"))),
     Claim("C11", "If train is good but test poor, raise the L2 penalty; 1.0 is the usual first choice, above 10 is rare.",
           "L2 narrows the gap; 1.0 is a good value",
-          (Contrast("best L2 > 0 vs none: gap", A("l2", l2=["1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0", "10.0"]), A("l2", l2="0.0"), "gap", -1),
+          (Contrast("best L2 > 0 vs none: gap", A("l2", l2=L2_ON), A("l2", l2="0.0"), "gap", -1),
            Contrast("L2 = 1.0 vs none: test accuracy", A("l2", l2="1.0"), A("l2", l2="0.0"), "final_test_acc", +1),
            # As C12's: the L2 a practitioner would keep (best on validation) against none.
-           Contrast("best L2 > 0 vs none: test accuracy", A("l2", l2=["1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0", "10.0"]),
+           Contrast("best L2 > 0 vs none: test accuracy", A("l2", l2=L2_ON),
                     A("l2", l2="0.0"), "final_test_acc", +1)),
           notes="Convention: loss += l2 * sum(w^2) over weight matrices, added to the mean cross-entropy (Keras' kernel_regularizer)."),
     Claim("C12", "Likewise, raising the L1 penalty counters overfitting.", "L1 narrows the gap",
-          (Contrast("best L1 > 0 vs none: gap", A("l1", l1=["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]), A("l1", l1="0.0"), "gap", -1),
-           Contrast("best L1 > 0 vs none: test accuracy", A("l1", l1=["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]), A("l1", l1="0.0"),
+          (Contrast("best L1 > 0 vs none: gap", A("l1", l1=L1_ON), A("l1", l1="0.0"), "gap", -1),
+           Contrast("best L1 > 0 vs none: test accuracy", A("l1", l1=L1_ON), A("l1", l1="0.0"),
                     "final_test_acc", +1))),
     Claim("C13", "Raise dropout to counter overfitting; 0.5 is the usual first choice.", "dropout narrows the gap; 0.5 near best",
           (Contrast("dropout 0.5 vs 0: gap", A("dropout", dropout=0.5), A("dropout", dropout=0.0), "gap", -1),
