@@ -117,7 +117,7 @@ if [[ " $STEPS " == *" tests "* ]]; then
     # so if any are cut off by the limit, they are; --durations says where the time went.
     step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$LOGS/pytest.log" \
         "$PY" -m pytest -q -p no:cacheprovider --durations=15 tests/test_engine.py tests/test_models.py tests/test_popconv.py \
-        -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast) and not compile_for_sm90 and not issue_fewer_instructions}"
+        -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast)}"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]

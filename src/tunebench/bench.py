@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunebench import data, devices, engine, models, popconv
+from tunebench import data, devices, engine, models, popconv, sm90
 from tunebench.config import RunConfig
 
 ARCHS = {  # the reference CNN of the tutorial-era posts, and a mid-sized MLP
@@ -578,7 +578,7 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
         for sizes in tile_sets:
             with popconv.tiles(**sizes):
                 for layer, (C, CO, H, W) in enumerate(fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE)):
-                    for r in popconv.compile_report(C, CO, H, W, dtype, input_precision):
+                    for r in sm90.compile_report(C, CO, H, W, dtype, input_precision):
                         # in_step: launched in training; the first layer's input (the data)
                         # takes no gradient, so its input-gradient kernel never runs (nor an
                         # unpooling that only that kernel would read).
@@ -601,7 +601,7 @@ def step_instructions(rows: list[dict]) -> list[dict]:
         key = (r["precision"], r["tiles"])
         totals[key] = totals.get(key, 0.0) + r["warp_instructions"]
     return [dict(precision=p, tiles=t, warp_instructions=n,
-                 issue_bound_ms=1e3 * n / popconv.H100_WARP_INSTRUCTIONS_PER_S) for (p, t), n in totals.items()]
+                 issue_bound_ms=1e3 * n / sm90.H100_WARP_INSTRUCTIONS_PER_S) for (p, t), n in totals.items()]
 
 
 def print_registers(rows: list[dict]) -> None:
