@@ -33,9 +33,9 @@
 #      per kernel (torch.profiler), bf16 (KERNEL_PRECISIONS="bf16 tf32" adds tf32), native,
 #      Triton and Triton at KERNEL_TILES (default: the tile
 #      set step 2's bf16 table found fastest with a loss that agrees with the default tiles',
-#      bench.fastest_tiles; G=1,B=1,A=1,T=1 without that table);
+#      bench.throughput.fastest_tiles; G=1,B=1,A=1,T=1 without that table);
 #      the summary ends each throughput table's part with one line per precision: the fastest
-#      CNN population row against the 3M model-samples/s target (bench.target_summary);
+#      CNN population row against the 3M model-samples/s target (bench.throughput.target_summary);
 #   3b. (compile) python -m tunebench.bench throughput --compile both: the step through
 #      torch.compile (Inductor, fullgraph) beside the eager step, at the largest population,
 #      native and Triton convolutions and the MLP, bf16: its own table, "bf16+compile";
@@ -132,10 +132,10 @@ if [[ " $STEPS " == *" bench "* ]]; then
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     # Profiled besides the defaults: KERNEL_TILES, else the tile set the bf16 table found
-    # fastest among those whose loss agrees with the default tiles' (bench.fastest_tiles),
+    # fastest among those whose loss agrees with the default tiles' (bench.throughput.fastest_tiles),
     # else G=1,B=1,A=1,T=1.
     kernel_tiles="${KERNEL_TILES-$("$PY" -c 'import json, sys
-from tunebench.bench import fastest_tiles
+from tunebench.bench.throughput import fastest_tiles
 try:
     t = fastest_tiles(json.load(open(sys.argv[1]))["bf16"]["rows"])
 except (OSError, KeyError, ValueError):
@@ -161,7 +161,7 @@ fi
 if [[ " $STEPS " == *" profile "* ]]; then
     # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.
     conv="${PROFILE_CONV:-$("$PY" -c 'import json, sys
-from tunebench.bench import fastest_conv
+from tunebench.bench.throughput import fastest_conv
 try:
     print(fastest_conv(json.load(open(sys.argv[1]))["tf32"]["rows"]))
 except (OSError, KeyError, ValueError):
@@ -205,7 +205,7 @@ echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"
 "$PY" - "$OUT/bench" <<'PYEOF' 2>&1 | tee -a "$OUT/summary.txt" || true
 import json, sys
 from pathlib import Path
-from tunebench.bench import print_table, target_summary
+from tunebench.bench.throughput import print_table, target_summary
 summaries = []
 for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
     for prec, res in json.loads(f.read_text()).items():
@@ -213,7 +213,7 @@ for f in sorted(Path(sys.argv[1]).glob("throughput-*.json")):
         print(f"--- {f.name} {prec}: tutorial data: {m.get('tutorial_data')}; engine data: {m.get('engine_data')}")
         print_table(res["rows"])
         summaries.append(f"{prec}: {target_summary(res['rows'])}")
-from tunebench.bench import print_kernels
+from tunebench.bench.kernels import print_kernels
 for f in sorted(Path(sys.argv[1]).glob("kernels-*.json")):
     for res in json.loads(f.read_text()).values():
         res["rows"] = res["rows"][:8]

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from tunebench import bench, engine
+from tunebench.bench import common, kernels, throughput
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import TINY  # noqa: E402  the tiny config of the end-to-end test
@@ -135,11 +136,11 @@ def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_p
 
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
-    assert bench.conv_variants("native,triton", "P=64,W=8;R=64") == [
+    assert common.conv_variants("native,triton", "P=64,W=8;R=64") == [
         ("native", {}), ("triton", {}), ("triton", {"P": 64, "W": 8}), ("triton", {"R": 64})]
-    assert bench.conv_variants("triton", None) == [("triton", {})]
+    assert common.conv_variants("triton", None) == [("triton", {})]
     # The defaults' row always comes first, once, whatever the sweep lists.
-    assert bench.conv_variants("triton", "W=8;;W=8") == [("triton", {}), ("triton", {"W": 8})]
+    assert common.conv_variants("triton", "W=8;;W=8") == [("triton", {}), ("triton", {"W": 8})]
     from tunebench import popconv
 
     with popconv.tiles(P=64, W=8):
@@ -156,7 +157,7 @@ def test_tile_rows_say_how_far_their_loss_is_from_the_default_tiles():
     def row(K, loss, tiles=None, graphs=True, precision="bf16", conv="triton"):
         return dict(model="cnn", row="(c) engine" + (" [CUDA graph]" if graphs else ""), K=K, precision=precision,
                     conv=conv, tiles=tiles or {}, train_loss=loss)
-    rows = bench.loss_vs_default_tiles([
+    rows = throughput.loss_vs_default_tiles([
         row(64, 0.50), row(64, 0.40, conv="native"), row(128, 0.80), row(64, 0.60, graphs=False),
         row(64, 0.51, {"G": 1}), row(128, 0.80 * 1.25, {"G": 1}), row(64, 0.30, {"G": 1}, graphs=False),
         row(64, 0.9, {"G": 1}, precision="tf32"), dict(model="cnn", row="(c)", K=64, precision="bf16", conv="triton",
@@ -171,19 +172,19 @@ def test_fastest_conv_compares_the_largest_population_all_reached():
             row("triton", 1, 5.0), row("triton", 64, 90.0), row("triton", 64, 999.0, {"P": 64}),
             dict(model="cnn", conv="triton", K=128, tiles={}, skipped="CUDA out of memory"),
             dict(model="mlp", K=128, samples_per_s=1e9)]
-    assert bench.fastest_conv(rows) == "triton"  # at K=64, the largest both reached; tile rows ignored
-    assert bench.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
-    assert bench.fastest_conv([], default="gemm") == "gemm"
-    assert bench.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
+    assert throughput.fastest_conv(rows) == "triton"  # at K=64, the largest both reached; tile rows ignored
+    assert throughput.fastest_conv([r for r in rows if r.get("conv") != "triton"]) == "native"
+    assert throughput.fastest_conv([], default="gemm") == "gemm"
+    assert throughput.fastest_conv([row("native", 128, 1.0), row("triton", 64, 2.0)]) == "triton"
     # The pipeline does not compile its step: a compiled row does not pick its convolution.
-    assert bench.fastest_conv(rows + [row("native", 64, 1e6) | {"compiled": True}]) == "triton"
+    assert throughput.fastest_conv(rows + [row("native", 64, 1e6) | {"compiled": True}]) == "triton"
 
 
 def test_compiled_rows_say_how_far_their_loss_is_from_the_eager_step():
     def row(K, loss, compiled=False, conv="native", tiles=None, graphs=True):
         return dict(model="cnn", row="(c)" + (" [CUDA graph]" if graphs else ""), K=K, precision="bf16", conv=conv,
                     tiles=tiles or {}, train_loss=loss, compiled=compiled)
-    rows = bench.loss_vs_eager(bench.loss_vs_default_tiles([
+    rows = throughput.loss_vs_eager(throughput.loss_vs_default_tiles([
         row(128, 0.50), row(128, 0.40, conv="triton"), row(128, 0.52, compiled=True),
         row(128, 0.30, compiled=True, conv="triton"), row(64, 0.9, compiled=True), row(128, 0.9, compiled=True, graphs=False)]))
     assert [r.get("loss_vs_eager") for r in rows] == pytest.approx([None, None, 0.04, -0.25, None, None])
@@ -191,9 +192,9 @@ def test_compiled_rows_say_how_far_their_loss_is_from_the_eager_step():
     assert all("loss_vs_default_tiles" not in r for r in rows)
     timed = [r | {"samples_per_s": 10.0 * (i + 1), "vs_tutorial": 1.0} for i, r in enumerate(rows[:3])]
     # The compiled row (30) is the fastest, but 4% off its eager row's loss: left out at 1%.
-    line = bench.target_summary(timed, target=100.0)
+    line = throughput.target_summary(timed, target=100.0)
     assert "20 model-samples/s" in line and "triton conv tiles default)" in line and "1 row(s) left out" in line
-    line = bench.target_summary(timed, target=100.0, tolerance=0.05)
+    line = throughput.target_summary(timed, target=100.0, tolerance=0.05)
     assert "30 model-samples/s" in line and "native conv, compiled)" in line and "left out" not in line
 
 
@@ -206,18 +207,18 @@ def test_fastest_tiles_skips_a_fast_variant_whose_loss_disagrees():
             row(128, 45.0, {"T": 1}, float("nan")), dict(model="cnn", conv="triton", K=128, tiles={"P": 64}, skipped="x"),
             dict(model="mlp", K=128, samples_per_s=1e9)]
     # At K=128 (the largest Triton K): A=1 is fastest but its loss is 20% off, T=1's is NaN.
-    assert bench.fastest_tiles(rows) == "G=1,B=1"
-    assert bench.fastest_tiles(rows, tolerance=0.5) == "G=1,A=1"
-    assert bench.fastest_tiles([r for r in rows if not r.get("tiles")]) == "default"
-    assert bench.fastest_tiles([row(128, 1.0, conv="native")]) is None
-    line = bench.target_summary(rows, target=45.0)
+    assert throughput.fastest_tiles(rows) == "G=1,B=1"
+    assert throughput.fastest_tiles(rows, tolerance=0.5) == "G=1,A=1"
+    assert throughput.fastest_tiles([r for r in rows if not r.get("tiles")]) == "default"
+    assert throughput.fastest_tiles([row(128, 1.0, conv="native")]) is None
+    line = throughput.target_summary(rows, target=45.0)
     # Any CNN population counts here, not only the largest: G=1 at K=16 (99) beats native (50);
     # A=1 (20% off) and T=1 (NaN) are left out and counted; the MLP row is not a CNN row.
     assert "99 model-samples/s" in line and "K=16" in line and "tiles G=1" in line and "MET (2.20x)" in line
     assert "2 row(s) left out" in line
-    slow = bench.target_summary([row(128, 30.0, {"G": 1, "B": 1}, -0.004), row(128, 40.0, {"A": 1}, 0.2)], target=60.0)
+    slow = throughput.target_summary([row(128, 30.0, {"G": 1, "B": 1}, -0.004), row(128, 40.0, {"A": 1}, 0.2)], target=60.0)
     assert "30 model-samples/s" in slow and "not met (0.50x)" in slow and "1 row(s) left out" in slow
-    assert bench.target_summary([dict(model="mlp", K=128, samples_per_s=1e9)]) == "CNN population: no row measured"
+    assert throughput.target_summary([dict(model="mlp", K=128, samples_per_s=1e9)]) == "CNN population: no row measured"
 
 
 def test_fused_kernel_rates_count_each_kinds_work():
@@ -226,17 +227,17 @@ def test_fused_kernel_rates_count_each_kinds_work():
     from tunebench import models
 
     shape = models.DataShape((1, 28, 28), 10)
-    layers = bench.fused_conv_layers(bench.ARCHS["cnn"], shape)
+    layers = kernels.fused_conv_layers(common.ARCHS["cnn"], shape)
     assert layers == [(1, 32, 28, 28), (32, 64, 14, 14)]
-    assert bench.fused_conv_layers(bench.ARCHS["cnn"].model_copy(update={"batchnorm": True}), shape) == []
-    flops = bench.fused_conv_flops(layers, K=2, train_examples=10, eval_examples=5)
+    assert kernels.fused_conv_layers(common.ARCHS["cnn"].model_copy(update={"batchnorm": True}), shape) == []
+    flops = kernels.fused_conv_flops(layers, K=2, train_examples=10, eval_examples=5)
     conv1, conv2 = 2 * 9 * 1 * 32 * 28 * 28, 2 * 9 * 32 * 64 * 14 * 14
     assert flops == {"forward": 2 * 15 * (conv1 + conv2), "input grad": 2 * 10 * conv2,
                      "weight grad": 2 * 10 * (conv1 + conv2)}
     rows = [dict(name="_fwd_kernel", ms=2.0), dict(name="_fwd_kernel_cl", ms=1.0), dict(name="_wgrad_kernel_cl", ms=4.0),
             dict(name="ampere_sgemm_128x64_nn", ms=9.0), dict(name="_wgrad_kernel_gcl", ms=1.0),
             dict(name="_unpool_kernel", ms=0.5)]
-    rates = bench.fused_kernel_rates(rows, {"forward": 6e12, "input grad": 1e12, "weight grad": 2e12})
+    rates = kernels.fused_kernel_rates(rows, {"forward": 6e12, "input grad": 1e12, "weight grad": 2e12})
     # Every variant counts as its kind; a kind with no kernel (input grad) is left out, and
     # the unpooling (G=1) has a time but no rate.
     assert rates == [dict(kind="forward", ms=3.0, tflop=6.0, tflops=2000.0),
@@ -246,7 +247,7 @@ def test_fused_kernel_rates_count_each_kinds_work():
     # and 2 evaluations of 20 val + 20 test + 100 train examples.
     dd = engine.DeviceData(torch.zeros(100, 1, 28, 28), torch.zeros(100), torch.zeros(20, 1, 28, 28), torch.zeros(20),
                            torch.zeros(20, 1, 28, 28), torch.zeros(20), 10)
-    [fwd] = bench.fused_kernels_in_epoch(bench.ARCHS["cnn"], dd, 4, 100, [dict(name="_fwd_kernel", ms=1.0)])
+    [fwd] = kernels.fused_kernels_in_epoch(common.ARCHS["cnn"], dd, 4, 100, [dict(name="_fwd_kernel", ms=1.0)])
     assert fwd["tflop"] * 1e12 == 4 * (100 + 512 + 2 * (20 + 20 + 100)) * (conv1 + conv2)
 
 
@@ -276,7 +277,7 @@ def test_kernels_mode_profiles_each_tile_set_under_its_tiles(tmp_path, monkeypat
         return {"meta": {"device": "cpu", "model": cfg.model, "K": K, "precision": precision, "conv": conv_impl,
                          "samples": n * K, "profiled_ms": 1.0, "time_kind": "cpu"}, "rows": []}
 
-    monkeypatch.setattr(bench, "kernel_table", fake_kernel_table)
+    monkeypatch.setattr(kernels, "kernel_table", fake_kernel_table)
     assert bench.main(["kernels", "--device", "cpu", "--models", "cnn", "--conv", "native,triton", "--triton-tiles",
                        "G=1;G=1,W=8", "--samples", "256", "--populations", "2", "--batch", "128",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)]) == 0

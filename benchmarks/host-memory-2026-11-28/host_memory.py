@@ -30,16 +30,17 @@ def child(setting: str, samples: int, raw_dir: str) -> None:
     """One process: every row once, under one allocator setting; JSON on stdout."""
     import torch
 
-    from tunebench import bench, devices
+    from tunebench import devices
+    from tunebench.bench import common
 
     if setting == "default":  # the engine asks devices; say no, so glibc keeps its default
         devices.retain_freed_host_memory = lambda: False
-    dd, _ = bench.fmnist_device_data(Path(raw_dir), samples * MLP_SAMPLES_FACTOR, torch.device("cpu"))
+    dd, _ = common.fmnist_device_data(Path(raw_dir), samples * MLP_SAMPLES_FACTOR, torch.device("cpu"))
     out = []
     for model, K in ROWS:
         t0 = os.times()
         n_run = samples * (MLP_SAMPLES_FACTOR if model == "mlp" else 1)
-        n, seconds, loss = bench.engine_epoch(bench.ARCHS[model], K, dd, "fp32", n_run)
+        n, seconds, loss = common.engine_epoch(common.ARCHS[model], K, dd, "fp32", n_run)
         t1 = os.times()
         out.append(dict(model=model, K=K, samples_per_s=n / seconds, loss=loss,
                         user_s=t1.user - t0.user, system_s=t1.system - t0.system))  # warm-up call included
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[setting].append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     import torch
 
-    from tunebench import bench, devices
+    from tunebench import devices
+    from tunebench.bench import common
 
     meta = dict(device=f"cpu ({devices.cpu_name()})", torch=torch.__version__, threads=torch.get_num_threads(),
                 samples_per_run=args.samples, repeats=args.repeats, time=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio']:>6.2f}  {r['default_user_s']:>8.2f} / {r['default_system_s']:<7.2f}  "
               f"{r['retained_user_s']:>9.2f} / {r['retained_system_s']:<7.2f}  {r['same_loss']}")
     if args.out:
-        bench.atomic_json(Path(args.out), {"meta": meta, "rows": rows, "runs": runs})
+        common.atomic_json(Path(args.out), {"meta": meta, "rows": rows, "runs": runs})
     return 0 if all(r["same_loss"] for r in rows) else 1
 
 
