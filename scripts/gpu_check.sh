@@ -10,30 +10,23 @@
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
-#      TRITON_TILES (bf16, default "G=1,B=1,A=1,T=1;G=1,B=1;G=1,B=1,A=1,T=1,P=64") and
-#      TF32_TILES (default "G=1,B=1,A=1,T=1;G=1,B=1"), a row each after the default tiles'
-#      row. Why those: by ptxas's sm_90 code a bf16 training step issues 36.0 G
-#      warp-instructions at the defaults, 7.1 G at G=1,B=1 (the backward reads the gradient
-#      unpooled once, channels-last; the forward a bordered channels-last input), 6.0 G with
-#      A=1 (the first layer's weight gradient over the pooled pixels: its unpooled array,
-#      ~7.5 GB of traffic a step, gone), 4.7 G with T=1 (a kernel row's three taps a
-#      weight-gradient program) and 4.2 G with P=64 on top (`python -m tunebench.bench
-#      registers`, benchmarks/sm90-sass-2026-11-27/NOTES.md: Triton 3.8.0's code; under
-#      Triton 3.6.0, this machine's torch 2.11's, 40.8 / 5.7 / 4.0 / 3.4 G for the defaults /
-#      G=1,B=1 / +A=1,T=1 / +P=64, whose pooled weight gradient spills there, so it goes last:
-#      scripts/with_triton.sh; counts before the window code carried ReLU's mask, which
-#      added 0.1-0.3 G and took ~6 GB of traffic a step away); none of them timed on a GPU
-#      yet; the H100 sweep of
-#      2026-11-27 found L=1, W=8 and L=1,W=8 no faster than the defaults in bf16
-#      (benchmarks/h100-2026-11-27/NOTES.md); P=64,W=8 and W=8 on top of G=1,B=1 count
-#      more instructions, not fewer (P=64,W=8 and, in tf32, W=8 are still untimed:
-#      TRITON_TILES="P=64,W=8", TF32_TILES="W=8"))
+#      TRITON_TILES (bf16) and TF32_TILES, both by default "G=0,B=0,A=0,T=0": the gathering
+#      kernels, popconv's layout before its four layout flags, for the defaults' ratio to
+#      them), a row each after the default tiles' row. On an H200 (2026-11-28,
+#      benchmarks/h200-2026-11-28/NOTES.md), bf16, K=128: 4.05 M model-samples/s at the
+#      defaults (G=1,B=1,A=1,T=1), 3.92 M with P=64, 3.32 M at A=0,T=0, 0.87 M gathering;
+#      by ptxas's sm_90 code (Triton 3.6.0) a step issues 4.0 G warp-instructions at the
+#      defaults against 40.8 G gathering (`python -m tunebench.bench registers`,
+#      benchmarks/sm90-sass-2026-11-27/NOTES.md). The H100 sweep of 2026-11-27 found L=1
+#      and W=8 no faster than the gathering kernels; W=8 on the defaults counts more
+#      instructions and is untimed (TRITON_TILES="W=8")
 #      and the MLP, bf16, then tf32;
 #   3. python -m tunebench.bench kernels: where one epoch of 128 CNNs spends its device time,
 #      per kernel (torch.profiler), bf16 (KERNEL_PRECISIONS="bf16 tf32" adds tf32), native,
 #      Triton and Triton at KERNEL_TILES (default: the tile
 #      set step 2's bf16 table found fastest with a loss that agrees with the default tiles',
-#      bench.throughput.fastest_tiles; G=1,B=1,A=1,T=1 without that table);
+#      bench.throughput.fastest_tiles; none beside the defaults where those are fastest or
+#      there is no table);
 #      the summary ends each throughput table's part with one line per precision: the fastest
 #      CNN population row against the 3M model-samples/s target (bench.throughput.target_summary);
 #   3b. (compile) python -m tunebench.bench throughput --compile both: the step through
@@ -69,7 +62,9 @@
 # files, the device tool's limit.
 # Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), COMPILE_S, PROFILE_S, PIPELINE_S
 # (the defaults' sum, 560 s, leaves ~40 s of the device tool's 600 for set-up and the summary).
-# A shorter, second call narrows the steps: PYTEST_K (pytest -k), BENCH_PRECISIONS ("bf16 tf32"),
+# A shorter, second call narrows the steps: PYTEST_K (pytest -k), PYTEST_ARGS (more pytest options:
+# "-n 6 -v" runs the tests on 6 xdist workers, which the GPU image has, and names each as it
+# ends, so a step cut off by its limit still says which failed), BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
 # are kept: bench profile --resume).
 set -uo pipefail
@@ -113,10 +108,15 @@ fi
 
 STEPS="${STEPS:-tests bench kernels compile}"  # a subset reruns part of the check
 if [[ " $STEPS " == *" tests "* ]]; then
-    # The engine's tests first (quick); the kernel tests compile each variant for each shape,
-    # so if any are cut off by the limit, they are; --durations says where the time went.
+    # The engine's tests first; the kernel tests compile each variant for each shape, which
+    # took the step past 120 s in one process on an H200 (2026-11-28), cut off before pytest
+    # named its one failure: where pytest-xdist is there (the GPU image has it), 6 workers
+    # share the compiling, and each test's name and outcome is printed as it ends (-vv, with
+    # pyproject.toml's -q: one line a test). --durations says where the time went.
+    pytest_args="-vv"
+    "$PY" -c 'import xdist' 2> /dev/null && pytest_args="-n 6 -vv"
     step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$LOGS/pytest.log" \
-        "$PY" -m pytest -q -p no:cacheprovider --durations=15 tests/test_engine.py tests/test_models.py tests/test_popconv.py \
+        "$PY" -m pytest -p no:cacheprovider --durations=15 ${PYTEST_ARGS-$pytest_args} tests/test_engine.py tests/test_models.py tests/test_popconv.py \
         -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast)}"
 fi
 
@@ -127,20 +127,20 @@ bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
         --samples "$SAMPLES" --populations "$POPS" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" --out-dir "$OUT/bench"
 }
 if [[ " $STEPS " == *" bench "* ]]; then
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=1,B=1,A=1,T=1;G=1,B=1;G=1,B=1,A=1,T=1,P=64}"
-    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-90}" "${TF32_TILES-G=1,B=1,A=1,T=1;G=1,B=1}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" bf16 "* ]] && bench bf16 on "${BENCH_S:-150}" "${TRITON_TILES-G=0,B=0,A=0,T=0}"
+    [[ " ${BENCH_PRECISIONS:-bf16 tf32} " == *" tf32 "* ]] && bench tf32 on "${TF32_S:-90}" "${TF32_TILES-G=0,B=0,A=0,T=0}"
 fi
 if [[ " $STEPS " == *" kernels "* ]]; then  # which kernels a CNN population's epoch spends its time in
     # Profiled besides the defaults: KERNEL_TILES, else the tile set the bf16 table found
     # fastest among those whose loss agrees with the default tiles' (bench.throughput.fastest_tiles),
-    # else G=1,B=1,A=1,T=1.
+    # else the defaults alone.
     kernel_tiles="${KERNEL_TILES-$("$PY" -c 'import json, sys
 from tunebench.bench.throughput import fastest_tiles
 try:
     t = fastest_tiles(json.load(open(sys.argv[1]))["bf16"]["rows"])
 except (OSError, KeyError, ValueError):
     t = None
-print({None: "G=1,B=1,A=1,T=1", "default": ""}.get(t, t))' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
+print({None: "", "default": ""}.get(t, t))' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
     for p in $KERNEL_PRECISIONS; do
         step "bench kernels CNN $p, K=${POPS##*,}, tiles: default${kernel_tiles:+ and $kernel_tiles}" "${KERNELS_S:-70}" "$LOGS/kernels-$p.log" \
             "$PY" -m tunebench.bench kernels --precision "$p" --models cnn --conv native,triton \

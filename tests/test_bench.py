@@ -279,16 +279,16 @@ def test_kernels_mode_profiles_each_tile_set_under_its_tiles(tmp_path, monkeypat
 
     monkeypatch.setattr(kernels, "kernel_table", fake_kernel_table)
     assert bench.main(["kernels", "--device", "cpu", "--models", "cnn", "--conv", "native,triton", "--triton-tiles",
-                       "G=1;G=1,W=8", "--samples", "256", "--populations", "2", "--batch", "128",
+                       "G=0;G=0,W=8", "--samples", "256", "--populations", "2", "--batch", "128",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)]) == 0
     warps = popconv.NUM_WARPS
-    assert seen == [("native", 0, warps), ("triton", 0, warps), ("triton", 1, warps), ("triton", 1, 8)]
-    assert popconv.GRAD_CL == 0  # restored
+    assert seen == [("native", 1, warps), ("triton", 1, warps), ("triton", 0, warps), ("triton", 0, 8)]
+    assert popconv.GRAD_CL == 1  # restored
     result = json.loads((tmp_path / "kernels-cpu.json").read_text())
-    assert list(result) == ["cnn-native-fp32-K2", "cnn-triton-fp32-K2", "cnn-triton-G=1-fp32-K2",
-                            "cnn-triton-G=1,W=8-fp32-K2"]
-    assert [r["meta"]["tiles"] for r in result.values()] == ["default", "default", "G=1", "G=1,W=8"]
-    assert "conv=triton tiles G=1,W=8 on cpu" in capsys.readouterr().out
+    assert list(result) == ["cnn-native-fp32-K2", "cnn-triton-fp32-K2", "cnn-triton-G=0-fp32-K2",
+                            "cnn-triton-G=0,W=8-fp32-K2"]
+    assert [r["meta"]["tiles"] for r in result.values()] == ["default", "default", "G=0", "G=0,W=8"]
+    assert "conv=triton tiles G=0,W=8 on cpu" in capsys.readouterr().out
 
 
 def test_gpu_check_script_summarises_what_the_steps_left(tmp_path):

@@ -31,19 +31,25 @@ def bench_registers(out_dir, *args: str) -> tuple[subprocess.CompletedProcess, d
 def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
     proc, result = bench_registers(tmp_path, "--kernel-precisions", "bf16,tf32,fp32", "--triton-tiles", "W=8")
     rows = result["rows"]
-    # 3 precisions x 2 tile sets (default, W=8) x 2 layers x 3 kernels, each compiled to a cubin
-    assert len(rows) == 36 and all(r["cubin_bytes"] > 0 for r in rows)
+    # 3 precisions x 2 tile sets (default, W=8) x 2 layers x 4 kernels (the forward, the
+    # unpooling, the weight and input gradients), each compiled to a cubin
+    assert len(rows) == 48 and all(r["cubin_bytes"] > 0 for r in rows)
+    assert {(r["layer"], r["kernel"]) for r in rows} == {
+        (0, "fwd-b"), (0, "unpool"), (0, "wgrad-pooled"), (0, "dgrad-gcl"),
+        (1, "fwd-b"), (1, "unpool"), (1, "wgrad-gcl-row"), (1, "dgrad-gcl")}
     assert all(0 < r["registers"] <= 255 and r["spill_store_bytes"] >= 0 and r["shared_bytes"] > 0 for r in rows)
     assert all(r["warps_per_sm"] == sm90.resident_warps(r["registers"], r["shared_bytes"], r["warps"]) for r in rows)
     assert {(r["precision"], r["dtype"], r["input_precision"]) for r in rows} == {
         ("bf16", "bf16", "ieee"), ("tf32", "fp32", "tf32"), ("fp32", "fp32", "ieee")}
     # The tile sizes compiled are the ones the launches use.
-    fwd = next(r for r in rows if r["kernel"] == "fwd" and r["C"] == 32 and r["tiles"] == "default")
+    fwd = next(r for r in rows if r["kernel"] == "fwd-b" and r["C"] == 32 and r["tiles"] == "default")
     assert fwd["blocks"] == {"BLOCK_P": popconv.BLOCK_P, "BLOCK_CO": 64, "BLOCK_R": popconv.BLOCK_R}
     assert fwd["warps"] == popconv.NUM_WARPS
-    assert {r["warps"] for r in rows if r["tiles"] == "W=8"} == {8}
+    assert {r["warps"] for r in rows if r["tiles"] == "W=8" and r["kernel"] != "unpool"} == {8}  # unpool: always 4
     # bf16 and TF32 dot products run on tensor cores (wgmma or mma.sync); exact fp32 cannot.
-    assert all(r["mma"] in ("wgmma", "mma.sync") for r in rows if r["precision"] in ("bf16", "tf32"))
+    # The unpooling and the one-channel weight gradient (9 taps a sum) have no dot product.
+    products = [r for r in rows if r["kernel"] not in ("unpool", "wgrad-pooled")]
+    assert all(r["mma"] in ("wgmma", "mma.sync") for r in products if r["precision"] in ("bf16", "tf32"))
     assert all(r["mma"] == "none" for r in rows if r["precision"] == "fp32")
     assert all(r["async_copies"] >= 0 for r in rows)
     assert "registers" in proc.stdout and "spilled B" in proc.stdout
@@ -51,7 +57,7 @@ def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
     # the loop-heavy ones (the weight gradient reduces over thousands of pixels) a loop.
     assert all(r["sass_instructions"] > 0 and 0 <= r["loop_instructions"] < r["sass_instructions"]
                and r["warp_instructions"] >= r["sass_instructions"] for r in rows)
-    assert all(r["loop_instructions"] > 0 for r in rows if r["kernel"] == "wgrad")
+    assert all(r["loop_instructions"] > 0 for r in rows if r["kernel"].startswith("wgrad"))
     steps = result["steps"]
     assert {(t["precision"], t["tiles"]) for t in steps} == {(p, t) for p in ("bf16", "tf32", "fp32")
                                                              for t in ("default", "W=8")}
@@ -60,37 +66,41 @@ def test_kernels_compile_for_sm90_and_report_registers(tmp_path):
 
 @pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
 def test_bordered_kernels_issue_fewer_instructions(tmp_path):
-    """What G=1 and B=1 are for, checked on the machine code without a GPU: decoding the
-    pooled gradient at every (pixel, tap) made the default backward kernels long; reading
-    the unpooled array, the bf16 backward of the reference CNN issues well under half the
-    warp-instructions (with the unpooling counted), and the whole step fewer. The bordered
-    forward (B=1) cuts the forward's and so the step's further, and the first layer's
-    weight gradient over the pooled pixels (A=1) further still: with it, that layer's
-    unpooling is not launched. Three taps a weight-gradient program (T=1) load each
+    """What the layout flags are for, checked on the machine code without a GPU, each
+    switched on in turn from the gathering kernels (all four 0) to the defaults (all 1):
+    decoding the pooled gradient at every (pixel, tap) made the gathering backward kernels
+    long; reading the unpooled array (G=1), the bf16 backward of the reference CNN issues
+    well under half the warp-instructions (with the unpooling counted), and the whole step
+    fewer. The bordered forward (B=1) cuts the forward's and so the step's further, and the
+    first layer's weight gradient over the pooled pixels (A=1) further still: with it, that
+    layer's unpooling is not launched. Three taps a weight-gradient program (T=1) load each
     gradient tile once for three dot products: fewer again."""
+    gathering, only_g, g_b, g_b_a = "G=0,B=0,A=0,T=0", "B=0,A=0,T=0", "A=0,T=0", "T=0"
     proc, result = bench_registers(tmp_path, "--kernel-precisions", "bf16",
-                                   "--triton-tiles", "G=1;G=1,B=1;G=1,B=1,A=1;G=1,B=1,A=1,T=1")
+                                   "--triton-tiles", f"{gathering};{only_g};{g_b};{g_b_a}")
     backward = {t: sum(r["warp_instructions"] for r in result["rows"]
-                       if r["tiles"] == t and r["kernel"] != "fwd" and r["in_step"]) for t in ("default", "G=1")}
-    # The first layer's input gradient is compiled but never launched, so not counted.
-    assert [r["kernel"] for r in result["rows"] if not r["in_step"]] == ["dgrad", "dgrad-gcl", "dgrad-gcl",
-                                                                         "dgrad-gcl", "unpool", "dgrad-gcl", "unpool"]
-    assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1"} == {"fwd", "wgrad-gcl", "dgrad-gcl", "unpool"}
-    assert backward["G=1"] < 0.5 * backward["default"], backward
+                       if r["tiles"] == t and not r["kernel"].startswith("fwd") and r["in_step"])
+                for t in (gathering, only_g)}
+    # The first layer's input gradient is compiled but never launched, so not counted; nor,
+    # with A=1, its unpooling. Rows come in the order default, then --triton-tiles.
+    assert [(r["tiles"], r["kernel"]) for r in result["rows"] if not r["in_step"]] == [
+        ("default", "dgrad-gcl"), ("default", "unpool"), (gathering, "dgrad"), (only_g, "dgrad-gcl"),
+        (g_b, "dgrad-gcl"), (g_b_a, "dgrad-gcl"), (g_b_a, "unpool")]
+    assert {r["kernel"] for r in result["rows"] if r["tiles"] == only_g} == {"fwd", "wgrad-gcl", "dgrad-gcl", "unpool"}
+    assert backward[only_g] < 0.5 * backward[gathering], backward
     steps = {t["tiles"]: t["warp_instructions"] for t in result["steps"]}
-    assert steps["G=1,B=1"] < steps["G=1"] < steps["default"]
-    assert {r["kernel"] for r in result["rows"] if r["tiles"] == "G=1,B=1"} == {"fwd-b", "wgrad-gcl", "dgrad-gcl",
-                                                                                 "unpool"}
-    assert steps["G=1,B=1,A=1,T=1"] < steps["G=1,B=1,A=1"] < steps["G=1,B=1"]
+    assert steps[g_b] < steps[only_g] < steps[gathering]
+    assert {r["kernel"] for r in result["rows"] if r["tiles"] == g_b} == {"fwd-b", "wgrad-gcl", "dgrad-gcl", "unpool"}
+    assert steps["default"] < steps[g_b_a] < steps[g_b]
     wgrad = {r["kernel"]: r["warp_instructions"] for r in result["rows"] if r["layer"] == 1
-             and r["tiles"] in ("G=1,B=1,A=1", "G=1,B=1,A=1,T=1") and r["kernel"].startswith("wgrad")}
+             and r["tiles"] in (g_b_a, "default") and r["kernel"].startswith("wgrad")}
     assert wgrad["wgrad-gcl-row"] < 0.5 * wgrad["wgrad-gcl"], wgrad
     first_layer = {t: sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == t and r["layer"] == 0
-                          and r["in_step"] and r["kernel"] != "fwd-b") for t in ("G=1,B=1", "G=1,B=1,A=1")}
+                          and r["in_step"] and r["kernel"] != "fwd-b") for t in (g_b, g_b_a)}
     # A=1 drops the first layer's unpooling and its unpooled weight gradient: 0.38x under
     # Triton 3.8.0 (CI's), 0.504x under 3.6.0 (the GPU machines', where G=1,B=1's own
     # weight gradient is cheaper); a variant that lost the saving would be near 1x.
-    assert first_layer["G=1,B=1,A=1"] < 0.6 * first_layer["G=1,B=1"], first_layer
+    assert first_layer[g_b_a] < 0.6 * first_layer[g_b], first_layer
     assert steps["default"] == sum(r["warp_instructions"] for r in result["rows"] if r["tiles"] == "default"
                                    and r["in_step"])
     assert "G warp-instructions" in proc.stdout

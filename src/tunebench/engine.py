@@ -48,12 +48,13 @@ EVAL_TRAIN_EXAMPLES = 512  # train accuracy (for the train-test gap) on this man
 AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)
 _INT31 = 2**31 - 1
 # The CNN convolution on CUDA per precision, chosen by `python -m tunebench.bench` (README,
-# engine section). fp32 (TF32 convolutions, the pipeline's precision): cuDNN ("native"), as
-# the fused Triton kernels ran at 0.56x of it on an H200 (population of 128,
-# benchmarks/h200-2026-11-26/NOTES.md). bf16: the fused Triton kernels, 833k vs cuDNN's 497k
-# model-samples/s (1.67x, one run) on an H100 at K=128, after their bf16 gradient test passed
-# there (benchmarks/h100-2026-11-27/NOTES.md). CPUs always use F.conv2d (oneDNN), the faster there.
-CUDA_CONV_IMPL = {"fp32": "native", "bf16": "triton"}
+# engine section): the fused Triton kernels (popconv, at its default layout flags) in both.
+# On an H200 (2026-11-28, benchmarks/h200-2026-11-28/NOTES.md), reference CNN, populations
+# of 64 and 128: fp32 (TF32 convolutions, the pipeline's precision) 1.79 M model-samples/s
+# against cuDNN's ("native") 0.44 M, 4.0x; bf16 4.05 M against 0.52 M, 7.8x; the training
+# loss within 0.06% of the gathering kernels'. CPUs always use F.conv2d (oneDNN), the faster
+# there.
+CUDA_CONV_IMPL = {"fp32": "triton", "bf16": "triton"}
 CONV_IMPLS = ("native", "gemm", "triton")
 
 

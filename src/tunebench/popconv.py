@@ -68,6 +68,12 @@ NUM_WARPS = 4  # threads per program / 32
 # pipeline (cp.async), which the gathered bf16 elements of the default layout never are.
 # The same sums in the same order.
 CHANNELS_LAST = 0
+# The four layout flags below are all on by default (G=1,B=1,A=1,T=1): on an H200
+# (2026-11-28, torch 2.11 / Triton 3.6, benchmarks/h200-2026-11-28/NOTES.md) the reference
+# CNN's population of 128 trained at 4.05 M model-samples/s in bf16 with them, 4.7x the
+# 0.87 M of the gathering kernels (all four 0, GATHERING below), and at 1.78 M in TF32 (K=64),
+# 7.3x; the training loss agreed with the gathering kernels' within 0.06%. Each flag's
+# kernels are tested against the gathering ones (tests/test_popconv.py).
 # 1: the backward pass first unpools the gradient once, into a zero-bordered channels-last
 # array (K, N, H+2, W+2, CO) of the conv output's gradient, and the input- and weight-gradient
 # kernels read that array (and a zero-bordered channels-last copy of the input) row by row:
@@ -76,22 +82,26 @@ CHANNELS_LAST = 0
 # most of the instructions of the two kernels, which issue 30 of a bf16 CNN step's 36 G
 # warp-instructions (benchmarks/sm90-sass-2026-11-27). Costs one write and two reads of that
 # array.
-GRAD_CL = 0
+GRAD_CL = 1
 # 1: the forward reads a zero-bordered channels-last copy of its input, compiled for the image
 # size (_fwd_kernel_b): no border masks, no divisions by run-time sizes; any channel count.
 # Takes the place of CHANNELS_LAST's forward.
-BORDERED_FORWARD = 0
+BORDERED_FORWARD = 1
 # 1: a layer with one input channel (the first: a grayscale image) reduces its weight
 # gradient over the pooled pixels, gathering the input at each window's argmax
 # (_wgrad_kernel_pooled), instead of over every conv pixel of a gradient that is zero at
 # three of each window's four. Its reduction is 9 long per output, too short for a matrix
 # product. With GRAD_CL it also spares the first layer's unpooled array (3.8 GB at 128 runs x
 # 512 examples in bf16, written and read a step), whose only reader it was.
-ARGMAX_WGRAD = 0
+ARGMAX_WGRAD = 1
 # 1 (with GRAD_CL, where C % BLOCK_R == 0): a weight-gradient program takes a kernel row's
 # three taps (_wgrad_kernel_gcl_row), so each tile of the unpooled gradient is loaded and
 # transposed by a third as many programs. The same sums: bit-identical.
-ROW_WGRAD = 0
+ROW_WGRAD = 1
+# The kernels before the four flags: each decodes the pooled gradient and gathers its input
+# where it reduces. The reference every flag's kernels are tested against, and the bench's
+# baseline row: tiles(**GATHERING).
+GATHERING = {"G": 0, "B": 0, "A": 0, "T": 0}
 TILE_NAMES = {"P": "BLOCK_P", "M": "BLOCK_M", "S": "BLOCK_S", "R": "BLOCK_R", "W": "NUM_WARPS", "L": "CHANNELS_LAST",
               "G": "GRAD_CL", "B": "BORDERED_FORWARD", "A": "ARGMAX_WGRAD", "T": "ROW_WGRAD"}
 
