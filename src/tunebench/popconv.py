@@ -24,8 +24,10 @@ a backward that unpools the gradient once into a zero-bordered channels-last arr
 reads it row by row; B=1 a forward on a zero-bordered channels-last input; A=1 a
 one-input-channel layer's weight gradient summed over the pooled pixels, gathering the
 input at each window's argmax (equal within rounding: other sums); T=1 (with G=1) a kernel
-row's three taps a weight-gradient program. tunebench.sm90 counts
-each one's machine instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
+row's three taps a weight-gradient program. G, B, A and T are on by default: 4.7x the
+kernels without them (GATHERING) on an H200 in bf16, 7.8x cuDNN
+(benchmarks/h200-2026-11-28/NOTES.md). tunebench.sm90 counts each one's machine
+instructions (benchmarks/sm90-sass-2026-11-27/NOTES.md).
 
 Backends, each a pair of functions on population tensors (leading run axis K):
 - "triton": the kernels below (CUDA; on a CPU only with TRITON_INTERPRET=1 set before the
