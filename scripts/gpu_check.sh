@@ -62,9 +62,9 @@
 # files, the device tool's limit.
 # Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), COMPILE_S, PROFILE_S, PIPELINE_S
 # (the defaults' sum, 560 s, leaves ~40 s of the device tool's 600 for set-up and the summary).
-# A shorter, second call narrows the steps: PYTEST_K (pytest -k), PYTEST_ARGS (more pytest options:
-# "-n 6 -v" runs the tests on 6 xdist workers, which the GPU image has, and names each as it
-# ends, so a step cut off by its limit still says which failed), BENCH_PRECISIONS ("bf16 tf32"),
+# A shorter, second call narrows the steps: PYTEST_K (pytest -k), PYTEST_ARGS (pytest's options:
+# by default "-n 6 -vv" where pytest-xdist is installed, as on the GPU image, else "-vv"),
+# BENCH_PRECISIONS ("bf16 tf32"),
 # BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
 # are kept: bench profile --resume).
 set -uo pipefail
