@@ -15,10 +15,10 @@ def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
     """The report's precision line follows the engine's settings, so changing the CUDA
     convolution or the side-by-side groups cannot leave it stale."""
 
-    assert "cuDNN" in report.cuda_precision_note() and "up to 8 architecture groups" in report.cuda_precision_note()
-    monkeypatch.setitem(engine.CUDA_CONV_IMPL, "fp32", "triton")
+    assert "fused Triton" in report.cuda_precision_note() and "up to 8 architecture groups" in report.cuda_precision_note()
+    monkeypatch.setitem(engine.CUDA_CONV_IMPL, "fp32", "native")
     monkeypatch.setattr(engine, "CUDA_CONCURRENT_GROUPS", 1)
-    assert "fused Triton" in report.cuda_precision_note() and "up to 1 architecture" in report.cuda_precision_note()
+    assert "cuDNN" in report.cuda_precision_note() and "up to 1 architecture" in report.cuda_precision_note()
 
 
 def _contrasts_of_every_claim():
