@@ -3,11 +3,11 @@ interpreter: every load and store a kernel makes, on every lane its mask lets th
 must fall inside one of the arrays its launch was passed, and every array a kernel reads
 must have been written first.
 
-Why: the kernel variants (tiles G, B, A, T; the first four on by default) have run on a
-GPU in one short session only, and a GPU session is short (scripts/gpu_check.sh). An address outside its array is, on a GPU, an
-"illegal memory access" that ends the CUDA context and every row timed after it; or a
-silent read of another array's bytes, which an equality test misses wherever the value
-is masked away afterwards. The interpreter runs the same kernel code on the CPU, lane by
+Why: the kernel variants (tiles G, B, A and T, all four on by default) have run on a GPU
+in one cut-short call only, and a GPU session is short (scripts/gpu_check.sh). An address
+outside its array is, on a GPU, an "illegal memory access" that ends the CUDA context and
+every row timed after it; or a silent read of another array's bytes, which an equality
+test misses wherever the value is masked away afterwards. The interpreter runs the same kernel code on the CPU, lane by
 lane, so each address can be checked there: the closest a CPU gets to compute-sanitizer's
 memcheck. Uninitialised memory (torch.empty) is filled with NaN (integers: 127, no window
 code) for the check, so a read of an element nobody wrote shows up in the results.
