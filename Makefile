@@ -1,16 +1,21 @@
-# Two entry points for a fresh machine (both idempotent):
-#   make report   set up, then run the default pipeline -> reports/report.md
-#   make test     set up, then run the test suite
+# Entry points for a fresh machine (each idempotent; none needs an activated venv):
+#   make report                 set up, then run the pipeline -> reports/quick/report.md
+#   make report PROFILE=smoke   every rule on tiny data, ~1 min -> reports/smoke/report.md
+#   make test                   set up, then run the test suite
+#   make redraw                 the report again from the tables alone (after `dvc pull`), no training
+#   make publish                record the run in dvc.lock and push its tables to the DVC remote
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
+# A profile of params.yaml; empty: its `profile` key (quick).
+PROFILE ?=
+CONFIG := $(if $(PROFILE),--config profile=$(PROFILE))
 # Test files spread over this many pytest-xdist workers, one file to a worker at a time (so a
-# module's fixtures are built once); 0 runs the suite in this process. On 2 cores: 520 s
-# with 2 workers, 897 s with none, 556 s with 3 (one run each, 2026-11-28).
+# module's fixtures are built once); 0 runs the suite in this process.
 TEST_WORKERS ?= logical
 
-.PHONY: setup report test bench clean-results
+.PHONY: setup report redraw publish test bench clean-results
 
 setup: $(VENV)/.installed
 
@@ -23,7 +28,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 report: setup
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) $(CONFIG)
+
+# The report rule only: every other rule's outputs must be there (the training tables, as
+# `dvc pull` restores them); nothing trains.
+redraw: setup
+	$(BIN)/snakemake --cores $(CORES) $(CONFIG) --allowed-rules aggregate report current_metrics all \
+	    --forcerun report
+
+# Record the last run's outputs in dvc.lock and push its tables to the DVC remote (dvc-remote/
+# by default: commit it with the report and dvc.lock to publish them).
+publish: setup
+	$(BIN)/dvc commit --force --quiet
+	$(BIN)/dvc push
 
 test: setup
 	@# SLURM, munge, PostgreSQL and the SLURM executor plugin for tests/test_cluster.py; where
@@ -35,4 +52,4 @@ bench: setup
 	$(BIN)/python -m tunebench.bench throughput
 
 clean-results:
-	rm -rf results/ablations results/search results/runs.parquet .snakemake/incomplete
+	rm -rf results/$(or $(PROFILE),quick) .snakemake/incomplete

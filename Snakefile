@@ -1,10 +1,19 @@
 # tunebench: the workflow's table of contents. The grid comes from params.yaml through
 # tunebench.grid.expand (the same function the tests and the report use).
-#   snakemake --cores N                       # default (quick) profile -> reports/report.md
-#   snakemake --cores N --config profile=full   # -> reports/full/report.md (its report_dir)
+#   snakemake --cores N                          # the params.yaml profile (quick) -> reports/quick/
+#   snakemake --cores N --config profile=smoke   # every rule on tiny data -> reports/smoke/
+import importlib.util
+import os
 import sys
 
-sys.path.insert(0, "src")  # run from a checkout even without `pip install -e .`
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)  # run from a checkout even without `pip install -e .`
+# Every job runs the interpreter that runs Snakemake, with this checkout's src/ first on its
+# path, whatever PATH holds (a bare `python` found the system's, which lacks tunebench).
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+if importlib.util.find_spec("torch") is None:
+    sys.exit(f"tunebench: Snakemake runs under {sys.executable}, which has no torch; run the project's "
+             "own Snakemake instead: `make setup`, then `.venv/bin/snakemake --cores N` (or `make report`)")
 
 from tunebench import config as tb_config
 from tunebench.data import DATASETS
@@ -12,6 +21,8 @@ from tunebench.data import DATASETS
 configfile: "params.yaml"
 
 PARAMS = tb_config.validate(config, tuple(DATASETS))  # fails fast, naming the bad key
+
+report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
@@ -22,5 +33,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        f"{PARAMS.active.report_dir}/report.md",
-        "results/metrics.json",
+        f"{REPORT_DIR}/report.md",
+        METRICS,

@@ -39,7 +39,7 @@
 #      jobs, plus one measured process start-up (not in the default STEPS since the pipeline
 #      step below measured the whole run: STEPS=profile);
 #   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
-#      end on the full profile, raw data to reports/full/report.md, --cores $(nproc) --resources
+#      end on the full profile, raw data to reports/full/report.md (results/full/, logs/full/), --cores $(nproc) --resources
 #      gpu=PIPELINE_GPU_SLOTS (4: 9.5 min on an H100, benchmarks/h100-2026-11-27/NOTES.md),
 #      for at most PIPELINE_S (540) seconds; tunebench.snakelog reads its log (wall time,
 #      steps done, jobs side by side, slowest jobs) into bench/pipeline-full.json, and
@@ -182,11 +182,7 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
     # the tracked files afresh each call (the jobs' settings and code still are triggers).
     resume=()
     [ -n "${PIPELINE_RESUME:-}" ] && resume=(--rerun-triggers params input code --rerun-incomplete --nolock)  # flags last: targets may follow
-    # The rules call `python`: make it this script's interpreter (the one the wheels went to).
-    # A wrapper, not a link (a link to a virtual environment's python leaves the environment),
-    # in a folder of its own: writing to a path that is already a link would overwrite its target.
-    bin_dir="$(mktemp -d)" && printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "$PY")" > "$bin_dir/python" \
-        && chmod +x "$bin_dir/python" && export PATH="$bin_dir:$PATH"
+    # The jobs run the interpreter that runs Snakemake (the Snakefile's TB), the one the wheels went to.
     # Greedy scheduling: the default ILP scheduler needs PuLP (16 MB, not carried). The gpu
     # resource caps the training jobs at once under either scheduler.
     step "snakemake --config profile=$profile --cores $cores --resources gpu=$slots" "${PIPELINE_S:-540}" "$LOGS/pipeline.log" \
@@ -196,8 +192,8 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
     "$PY" -m tunebench.snakelog "$LOGS/pipeline.log" --json "$OUT/bench/pipeline-$profile.json" 2>&1 | tee -a "$OUT/summary.txt"
     # What the run made (tables, report, figures, job logs; not the prepared data), for reading
     # here: within the device tool's 16 MiB a file.
-    tar czf "$OUT/pipeline-results.tgz" --ignore-failed-read --exclude=.checkpoints reports results/ablations results/search \
-        results/runs.parquet results/verdicts.csv results/contrasts.csv results/metrics.json logs 2> /dev/null || true
+    tar czf "$OUT/pipeline-results.tgz" --ignore-failed-read --exclude=.checkpoints "reports/$profile" "results/$profile" \
+        results/metrics.json "logs/$profile" 2> /dev/null || true
 fi
 
 echo "=== [$(elapsed)s] done" | tee -a "$OUT/summary.txt"

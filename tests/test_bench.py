@@ -18,7 +18,7 @@ from tunebench import bench, engine
 from tunebench.bench import common, kernels, throughput
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import TINY  # noqa: E402  the tiny config of the end-to-end test
+from test_pipeline import P, RESULTS, SMOKE, ablation_jobs, smoke_params  # noqa: E402  the end-to-end tests' project
 
 
 def test_throughput_mode_prints_ratios_and_writes_json(tmp_path, capsys):
@@ -61,15 +61,17 @@ def test_cpu_cnn_rows_say_the_engine_trains_these_cnns_one_at_a_time(tmp_path, c
 
 def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    params.write_text(yaml.safe_dump(SMOKE, sort_keys=False, allow_unicode=True))
     code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    result = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    result = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
     meta = result["meta"]
-    assert meta["complete"] and len(result["jobs"]) == meta["jobs_total"] == 3
+    from tunebench import grid
+
+    assert meta["complete"] and len(result["jobs"]) == meta["jobs_total"] == len(ablation_jobs())
     assert len(result["search_jobs"]) == meta["search_jobs_total"] == 2
-    assert sum(j["runs"] for j in result["jobs"]) == meta["runs_total"] == 27
+    assert sum(j["runs"] for j in result["jobs"]) == meta["runs_total"] == len(grid.expand(smoke_params()))
     seconds = [j["seconds"] for j in result["jobs"] + result["search_jobs"]]
     assert all(s > 0 for s in seconds) and meta["startup_seconds"] > 0
     assert math.isclose(meta["serial_pipeline_seconds"], sum(seconds) + 5 * meta["startup_seconds"])
@@ -80,22 +82,22 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile
     """A spent ablation budget still leaves the search jobs their own budget, so a short
     device lease samples both kinds of job."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    params.write_text(yaml.safe_dump(SMOKE, sort_keys=False, allow_unicode=True))
     code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--max-seconds", "0",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    result = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    result = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
     assert not result["jobs"] and len(result["search_jobs"]) == 2 and not result["meta"]["complete"]
 
     # A second call resumes: runs only the ablation jobs, keeps the timed search jobs.
     first = tmp_path / "first.json"
-    (tmp_path / "profile-tiny-cpu.json").rename(first)
+    (tmp_path / "profile-smoke-cpu.json").rename(first)
     code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--resume", str(first),
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    resumed = json.loads((tmp_path / "profile-tiny-cpu.json").read_text())
+    resumed = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
     meta = resumed["meta"]
-    assert meta["complete"] and len(resumed["jobs"]) == 3
+    assert meta["complete"] and len(resumed["jobs"]) == len(ablation_jobs())
     assert resumed["search_jobs"] == [{**j, "call": result["meta"]["time"]} for j in result["search_jobs"]]
     assert meta["startup_seconds"] == result["meta"]["startup_seconds"] and meta["resumed"] == [result["meta"]["time"]]
     assert meta["total_seconds"] > result["meta"]["total_seconds"]
@@ -113,7 +115,7 @@ def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_p
     result must have been compiled alike. (The compile itself is tests/test_engine.py's:
     here the flag is recorded and every job trains eagerly, for time.)"""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    params.write_text(yaml.safe_dump(SMOKE, sort_keys=False, allow_unicode=True))
     seen = []
     train = engine.train_population
 
@@ -124,15 +126,16 @@ def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_p
     args = ["profile", "--device", "cpu", "--params", str(params), "--raw-dir", str(tmp_path / "raw"),
             "--out-dir", str(tmp_path)]
     assert bench.main(args + ["--compile", "both", "--search"]) == 0
-    result = json.loads((tmp_path / "profile-tiny-cpu-compile-vs-eager.json").read_text())
-    assert result["meta"]["compile_step"] == "both" and len(result["jobs"]) == 3
-    assert seen[:6] == [False, True] * 3 and len(seen) > 6 and not any(seen[6:])  # then the search jobs, eager
+    result = json.loads((tmp_path / "profile-smoke-cpu-compile-vs-eager.json").read_text())
+    n = len(ablation_jobs())
+    assert result["meta"]["compile_step"] == "both" and len(result["jobs"]) == n
+    assert seen[:2 * n] == [False, True] * n and len(seen) > 2 * n and not any(seen[2 * n:])  # then the search jobs, eager
     assert all(j["seconds"] > 0 and j["compiled_seconds"] > 0 for j in result["jobs"])
     printed = capsys.readouterr().out
-    assert "torch.compile: 3 ablation jobs took" in printed and "compiled" in printed
-    assert not (tmp_path / "profile-tiny-cpu.json").exists()
+    assert f"torch.compile: {n} ablation jobs took" in printed and "compiled" in printed
+    assert not (tmp_path / "profile-smoke-cpu.json").exists()
     with pytest.raises(ValueError, match="compile_step is 'both'"):
-        bench.main(args + ["--compile", "on", "--resume", str(tmp_path / "profile-tiny-cpu-compile-vs-eager.json")])
+        bench.main(args + ["--compile", "on", "--resume", str(tmp_path / "profile-smoke-cpu-compile-vs-eager.json")])
 
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
@@ -350,17 +353,20 @@ def test_gpu_check_step_tells_a_time_out_from_another_kill(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
-    """gpu_check.sh's `pipeline` step on the tiny project (its ablation half, for time):
-    Snakemake through this interpreter, which the rules reach as `python` although PATH has
-    no such Python (the GPU image has python3 only); the log read back into
-    bench/pipeline-tiny.json; the tables come back in pipeline-results.tgz. Then the same
-    step cut off by its time limit."""
+    """gpu_check.sh's `pipeline` step on the smoke project (its ablation half, for time):
+    Snakemake through this interpreter, which the rules run although PATH has no Python of
+    it (the GPU image has python3 only); the log read back into bench/pipeline-smoke.json;
+    the tables come back in pipeline-results.tgz. Then the same step cut off by its time
+    limit, and resumed."""
+    import base64
     import os
     import shutil
     import subprocess
     import tarfile
 
     from test_pipeline import make_project
+
+    from tunebench import grid, layout
 
     (tmp_path / "project").mkdir()
     project = make_project(tmp_path / "project")
@@ -370,20 +376,26 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     out = tmp_path / "out"
     src = str(Path(__file__).parent.parent / "src")
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin", "PYTHONPATH": src, "OUT": str(out),
-           "PY": sys.executable, "STEPS": "pipeline", "PIPELINE_PROFILE": "tiny", "PIPELINE_CORES": "2",
-           "PIPELINE_GPU_SLOTS": "2", "PIPELINE_ARGS": "results/runs.parquet", "OMP_NUM_THREADS": "1"}
+           "PY": sys.executable, "STEPS": "pipeline", "PIPELINE_PROFILE": P, "PIPELINE_CORES": "2",
+           "PIPELINE_GPU_SLOTS": "2", "PIPELINE_ARGS": f"{RESULTS}/runs.parquet", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    summary = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
-    # 2 data sets prepared, 3 ablation jobs, the aggregate: all done, 2 training jobs side by side.
-    assert (summary["steps_done"], summary["steps_total"], summary["complete"]) == (6, 6, True)
-    assert {r["rule"]: r["done"] for r in summary["per_rule"]} == {"prepare_data": 2, "run_ablation": 3, "aggregate": 1}
+    summary = json.loads((out / "bench" / f"pipeline-{P}.json").read_text())
+    # The data sets prepared, the ablation jobs, the aggregate: all done, 2 training jobs side by side.
+    params = smoke_params()
+    n_data = len({params.workloads[wl].dataset for wl, _ in grid.jobs(params)})
+    n_steps = n_data + len(ablation_jobs()) + 1
+    assert (summary["steps_done"], summary["steps_total"], summary["complete"]) == (n_steps, n_steps, True)
+    assert {r["rule"]: r["done"] for r in summary["per_rule"]} == {
+        "prepare_data": n_data, "run_ablation": len(ablation_jobs()), "aggregate": 1}
     assert summary["training_jobs_at_once"] == 2 and summary["wall_seconds"] > 0
-    assert "6 of 6 steps (complete)" in (out / "summary.txt").read_text()
+    assert f"{n_steps} of {n_steps} steps (complete)" in (out / "summary.txt").read_text()
     with tarfile.open(out / "pipeline-results.tgz") as archive:
         names = archive.getnames()
-    assert {"results/runs.parquet", "results/ablations/digits_mlp/init.parquet", "logs/aggregate.log"} <= set(names)
+    job = ablation_jobs()[0]
+    assert {f"{RESULTS}/runs.parquet", layout.ablation_table(P, *job.split("/")),
+            f"{layout.logs(P)}/aggregate.log"} <= set(names)
     assert not [n for n in names if ".checkpoints" in n]
     assert sorted(p.name for p in out.iterdir()) == ["bench", "env.txt", "logs.tgz", "pipeline-results.tgz",
                                                      "summary.txt"]
@@ -391,16 +403,20 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     # A pipeline cut off by its time limit (a GPU lease's): a failed step and an incomplete
     # summary, not a crash; what it finished still comes back.
     shutil.rmtree(out)
-    for made in ("results", "logs", "reports", ".snakemake"):
+    for made in ("results", "logs", "reports", ".snakemake", "data/prepared"):
         shutil.rmtree(project / made, ignore_errors=True)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env={**env, "PIPELINE_S": "6"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "TIMED OUT after 6s" in proc.stdout and "FAILED steps: snakemake" in proc.stdout
-    summary = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
-    assert not summary["complete"] and summary["steps_done"] < 6
+    summary = json.loads((out / "bench" / f"pipeline-{P}.json").read_text())
+    assert not summary["complete"] and summary["steps_done"] < n_steps
     assert (out / "pipeline-results.tgz").is_file() and "(NOT complete)" in (out / "summary.txt").read_text()
-    done_before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*.parquet")}
+    # A table whose job ended as the limit struck may be marked incomplete: that one is redone.
+    incomplete = project / ".snakemake" / "incomplete"
+    marked = {base64.b64decode(m.name).decode() for m in incomplete.iterdir()} if incomplete.is_dir() else set()
+    done_before = {p: p.stat().st_mtime_ns for p in (project / "results").rglob("*.parquet")
+                   if str(p.relative_to(project)) not in marked}
 
     # The next call on the same machine resumes it: the steps its log saw finish do not run
     # again (a job that finished as the limit struck may also count as done), and the tables
@@ -409,7 +425,7 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
     proc = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=project, env={**env, "PIPELINE_RESUME": "1"},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    resumed = json.loads((out / "bench" / "pipeline-tiny.json").read_text())
-    assert resumed["complete"] and resumed["steps_total"] <= 6 - summary["steps_done"]
+    resumed = json.loads((out / "bench" / f"pipeline-{P}.json").read_text())
+    assert resumed["complete"] and resumed["steps_total"] <= n_steps - summary["steps_done"]
     assert resumed["per_rule"][-1]["rule"] == "aggregate"
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before

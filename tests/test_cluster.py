@@ -1,4 +1,4 @@
-"""Scale out for real: the tiny project (tests/test_pipeline.py) on a single-node SLURM cluster
+"""Scale out for real: the smoke project (tests/test_pipeline.py) on a single-node SLURM cluster
 with the shipped slurm profile, and Optuna studies in a throwaway PostgreSQL server shared by
 several processes. Both servers come from Debian packages through scripts/cluster/*.sh; where
 they cannot be installed (not root, no apt) the tests are skipped with the reason.
@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_pipeline import BIN, ROOT, TINY, env, make_project, run
-from tunebench import config, data as D, engine, search, search_report
+from test_pipeline import BIN, REPORT, ROOT, RUNS, SMOKE, ablation_jobs, env, make_project, run, smoke_params
+from tunebench import config, data as D, engine, grid, layout, search, search_report
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -83,12 +83,17 @@ def test_snakemake_on_slurm(slurm, tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-8000:]
 
-    assert (project / "reports" / "report.md").exists()
-    runs = pd.read_parquet(project / "results" / "runs.parquet")
-    assert len(runs) == 2 * 3 * 3 + 3 * 3
-    # Every job but `all` went through SLURM: 2 prepare + 3 ablation + 2 search + aggregate + report.
+    assert (project / REPORT).exists()
+    params = smoke_params()
+    runs = pd.read_parquet(project / RUNS)
+    assert len(runs) == len(grid.expand(params))
+    # Every job but the local ones went through SLURM: the preparations, the ablation and
+    # search jobs, aggregate and report.
+    s = params.search_settings()
+    n_search = len(s.workloads) * len(s.strategies)
+    n_training = len(ablation_jobs()) + n_search
     ids = re.findall(r"submitted with SLURM jobid (\d+)", text)
-    assert len(ids) == 9, text[-4000:]
+    assert len(ids) == len(grid.datasets_used(params)) + n_training + 2, text[-4000:]
     # ... and SLURM saw them finish (squeue keeps finished jobs for MinJobAge seconds).
     states = dict(line.split("|", 1) for line in
                   slurm_cmd(["squeue", "--states=all", "--noheader", "--format=%i|%T"], slurm).split())
@@ -96,7 +101,7 @@ def test_snakemake_on_slurm(slurm, tmp_path):
     if "gpu" in gres:  # the training jobs asked for one GPU each, the others for none
         jobs = {i: slurm_cmd(["scontrol", "show", "job", "-o", i], slurm) for i in ids}
         training = [i for i, j in jobs.items() if re.search(r"Comment=rule_run_(ablation|search)", j)]
-        assert len(training) == 5
+        assert len(training) == n_training
         assert all("TresPerJob=gres:gpu:1" in jobs[i] for i in training)
         assert not any("TresPerJob=gres:gpu" in j for i, j in jobs.items() if i not in training)
 
@@ -227,10 +232,10 @@ def test_two_workers_share_a_study(postgres, dd, tmp_path):
 
 
 def test_pipeline_search_jobs_share_postgres(postgres, tmp_path):
-    """The pipeline with search.storage set: the two search jobs of the tiny project run at the
+    """The pipeline with search.storage set: the two search jobs of the smoke project run at the
     same time (gpu=2) and keep their studies in one database, no journal files."""
     fresh_database(postgres)
-    params = yaml.safe_load(yaml.safe_dump(TINY))
+    params = yaml.safe_load(yaml.safe_dump(SMOKE))
     params["search"]["storage"] = postgres
     project = make_project(tmp_path, params)
     # The schema once, before the jobs (see test_two_workers_share_a_study).
@@ -240,14 +245,15 @@ def test_pipeline_search_jobs_share_postgres(postgres, tmp_path):
     settings = config.validate(params, tuple(D.DATASETS)).search_settings()
     assert len(settings.study_seeds) == 2
     for strategy in settings.strategies:
-        table = pd.read_parquet(project / "results" / "search" / "digits_mlp" / f"{strategy}.parquet")
+        table = pd.read_parquet(project / layout.search_table("smoke", "digits_mlp", strategy))
+        table = table.drop(columns=["commit", "env", "job_finished"])  # the job's provenance stamp
         frames = []
         for seed in settings.study_seeds:
             study = optuna.load_study(study_name=search.study_name("digits_mlp", strategy, seed), storage=postgres)
             frames.append(search.trials_frame(study, "digits_mlp", strategy, seed))
             assert (frames[-1]["state"] == "COMPLETE").sum() == settings.trials
         pd.testing.assert_frame_equal(table, pd.concat(frames, ignore_index=True))
-    assert not list((project / "results" / "search").rglob("*.journal"))
+    assert not list((project / "results").rglob("*.journal"))
 
 
 # Three processes open the storage of an empty database at the same moment.

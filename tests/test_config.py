@@ -62,20 +62,45 @@ BAD = [
     ("profiles.quick.dimensions.no_dim", {}, "no_dim"),
     ("profile", "huge", "huge"),
     ("workloads.fmnist_mlp.fixed.activation", "swishy", "swishy"),
-    ("profiles.full.report_dir", "/tmp/elsewhere", "profiles.full.report_dir"),  # outside reports/
-    ("profiles.full.report_dir", "reports/../results", "reports/../results"),
+    ("profiles.full.report_dir", "reports/full", "report_dir"),  # a profile's folders follow its name
+    ("profiles.quick.seeds", [0, 1, 1], "repeated: 1"),
+    ("dimensions.lr.grid.lr", [0.1, 0.1, 0.3], "lists the arm 0.1 more than once"),
+    ("dimensions.l2.grid.l2", [0.0, 1, 1.0], "more than once"),  # 1 and 1.0 are one arm
+    ("profiles.quick.grids.residual.depth", [2, 2], "residual"),
+    ("dimensions.init.workloads", ["fmnist_cnn", "fmnist_cnn"], "repeated: fmnist_cnn"),
+    ("search.study_seeds", [0, 0], "study_seeds"),
+    ("profiles.smoke.search", {"study_seeds": [3, 3]}, "profiles.smoke.search"),
+    ("profiles.smoke.only", {"dimensions": ["no_dim"]}, "profiles.smoke.only.dimensions"),
+    ("profiles.smoke.only", {"workloads": ["no_wl"]}, "profiles.smoke.only.workloads"),
+    ("profiles.smoke.only", {"dimension": ["init"]}, "dimension"),
+    ("profiles", {"a/b": {"seeds": [0]}}, "a/b"),
+    ("data.user", {"mine": {"path": "data/raw/mine.npz", "task": "ranking"}}, "data.user.mine.task"),
+    ("data.user", {"digits": {"path": "data/raw/digits.npz"}}, "data.user.digits"),
     ("profiles.quick.datasets.imagenet", {"max_train": None}, "profiles.quick.datasets.imagenet"),
     ("profiles.quick.datasets.digits", {"max_trian": 10}, "max_trian"),
     ("profiles.quick.datasets.digits", {"max_train": 5}, "max_train"),
 ]
 
 
-def test_each_profile_reports_to_its_own_folder():
-    """The full profile publishes to reports/full, so a GPU run never overwrites the
-    default profile's published reports/report.md (README)."""
-    dirs = {name: validate({**PARAMS, "profile": name}).active.report_dir for name in PARAMS["profiles"]}
-    assert dirs == {"quick": "reports", "full": "reports/full"}
-    assert validate(mutate("profiles.full.report_dir", "reports/full/")).profiles["full"].report_dir == "reports/full"
+def test_each_profile_keeps_its_own_folders():
+    """One profile's files never overwrite another's: every path holds the profile's name."""
+    from tunebench import layout
+
+    paths = {name: {layout.report_dir(name), layout.results(name), layout.prepared(name, "digits"),
+                    layout.ablation_table(name, "w", "d"), layout.logs(name)} for name in PARAMS["profiles"]}
+    for name, own in paths.items():
+        assert all(name in p.split("/") for p in own), own
+        for other, theirs in paths.items():
+            assert other == name or not own & theirs
+
+
+def test_only_keeps_a_share_of_the_grid():
+    p = validate({**PARAMS, "profile": "smoke"})
+    only = PARAMS["profiles"]["smoke"]["only"]
+    assert {dim for _, dim in grid.jobs(p)} == set(only["dimensions"])
+    assert {wl for wl, _ in grid.jobs(p)} <= set(only["workloads"])
+    assert grid.dimension_workloads(p, "init") == ["mnist_softmax"]
+    assert grid.dimension_workloads(p, "optimizer") == []
 
 
 @pytest.mark.parametrize("path,value,needle", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])

@@ -352,7 +352,7 @@ def test_failed_save_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(D.np, "savez", boom)
+    monkeypatch.setattr(D.np.lib.format, "write_array", boom)
     with pytest.raises(RuntimeError):
         save_prepared(p, out)
     assert out.read_bytes() == before and [f.name for f in tmp_path.iterdir()] == ["toy.npz"]

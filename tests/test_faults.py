@@ -1,8 +1,8 @@
-"""Faults on the tiny project (tests/test_pipeline.py): a corrupt input, an unwritable results
-folder, two pipelines on one folder, determinism across runs and --cores, and a training job
-killed with SIGKILL part-way, then rerun. Only the ablation half of the pipeline runs
-(target results/runs.parquet: 2 prepare + 3 ablation jobs + aggregate): what these faults
-exercise is the same for every job."""
+"""Faults on the smoke project (tests/test_pipeline.py): a corrupt input, an unwritable results
+folder, two pipelines on one folder, determinism across runs and --cores, a training job
+killed with SIGKILL part-way, then rerun, and Snakemake itself killed. Only the ablation half
+of the pipeline runs (target results/smoke/runs.parquet: the preparations, the ablation jobs
+and the aggregate): what these faults exercise is the same for every job."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import base64
 import copy
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,16 +21,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_pipeline import BIN, TINY, env, make_project, run
+from test_pipeline import BIN, P, RESULTS, RUNS, SMOKE, ablation_jobs, env, make_project, run, smoke_params, table
 
-from tunebench import snakelog
+from tunebench import grid, layout, snakelog
 
 pytestmark = pytest.mark.slow
 
-TARGET = "results/runs.parquet"
-ABLATIONS = ["digits_softmax/init", "digits_mlp/init", "diabetes_linear/lr_regression"]
-N_RUNS = 2 * 3 * 3 + 3 * 3
-TIME_LIKE = re.compile(r"seconds|time|date|wall|elapsed|duration|timestamp", re.I)
+TARGET = RUNS
+ABLATIONS = ablation_jobs()
+N_RUNS = len(grid.expand(smoke_params()))
+ABLATIONS_DIR = f"{RESULTS}/ablations"
+
+
+def job_log(project: Path, job: str) -> Path:
+    return project / layout.logs(P) / "ablations" / f"{job}.log"
+TIME_LIKE = re.compile(r"seconds|time|date|wall|elapsed|duration|timestamp|finished", re.I)
 
 
 def sm(project: Path, *args: str, cores: int = 2, check: bool = True) -> subprocess.CompletedProcess:
@@ -116,20 +122,21 @@ def baseline(tmp_path_factory) -> dict[str, pd.DataFrame]:
 def test_corrupt_input_fails_alone_and_keep_going_finishes_the_rest(tmp_path):
     project = make_project(tmp_path)
     sm(project, "prepare_all")
-    bad = project / "data" / "prepared" / "diabetes.npz"
+    bad = project / layout.prepared(P, "diabetes")
     bad.write_bytes(b"this is not an npz archive" * 10)
     out = sm(project, "--keep-going", TARGET, check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     # Only the job that reads the corrupt file failed; the others finished.
     assert "Error in rule run_ablation" in text and text.count("Error in rule") == 1, text[-5000:]
-    assert "logs/ablations/diabetes_linear/lr_regression.log" in text
-    res = project / "results" / "ablations"
-    assert (res / "digits_softmax" / "init.parquet").exists() and (res / "digits_mlp" / "init.parquet").exists()
-    assert not (res / "diabetes_linear" / "lr_regression.parquet").exists()
-    assert not (project / TARGET).exists()  # aggregate needs all three
-    log = (project / "logs" / "ablations" / "diabetes_linear" / "lr_regression.log").read_text()
-    assert "data/prepared/diabetes.npz" in log, log[-3000:]
+    assert f"{layout.logs(P)}/ablations/diabetes_linear/lr_regression.log" in text
+    res = project / ABLATIONS_DIR
+    others = [j for j in ABLATIONS if not j.startswith("diabetes_")]
+    assert others and all((project / table(j)).exists() for j in others)
+    assert not (project / table("diabetes_linear/lr_regression")).exists()
+    assert not (project / TARGET).exists()  # aggregate needs them all
+    log = job_log(project, "diabetes_linear/lr_regression").read_text()
+    assert layout.prepared(P, "diabetes") in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]  # a message, not a crash
     assert not list(res.rglob("*.tmp"))
 
@@ -138,13 +145,13 @@ def test_corrupt_input_fails_alone_and_keep_going_finishes_the_rest(tmp_path):
 def test_results_path_blocked_by_a_file_is_a_clear_error(tmp_path):
     """root ignores permissions: a *file* where the results folder should be stops it."""
     project = make_project(tmp_path)
-    (project / "results").mkdir()
-    (project / "results" / "ablations").write_text("a file, not a folder\n")
+    (project / RESULTS).mkdir(parents=True)
+    (project / ABLATIONS_DIR).write_text("a file, not a folder\n")
     out = sm(project, TARGET, check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "Not a directory" in text and "results/ablations" in text.strip().splitlines()[-1], text[-3000:]
-    assert (project / "results" / "ablations").read_text() == "a file, not a folder\n"
+    assert "Not a directory" in text and ABLATIONS_DIR in text.strip().splitlines()[-1], text[-3000:]
+    assert (project / ABLATIONS_DIR).read_text() == "a file, not a folder\n"
 
 
 def _mount_read_only(folder: Path) -> bool:
@@ -177,13 +184,15 @@ def test_read_only_results_folder_is_a_clear_error(tmp_path, read_only):
     clear a job's output path; the command-line tool, run on its own, names the file."""
     project = make_project(tmp_path)
     sm(project, "prepare_all")
-    results = project / "results"
-    results.mkdir()
+    results = project / RESULTS
+    results.mkdir(parents=True, exist_ok=True)
+    for p in results.iterdir():  # the datasets' summaries the preparations wrote
+        shutil.rmtree(p)
     read_only(results)
     out = sm(project, TARGET, check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "Failed to create output directory results/ablations" in text, text[-3000:]
+    assert f"Failed to create output directory {ABLATIONS_DIR}" in text, text[-3000:]
     assert "Read-only file system" in text
     subprocess.run(["umount", str(results)], check=True)
     assert not list(results.iterdir())  # nothing half-written
@@ -194,24 +203,25 @@ def test_read_only_results_folder_is_a_clear_error(tmp_path, read_only):
     out = sm(project, TARGET, check=False)
     last = (out.stdout + out.stderr).strip().splitlines()[-1]
     assert out.returncode != 0  # Snakemake's own traceback, whose last line names the file
-    assert last == "OSError: [Errno 30] Read-only file system: 'results/runs.parquet'", last
+    assert last == f"OSError: [Errno 30] Read-only file system: '{TARGET}'", last
     cli = run([sys.executable, "-m", "tunebench.cli", "aggregate", "--out", TARGET,
-               *[f"results/ablations/{a}.parquet" for a in ABLATIONS]], project, check=False)
+               *[table(a) for a in ABLATIONS]], project, check=False)
     assert cli.returncode != 0
-    assert "error: cannot write results/runs.parquet: Read-only file system" in cli.stderr, cli.stderr
+    assert f"error: cannot write {TARGET}: Read-only file system" in cli.stderr, cli.stderr
     assert "Traceback" not in cli.stderr
     assert {p: p.stat().st_mtime_ns for p in result_files(project)} == before
 
 
 def test_cli_prepare_into_a_read_only_folder_names_the_file(tmp_path, read_only):
     project = make_project(tmp_path)
-    out_dir = project / "data" / "prepared"
+    out = layout.prepared(P, "digits")
+    out_dir = project / Path(out).parent
     out_dir.mkdir(parents=True)
     read_only(out_dir)
-    cli = run([sys.executable, "-m", "tunebench.cli", "prepare", "--dataset", "digits",
-               "--out", "data/prepared/digits.npz"], project, check=False)
+    cli = run([sys.executable, "-m", "tunebench.cli", "prepare", "--dataset", "digits", "--out", out],
+              project, check=False)
     assert cli.returncode != 0
-    assert "cannot write data/prepared/digits.npz: Read-only file system" in cli.stderr, cli.stderr
+    assert f"cannot write {out}: Read-only file system" in cli.stderr, cli.stderr
     assert "Traceback" not in cli.stderr, cli.stderr
 
 
@@ -247,14 +257,15 @@ def test_two_runs_give_identical_tables(tmp_path, baseline, cores):
     out = sm(project, TARGET, cores=cores)
     text = out.stdout + out.stderr
     assert snakelog.most_at_once(snakelog.job_spans(text)) == cores
-    logs = {a: (project / "logs" / "ablations" / f"{a}.log").read_text() for a in ABLATIONS}
+    logs = {a: job_log(project, a).read_text() for a in ABLATIONS}
     assert all(re.search(r"s on cpu \(.+, 1 thread\)", text) for text in logs.values()), logs
     assert_same_tables(tables(project), baseline)
 
 
 # ------------------------------------------------------------------------------- (e)
-KILL = copy.deepcopy(TINY)
-KILL["dimensions"]["init"]["fixed"]["epochs"] = 40  # init jobs train long enough to be killed part-way
+KILL = copy.deepcopy(SMOKE)
+# Every ablation job trains long enough to be killed part-way.
+KILL["profiles"][P]["dimensions"] = {dim: {"epochs": 60} for dim in KILL["profiles"][P]["only"]["dimensions"]}
 
 
 def part_way_job(project: Path, another_to_come: bool = False) -> tuple[int, str] | None:
@@ -263,9 +274,8 @@ def part_way_job(project: Path, another_to_come: bool = False) -> tuple[int, str
     another_to_come: and a training job has yet to start, so the one found is not the last."""
     done = result_files(project)
     for pid, out in training_processes(project).items():
-        log = project / "logs" / "ablations" / Path(out).relative_to("results/ablations").with_suffix(".log")
-        waiting = [a for a in ABLATIONS if f"results/ablations/{a}.parquet" != out
-                   and not (project / "results" / "ablations" / f"{a}.parquet").exists()]
+        log = job_log(project, Path(out).relative_to(ABLATIONS_DIR).with_suffix("").as_posix())
+        waiting = [a for a in ABLATIONS if table(a) != out and not (project / table(a)).exists()]
         if another_to_come and not waiting:
             continue
         if done and log.exists() and "epoch 3/" in log.read_text() and not (project / out).exists():
@@ -276,7 +286,7 @@ def part_way_job(project: Path, another_to_come: bool = False) -> tuple[int, str
 def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     (tmp_path / "killed").mkdir()
     project = make_project(tmp_path / "killed", KILL)
-    res = project / "results" / "ablations"
+    res = project / ABLATIONS_DIR
     # One job at a time: a training job that starts after another finished is then sure to
     # be found part-way. With 2 cores the two init jobs could run side by side and finish
     # within one poll of each other, leaving no job part-way after a finished one (seen once
@@ -296,14 +306,14 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     assert "Error in rule run_ablation" in text
     assert not (project / victim_out).exists()  # nothing half-written in its place
     finished = {p: p.stat().st_mtime_ns for p in result_files(project)}
-    finished.update({p: p.stat().st_mtime_ns for p in (project / "data" / "prepared").glob("*.npz")})
+    finished.update({p: p.stat().st_mtime_ns for p in (project / layout.prepared(P, "x")).parent.glob("*.npz")})
     assert any(str(p).startswith(str(res)) for p in finished)
 
     sm(project, TARGET)
     assert (project / victim_out).exists() and (project / victim_out).stat().st_mtime > killed_at
     for p, mtime in finished.items():  # finished jobs were not redone
         assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
-    assert not [p for p in (project / "results").rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert not [p for p in (project / RESULTS).rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     assert len(pd.read_parquet(project / TARGET)) == N_RUNS
 
     # The redone job's table equals one from an uninterrupted run of that job.
@@ -355,4 +365,29 @@ def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
     assert (project / interrupted_out).stat().st_mtime > stopped_at  # redone
     for p, mtime in finished.items():
         assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    assert len(pd.read_parquet(project / TARGET)) == N_RUNS
+
+
+def test_snakemake_itself_killed_then_the_plain_command_recovers(tmp_path):
+    """SIGKILL to Snakemake (not its job) leaves its lock. While the job it started still
+    runs, the plain command says what to do instead of starting that job beside it; once
+    the job has ended, the plain command removes the stale lock by itself and finishes."""
+    project = make_project(tmp_path, KILL)
+    proc = popen_sm(project, TARGET, cores=1)
+    try:
+        wait_until(lambda: part_way_job(project, another_to_come=True), 400, "a training job part-way", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list((project / ".snakemake" / "locks").iterdir())
+    orphans = training_processes(project)
+    if orphans:  # the killed Snakemake's job runs on
+        out = sm(project, TARGET, check=False)
+        text = out.stdout + out.stderr
+        assert out.returncode != 0 and "still run (pid" in text and "then run the same command again" in text, text
+        wait_until(lambda: not training_processes(project), 400, "the orphaned job to end")
+    out = sm(project, TARGET)
+    assert "a lock left by a Snakemake that was killed" in out.stderr
     assert len(pd.read_parquet(project / TARGET)) == N_RUNS

@@ -74,11 +74,14 @@ def test_the_verdict_table_prints_each_workloads_prediction_beside_its_effect():
     ])
     claims_v = pd.DataFrame([{"claim": "C05", "workload": "all", "verdict": "mixed"},
                              {"claim": "C18", "workload": "all", "verdict": "inconclusive"}])
-    lines = {line.split("|")[1].strip(): line for line in report.verdict_table(contrasts, claims_v, 5).splitlines()
-             if line.startswith("| [C")}
-    assert "| a: -2.000 [-3.000, -1.000]<br>b: 0.000 [0.000, 0.000] | < 0<br>< 0 |" in lines["[C05](#c05)"]
-    assert "| > -0.005 |" in lines["[C18](#c18)"]
-    assert "| – |" in lines["[C01](#c01)"]  # no runs: no prediction printed either
+    table = report.verdict_table(contrasts, claims_v, 5).splitlines()
+    names = [c.strip() for c in table[0].split("|")]
+    rows = {cells["claim"]: cells for line in table[2:]
+            for cells in [dict(zip(names, (c.strip() for c in line.split("|"))))]}
+    assert rows["[C05](#c05)"]["primary effect [95% CI] per workload"] == "a: -2.000 [-3.000, -1.000]<br>b: 0.000 [0.000, 0.000]"
+    assert rows["[C05](#c05)"]["advice predicts"] == "< 0<br>< 0"
+    assert rows["[C18](#c18)"]["advice predicts"] == "> -0.005"
+    assert rows["[C01](#c01)"]["advice predicts"] == "–"  # no runs: no prediction printed either
 
 
 def test_contrast_table_gives_the_wilcoxon_p_beside_the_t_tests():
@@ -112,25 +115,46 @@ def test_the_report_says_what_its_seeds_can_resolve():
     assert report.resolution_note(pd.DataFrame()) == ""
 
 
-def test_training_wall_time_starts_at_the_first_jobs_training_not_at_old_data():
-    """(finish time, training seconds) per table: the span is the first job's start (its
-    finish less its seconds) to the last finish, whatever the prepared data's age."""
-    tables = [(1_000.0, 100.0), (1_150.0, 300.0), (1_400.0, 300.0)]  # starts 900, 850, 1100
-    assert report.training_wall_spans(tables) == [1_400.0 - 850.0]
-    assert report.training_wall_spans([]) == []
+def test_training_wall_time_starts_at_the_first_jobs_start_not_at_old_data():
+    """(start, end) per training job: the span is the first job's start to the last end,
+    whatever the prepared data's age."""
+    jobs = [(900.0, 1_000.0), (850.0, 1_150.0), (1_100.0, 1_400.0)]
+    assert report.wall_spans(jobs) == [1_400.0 - 850.0]
+    assert report.wall_spans([]) == []
     assert report.wall_note([550.0]).startswith("pipeline wall time 550 s")
 
 
 def test_tables_from_separate_runs_give_no_single_wall_time():
     """A rerun of a few dimensions keeps the others' tables from an hour before: the gap
     with nothing training splits the spans, and the report says there is no one wall time."""
-    first = [(1_000.0, 100.0), (1_150.0, 300.0)]  # 850 to 1150
-    later = [(5_000.0, 150.0), (5_100.0, 250.0)]  # 4850 to 5100, nearly 1 h later
-    assert report.training_wall_spans(first + later) == [300.0, 250.0]
+    first = [(900.0, 1_000.0), (850.0, 1_150.0)]  # 850 to 1150
+    later = [(4_850.0, 5_000.0), (4_850.0, 5_100.0)]  # 4850 to 5100, nearly 1 h later
+    assert report.wall_spans(first + later) == [300.0, 250.0]
     # Gaps of a job's start-up (5 s) stay within one run.
-    assert report.training_wall_spans([(100.0, 100.0), (205.0, 100.0)]) == [205.0]
+    assert report.wall_spans([(0.0, 100.0), (105.0, 205.0)]) == [205.0]
     note = report.wall_note([300.0, 250.0])
     assert "2 bursts" in note and "300, 250 s" in note and "wall time 5" not in note
+
+
+def test_compute_summary_reads_the_jobs_benchmarks_and_their_tables():
+    """Training seconds come from the tables, each job's wall seconds from its Snakemake
+    benchmark file and its end from its table: the share of the jobs' time spent training,
+    and the pipeline's wall time from the first job's start to the last job's end."""
+    import pandas as pd
+
+    epochs = pd.DataFrame({"workload": ["w", "w", "v"], "dimension": ["d", "d", "d"],
+                           "epoch_seconds": [1.0, 2.0, 4.0], "job_finished": [110.0, 110.0, 130.0]})
+    search = pd.DataFrame({"workload": ["w"], "strategy": ["random"], "seconds": [3.0], "job_finished": [125.0]})
+    jobs = pd.DataFrame({"table": ["results/p/ablations/w/d.parquet", "results/p/ablations/v/d.parquet",
+                                   "results/p/search/w/random.parquet"], "s": [10.0, 20.0, 10.0],
+                         "max_rss": [100.0, 300.0, 200.0]})
+    inputs = report.Inputs(runs=pd.DataFrame(), epochs=epochs, search=search, importance={}, datasets=[], jobs=jobs)
+    table = report.job_table(inputs)
+    assert table["training_s"].tolist() == [3.0, 4.0, 3.0] and table["kind"].tolist() == ["ablation"] * 2 + ["search"]
+    c = report.compute_summary(table)
+    assert (c["ablation_seconds"], c["search_seconds"], c["job_seconds"]) == (7.0, 3.0, 40.0)
+    assert c["training_share"] == 10.0 / 40.0 and c["max_rss_mb"] == 300.0
+    assert c["wall_spans"] == [130.0 - 100.0]  # starts 100, 110, 115; last end 130
 
 
 def _time_to_target_row(treatment, control, t_reached, c_reached, workload="w"):

@@ -487,7 +487,10 @@ def test_figures_and_reports_on_real_runs(runs, tmp_path):
     assert len(s) == len(search.STRATEGIES) and (s["n_seeds"] == 1).all()
     assert len(R.comparisons(frame, 0.3)) == 10
     figs = R.figures(frame, 0.3)
-    assert set(figs) == {"best_so_far", "pick_test_acc"}
+    # Optuna's plot_edf always; its parameter importances where params give the search space
+    assert set(figs) == {"best_so_far", "pick_test_acc", f"edf-{WL}"}
+    figs = R.figures(frame, 0.3, params)
+    assert set(figs) == {"best_so_far", "pick_test_acc", f"edf-{WL}", f"importance-{WL}"}
     assert all(isinstance(f, Figure) for f in figs.values())
     for f in figs.values():
         f.savefig(io.BytesIO(), format="png")

@@ -67,7 +67,9 @@ def group_id(group: list[Run], data_hash: str, precision: str) -> str:
 
 def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, precision: str = "fp32",
             data_hash: str = "", checkpoint_dir: Path | None = None,
-            log: Callable[[str], None] | None = None) -> pd.DataFrame:
+            log: Callable[[str], None] | None = None, advance: Callable[[int], object] | None = None) -> pd.DataFrame:
+    """Train (or load from checkpoints) every run of the job, group by group; `advance(n)`
+    is told each group's n runs as they finish (a progress bar)."""
     runs = job_runs(params, workload, dimension)
     t0 = time.perf_counter()
     frames, n_div = [], 0
@@ -78,6 +80,8 @@ def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, 
             frames.append(pd.read_parquet(ckpt))
             if log:
                 log(f"{len(group)} runs loaded from checkpoint {ckpt}")
+            if advance:
+                advance(len(group))
             continue
         results = train_population([r.config for r in group], [r.seed for r in group], data, precision=precision, log=log)
         n_div += sum(r.diverged for r in results)
@@ -89,6 +93,8 @@ def run_job(params: Params, workload: str, dimension: str, data: DeviceData, *, 
             df.to_parquet(tmp, index=False)
             tmp.replace(ckpt)  # atomic: a checkpoint is complete or absent
         frames.append(df)
+        if advance:
+            advance(len(group))
     if log:
         log(f"{workload}/{dimension}: {len(runs)} runs, {n_div} newly diverged, {time.perf_counter() - t0:.1f}s on {device}")
     # Restore the grid's run order (arms x seeds as params.yaml lists them).

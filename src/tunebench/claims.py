@@ -256,3 +256,20 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 BY_ID = {c.id: c for c in CLAIMS}
+
+
+def dimension_claims(dimension: str) -> list[str]:
+    """The ids of the claims whose contrasts read `dimension`."""
+    return [c.id for c in CLAIMS if any(x.treatment.dimension == dimension for x in c.contrasts)]
+
+
+def figure_group(figure: str) -> str:
+    """The group a report figure belongs to, named by the claims that read it: "verdicts",
+    "search-<name>" (C25-C28) or "<dimension>-<kind>" (the claims reading that dimension)."""
+    if figure == "verdicts":
+        return "Verdicts"
+    if figure.startswith("search-"):
+        return "C25-C28: search"
+    dimension = figure.rsplit("-", 1)[0]
+    ids = dimension_claims(dimension)
+    return f"{', '.join(ids)}: {dimension}" if ids else dimension

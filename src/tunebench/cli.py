@@ -1,5 +1,5 @@
 """Command-line adapters: read files, call the pure functions, write files atomically.
-This is the only module that touches paths (besides data loaders' own sources).
+The only module that touches the pipeline's paths (besides the data loaders' own sources).
 
 Every output is written to a temporary file in the same folder and renamed into place,
 so an interrupted or failed job never leaves a partial file that looks complete, and a
@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,30 @@ def atomic_path(path: Path):
             os.unlink(tmp)
 
 
+def progress(total: int, unit: str, desc: str):
+    """A tqdm bar on stderr: live on a terminal, a line every 30 s in a job's log file."""
+    from tqdm import tqdm
+
+    live = sys.stderr.isatty()
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, mininterval=0.5 if live else 30.0,
+                ascii=not live, dynamic_ncols=live)
+
+
+def commit() -> str:
+    """The checkout's commit, "+" if it has local changes to tracked files outside the
+    published reports; "unknown" outside a git checkout. Each training table records the
+    commit that trained it, so a redrawn report states it unchanged."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports",
+                                ":!dvc.lock", ":!dvc-remote"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def _threads(n: int | None) -> None:
     import torch
 
@@ -57,10 +82,15 @@ def _params(args):
 
 
 def cmd_check(args) -> None:
-    from tunebench.grid import expand, jobs
+    from tunebench import data, grid
 
     params = _params(args)
-    print(f"{args.params}: ok (profile {params.profile}: {len(jobs(params))} ablation jobs, {len(expand(params))} runs)")
+    root = Path(args.params).resolve().parent
+    for name in grid.datasets_used(params):
+        if name in params.data.user:
+            data.check_user_file(name, params.data.user[name].path, root)
+    print(f"{args.params}: ok (profile {params.profile}: {len(grid.jobs(params))} ablation jobs, "
+          f"{len(grid.expand(params))} runs)")
 
 
 def cmd_prepare(args) -> None:
@@ -70,14 +100,18 @@ def cmd_prepare(args) -> None:
     prof, ds = params.active, params.data
     user = ds.user.get(args.dataset)
     spec = data.DATASETS.get(args.dataset)
-    task = spec.task if spec else (user or {}).get("task", "multiclass")
-    kind = spec.kind if spec else (user or {}).get("kind", "tabular")
+    task = spec.task if spec else user.task if user else "multiclass"
+    kind = spec.kind if spec else user.kind if user else "tabular"
     ctx = data.LoadContext(Path(args.raw_dir), ds.allow_download, ds.download_timeout_s, ds.synthetic_seed)
-    raw = data.load_raw(args.dataset, ctx, user)
+    raw = data.load_raw(args.dataset, ctx, user.model_dump() if user else None)
     log(f"{args.dataset}: source = {raw.source}")
     prepared = data.prepare(raw, args.dataset, task, kind, ds.val_fraction, ds.split_seed, *prof.caps(args.dataset))
     data.save_prepared(prepared, Path(args.out))
-    log(f"{args.dataset}: train {len(prepared.y_train)}, val {len(prepared.y_val)}, test {len(prepared.y_test)}, hash {prepared.content_hash[:12]}")
+    if args.summary:
+        with atomic_path(Path(args.summary)) as tmp:
+            tmp.write_text(json.dumps(data.summary(prepared), indent=1, sort_keys=True) + "\n")
+    log(f"{args.dataset}: train {len(prepared.y_train)}, val {len(prepared.y_val)}, test {len(prepared.y_test)}, "
+        f"hash {prepared.content_hash[:12]}")
 
 
 def _device_data(path: str):
@@ -87,21 +121,51 @@ def _device_data(path: str):
     return engine.to_device(prepared, engine.default_device()), prepared.content_hash
 
 
+# Versions a training job records in its table (the training environment; the report
+# states them, and those of its own environment, which computes the analysis).
+TRAINING_PACKAGES = ("python", "torch", "numpy", "optuna")
+ANALYSIS_PACKAGES = ("pandas", "scipy", "statsmodels", "matplotlib", "seaborn")
+
+
+def versions(packages) -> dict[str, str]:
+    """Installed versions of `packages` ("python" is the interpreter's)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = platform.python_version() if pkg == "python" else version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def _stamp(df, code: str):
+    """The table's provenance columns: the commit and package versions that trained it and
+    when its job finished (unix seconds), read by the report so that a redraw states the same."""
+    return df.assign(commit=code, env=json.dumps(versions(TRAINING_PACKAGES), sort_keys=True), job_finished=time.time())
+
+
 def cmd_ablate(args) -> None:
+    from tunebench import grid
     from tunebench.ablate import run_job
 
     params = _params(args)
     if args.workload not in params.workloads or args.dimension not in params.dimensions:
         raise ConfigError(f"unknown workload {args.workload!r} or dimension {args.dimension!r}")
+    code = commit()
     _threads(args.threads)
     dd, data_hash = _device_data(args.data)
     out = Path(args.out)
     # Per-group checkpoints beside the results: a killed job resumes at the group level.
     ckpt = out.parent.parent / ".checkpoints" / out.parent.name / out.stem
-    df = run_job(params, args.workload, args.dimension, dd, precision=args.precision, data_hash=data_hash,
-                 checkpoint_dir=ckpt, log=log)
+    n = len(grid.job_runs(params, args.workload, args.dimension))
+    with progress(n, "run", f"{args.workload}/{args.dimension}") as bar:
+        df = run_job(params, args.workload, args.dimension, dd, precision=args.precision, data_hash=data_hash,
+                     checkpoint_dir=ckpt, log=log, advance=bar.update)
     with atomic_path(out) as tmp:
-        df.to_parquet(tmp, index=False)
+        _stamp(df, code).to_parquet(tmp, index=False)
     shutil.rmtree(ckpt, ignore_errors=True)  # the job's table now holds every group
 
 
@@ -109,14 +173,19 @@ def cmd_search(args) -> None:
     from tunebench import journals, search
 
     params = _params(args)
+    code = commit()
     _threads(args.threads)
     dd, _ = _device_data(args.data)
     settings = params.search_settings()
     storage = search.open_storage(settings, Path(args.journal))
-    df = search.run_job(params, args.workload, args.strategy, dd, storage, log=log)
+    shown = settings.storage or args.journal
+    log(f"Optuna storage: {shown} (open it with: optuna-dashboard {shown})")
+    n = settings.trials * len(settings.study_seeds)
+    with progress(n, "trial", f"{args.workload}/{args.strategy}") as bar:
+        df = search.run_job(params, args.workload, args.strategy, dd, storage, log=log, advance=bar.update)
     imp = search.frame_importances(storage, df)
     with atomic_path(Path(args.out)) as tmp:
-        df.to_parquet(tmp, index=False)
+        _stamp(df, code).to_parquet(tmp, index=False)
     if args.importance:
         with atomic_path(Path(args.importance)) as tmp:
             tmp.write_text(json.dumps(imp, indent=1, sort_keys=True))
@@ -128,64 +197,188 @@ def cmd_search(args) -> None:
             log(f"deleted {old}: a journal of other search code")
 
 
+def _read_parquet(path: str):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - name the file whatever the parser says
+        raise SystemExit(f"error: cannot read {path}: {err}") from None
+
+
 def cmd_aggregate(args) -> None:
     import pandas as pd
 
     from tunebench.aggregate import summarize
 
-    frames = []
-    for path in args.inputs:
-        try:
-            frames.append(pd.read_parquet(path))
-        except Exception as err:  # noqa: BLE001 - name the file whatever the parser says
-            raise SystemExit(f"error: cannot read {path}: {err}") from None
-    runs = summarize(pd.concat(frames, ignore_index=True))
+    runs = summarize(pd.concat([_read_parquet(p) for p in args.inputs], ignore_index=True))
     with atomic_path(Path(args.out)) as tmp:
         runs.to_parquet(tmp, index=False)
     log(f"aggregated {len(runs)} runs from {len(args.inputs)} tables")
 
 
+def _benchmark(path: str, table: str) -> dict:
+    """One row of a job's Snakemake benchmark file (wall seconds `s`, peak memory, CPU
+    seconds), named by the table its job wrote."""
+    import pandas as pd
+
+    try:
+        row = pd.read_csv(path, sep="\t").iloc[0].to_dict()
+    except Exception as err:  # noqa: BLE001
+        raise SystemExit(f"error: cannot read {path}: {err}") from None
+    return {"table": table, **row}
+
+
 def cmd_report(args) -> None:
+    import pandas as pd
+
     from tunebench import report
 
     params = _params(args)
-    report.build(params, args, atomic_path, log)
+    ablations = [_read_parquet(p) for p in args.ablations]
+    searches = [_read_parquet(p) for p in args.search]
+    importance = {}
+    for p in args.importance:
+        importance.update(json.loads(Path(p).read_text()))
+    tables = {p.removesuffix(".parquet") for p in args.ablations + args.search}
+    jobs = [_benchmark(b, t + ".parquet") for b in args.benchmarks for t in [b.removesuffix(".benchmark.tsv")] if t in tables]
+    inputs = report.Inputs(
+        runs=_read_parquet(args.runs),
+        epochs=pd.concat(ablations, ignore_index=True) if ablations else pd.DataFrame(),
+        search=pd.concat(searches, ignore_index=True) if searches else pd.DataFrame(),
+        importance=importance,
+        datasets=[json.loads(Path(p).read_text()) for p in args.datasets],
+        jobs=pd.DataFrame(jobs),
+        drawn_by=commit(),
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        analysis_versions=versions(ANALYSIS_PACKAGES),
+    )
+    out = report.build(params, inputs)
+    fig_dir = Path(args.figures)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for stale in set(fig_dir.glob("*.png")) - {fig_dir / f"{name}.png" for name in out.figures}:
+        stale.unlink()  # a figure this report no longer draws
+    import matplotlib.pyplot as plt
+
+    for name, fig in out.figures.items():
+        with atomic_path(fig_dir / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+        plt.close(fig)
+    out_cols = [c for c in out.contrasts.columns if c not in ("treatment_values", "control_values", "seeds")]
+    with atomic_path(Path(args.contrasts)) as tmp:
+        out.contrasts[out_cols].to_csv(tmp, index=False)
+    with atomic_path(Path(args.verdicts)) as tmp:
+        out.verdicts.to_csv(tmp, index=False)
+    with atomic_path(Path(args.provenance)) as tmp:
+        out.provenance.to_csv(tmp, index=False)
+    with atomic_path(Path(args.metrics)) as tmp:
+        tmp.write_text(json.dumps(out.metrics, indent=1, sort_keys=True, default=str) + "\n")
+    with atomic_path(Path(args.report)) as tmp:
+        tmp.write_text(out.text)
+    log(f"report: {len(out.contrasts)} contrasts, {len(out.figures)} figures -> {args.report}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def cmd_show(args) -> None:
+    """One claim from the last report's tables of a profile: verdict, contrasts, figures."""
+    import pandas as pd
+
+    from tunebench import claims, layout
+
+    params = _params(args)
+    profile = params.profile
+    res = Path(layout.results(profile))
+    verdicts_path, contrasts_path = res / "verdicts.csv", res / "contrasts.csv"
+    for p in (verdicts_path, contrasts_path):
+        if not p.is_file():
+            raise SystemExit(f"error: {p} not found: no report of profile {profile!r} yet "
+                             f"(make report PROFILE={profile})")
+    claim = args.claim.upper()
+    if claim not in claims.BY_ID:
+        raise SystemExit(f"error: unknown claim {args.claim!r}; known: {', '.join(claims.BY_ID)}")
+    c = claims.BY_ID[claim]
+    verdicts = pd.read_csv(verdicts_path)
+    contrasts = pd.read_csv(contrasts_path)
+    mine = verdicts[verdicts["claim"] == claim]
+    overall = mine[mine["workload"] == "all"]
+    print(f"{claim}: {c.advice}")
+    print(f"prediction: {c.expect}")
+    if len(overall):
+        row = overall.iloc[0]
+        detail = row.get("detail")
+        print(f"verdict ({profile}): {row['verdict']}" + (f" ({detail})" if isinstance(detail, str) and detail else ""))
+    rows = contrasts[contrasts["claim"] == claim]
+    if len(rows):
+        cols = [col for col in ("workload", "contrast", "metric", "effect", "ci_low", "ci_high", "p_holm", "verdict")
+                if col in rows]
+        print()
+        print(rows[cols].to_markdown(index=False, floatfmt=".4g"))
+    figures = sorted(Path(layout.report_dir(profile), "figures").glob("*.png"))
+    mine_figs = [f for f in figures if claim in claims.figure_group(f.stem)]
+    if mine_figs:
+        print("\nfigures:")
+        for f in mine_figs:
+            print(f"  {f}")
+    print(f"\nreport: {layout.report_dir(profile)}/report.md#{claim.lower()}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: a subcommand per pipeline step, plus `check` and `show`."""
     ap = argparse.ArgumentParser(prog="tunebench", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="command")
 
-    def add(name, fn, *flags):
-        p = sub.add_parser(name)
-        p.add_argument("--params", default="params.yaml")
-        p.add_argument("--profile", default=None, help="override params.yaml's `profile`")
-        for f in flags:
-            p.add_argument(f"--{f}", required=f not in ("threads", "precision", "raw-dir", "importance"))
+    def add(name, fn, summary):
+        p = sub.add_parser(name, help=summary, description=summary)
+        p.add_argument("--params", default="params.yaml", help="the experiment grid (default: %(default)s)")
+        p.add_argument("--profile", default=None, help="a profile of params.yaml, instead of its `profile` key")
         p.set_defaults(fn=fn)
         return p
 
-    add("check", cmd_check)
-    add("prepare", cmd_prepare, "dataset", "out", "raw-dir")
-    add("ablate", cmd_ablate, "workload", "dimension", "data", "out", "threads", "precision")
-    add("search", cmd_search, "workload", "strategy", "data", "out", "journal", "importance", "threads")
-    agg = sub.add_parser("aggregate")
-    agg.add_argument("--out", required=True)
-    agg.add_argument("inputs", nargs="+")
+    add("check", cmd_check, "validate params.yaml (and user data files) and count the active profile's jobs and runs")
+    p = add("prepare", cmd_prepare, "load one dataset, split and standardise it, write it as .npz")
+    p.add_argument("--dataset", required=True, help="a built-in dataset or a data.user entry")
+    p.add_argument("--out", required=True, help="the prepared arrays (.npz)")
+    p.add_argument("--summary", default=None, help="also write its sizes, source and hashes here (.json)")
+    p.add_argument("--raw-dir", default="data/raw", help="where raw files are looked for (default: %(default)s)")
+    p = add("ablate", cmd_ablate, "train every arm x seed of one workload x dimension; one row per run-epoch")
+    p.add_argument("--workload", required=True, help="a workload of params.yaml")
+    p.add_argument("--dimension", required=True, help="a dimension of params.yaml")
+    p.add_argument("--data", required=True, help="the workload's prepared dataset (.npz)")
+    p.add_argument("--out", required=True, help="the table to write (.parquet)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training precision (default: %(default)s)")
+    p = add("search", cmd_search, "run every study seed of one workload x search strategy; one row per trial")
+    p.add_argument("--workload", required=True, help="a workload of params.yaml")
+    p.add_argument("--strategy", required=True, help="grid, random, coarse_to_fine, qmc, tpe or gp")
+    p.add_argument("--data", required=True, help="the workload's prepared dataset (.npz)")
+    p.add_argument("--out", required=True, help="the table to write (.parquet)")
+    p.add_argument("--journal", required=True, help="the Optuna journal file (unless search.storage names a database)")
+    p.add_argument("--importance", default=None, help="also write fANOVA parameter importances per study (.json)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    agg = sub.add_parser("aggregate", help="run-epoch tables -> one row per run with the claims' metrics",
+                         description="run-epoch tables -> one row per run with the claims' metrics")
+    agg.add_argument("--out", required=True, help="the runs table to write (.parquet)")
+    agg.add_argument("inputs", nargs="+", help="ablation tables (.parquet)")
     agg.set_defaults(fn=cmd_aggregate)
-    rep = add("report", cmd_report, "runs", "verdicts", "contrasts", "metrics", "report", "figures")
-    rep.add_argument("--ablations", nargs="*", default=[])
-    rep.add_argument("--search", nargs="*", default=[])
-    rep.add_argument("--importance", nargs="*", default=[])
-    rep.add_argument("--datasets", nargs="*", default=[])
-    rep.add_argument("--wall-seconds", type=float, default=None)
-    args = ap.parse_args(argv)
-    if getattr(args, "raw_dir", None) is None and args.cmd == "prepare":
-        args.raw_dir = "data/raw"
-    if getattr(args, "threads", None):
-        args.threads = int(args.threads)
-    if hasattr(args, "precision") and args.precision is None:
-        args.precision = "fp32"
+    rep = add("report", cmd_report, "judge every claim and write the report, its figures and tables")
+    rep.add_argument("--runs", required=True, help="the aggregated runs (.parquet)")
+    rep.add_argument("--ablations", nargs="*", default=[], help="ablation tables (.parquet)")
+    rep.add_argument("--search", nargs="*", default=[], help="search tables (.parquet)")
+    rep.add_argument("--importance", nargs="*", default=[], help="search importances (.json)")
+    rep.add_argument("--datasets", nargs="*", default=[], help="prepared datasets' summaries (.json)")
+    rep.add_argument("--benchmarks", nargs="*", default=[], help="the training jobs' Snakemake benchmark files (.tsv)")
+    rep.add_argument("--verdicts", required=True, help="verdict per claim and workload (.csv)")
+    rep.add_argument("--contrasts", required=True, help="every contrast with effect, interval, p, verdict (.csv)")
+    rep.add_argument("--provenance", required=True, help="commit, device, seeds, versions, data hashes (.csv)")
+    rep.add_argument("--metrics", required=True, help="verdict counts and primary effects for DVC (.json)")
+    rep.add_argument("--report", required=True, help="the markdown report")
+    rep.add_argument("--figures", required=True, help="the folder of the report's figures")
+    show = add("show", cmd_show, "print one claim's verdict, contrasts and figures from the last report's tables")
+    show.add_argument("claim", help="a claim id, e.g. C11")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         args.fn(args)
     except ConfigError as err:

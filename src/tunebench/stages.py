@@ -34,6 +34,8 @@ RULE_ENTRIES: dict[str, tuple[str, ...]] = {
 
 NOT_RESULTS: dict[str, str] = {
     "devices": "picks the device (a property of the machine, which each table's device column names)",
+    "layout": "names the files",
+    "locks": "removes stale Snakemake locks",
     "snakelog": "formats log lines",
     "journals": "names the search jobs' Optuna journals and deletes other code's",
 }

@@ -5,7 +5,9 @@ rule run_ablation:
         data=workload_data,
         code=code("run_ablation"),
     output:
-        "results/ablations/{workload}/{dimension}.parquet",
+        layout.ablation_table(P, "{workload}", "{dimension}"),
+    benchmark:
+        layout.benchmark(layout.ablation_table(P, "{workload}", "{dimension}"))
     params:
         settings=job_settings,
         profile=profile_flag(),
@@ -13,9 +15,9 @@ rule run_ablation:
         gpu=train_gpus,  # 1 on a GPU machine or cluster, 0 on a CPU-only machine
     threads: TRAIN_THREADS
     log:
-        "logs/ablations/{workload}/{dimension}.log",
+        LOGS + "/ablations/{workload}/{dimension}.log",
     shell:
-        "python -m tunebench.cli ablate {params.profile} --workload {wildcards.workload}"
+        "{TB} ablate {params.profile} --workload {wildcards.workload}"
         " --dimension {wildcards.dimension} --data {input.data} --out {output} --threads {threads} 2> {log}"
 
 

@@ -3,33 +3,52 @@ rule aggregate:
         tables=ablation_tables(),
         code=code("aggregate"),
     output:
-        "results/runs.parquet",
+        RESULTS + "/runs.parquet",
     log:
-        "logs/aggregate.log",
+        LOGS + "/aggregate.log",
     shell:
-        "python -m tunebench.cli aggregate --out {output} {input.tables} 2> {log}"
+        "{TB} aggregate --out {output} {input.tables} 2> {log}"
 
 
+# The report reads tables only (no prepared arrays), so it redraws from the tables that
+# `dvc pull` restores, without training: `make redraw`.
 rule report:
     input:
-        runs="results/runs.parquet",
+        runs=RESULTS + "/runs.parquet",
         ablations=ablation_tables(),
         search=search_tables(),
         importance=search_importances(),
-        data=all_prepared(),
+        datasets=prepared_summaries(),
+        benchmarks=benchmarks(),
         code=code("report"),
     output:
-        report=f"{PARAMS.active.report_dir}/report.md",  # the profile's report_dir (params.yaml)
-        figures=directory(f"{PARAMS.active.report_dir}/figures"),
-        verdicts="results/verdicts.csv",
-        contrasts="results/contrasts.csv",
-        metrics="results/metrics.json",
+        report=report(REPORT_DIR + "/report.md", category="Report", caption="../report/markdown.rst"),
+        figures=report(directory(REPORT_DIR + "/figures"), patterns=["{figure}.png"], category=figure_category,
+                       caption="../report/figure.rst"),
+        verdicts=report(RESULTS + "/verdicts.csv", category="Verdicts", caption="../report/verdicts.rst"),
+        contrasts=report(RESULTS + "/contrasts.csv", category="Verdicts", caption="../report/contrasts.rst"),
+        provenance=report(RESULTS + "/provenance.csv", category="Provenance", caption="../report/provenance.rst"),
+        metrics=RESULTS + "/metrics.json",
     params:
         profile=profile_flag(),
     log:
-        "logs/report.log",
+        LOGS + "/report.log",
     shell:
-        "python -m tunebench.cli report {params.profile} --runs {input.runs} --ablations {input.ablations} --search {input.search}"
-        " --importance {input.importance} --datasets {input.data} --verdicts {output.verdicts}"
-        " --contrasts {output.contrasts} --metrics {output.metrics} --report {output.report}"
-        " --figures {output.figures} 2> {log}"
+        "{TB} report {params.profile} --runs {input.runs} --ablations {input.ablations} --search {input.search}"
+        " --importance {input.importance} --datasets {input.datasets} --benchmarks {input.benchmarks}"
+        " --verdicts {output.verdicts} --contrasts {output.contrasts} --metrics {output.metrics}"
+        " --provenance {output.provenance} --report {output.report} --figures {output.figures} 2> {log}"
+
+
+# The active profile's metrics at one path, for `dvc metrics diff` and `dvc exp show` to
+# compare across experiments and profiles; its `profile` param reruns it when the profile changes.
+rule current_metrics:
+    localrule: True
+    input:
+        RESULTS + "/metrics.json",
+    output:
+        METRICS,
+    params:
+        profile=P,
+    shell:
+        "cp {input} {output}"

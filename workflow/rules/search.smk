@@ -5,8 +5,10 @@ rule run_search:
         data=workload_data,
         code=code("run_search"),
     output:
-        table="results/search/{workload}/{strategy}.parquet",
-        importance="results/search/{workload}/{strategy}.importance.json",
+        table=layout.search_table(P, "{workload}", "{strategy}"),
+        importance=layout.search_table(P, "{workload}", "{strategy}").replace(".parquet", ".importance.json"),
+    benchmark:
+        layout.benchmark(layout.search_table(P, "{workload}", "{strategy}"))
     params:
         settings=search_job_settings,
         profile=profile_flag(),
@@ -15,9 +17,9 @@ rule run_search:
         gpu=train_gpus,  # 1 on a GPU machine or cluster, 0 on a CPU-only machine
     threads: TRAIN_THREADS
     log:
-        "logs/search/{workload}/{strategy}.log",
+        LOGS + "/search/{workload}/{strategy}.log",
     shell:
-        "python -m tunebench.cli search {params.profile} --workload {wildcards.workload}"
+        "{TB} search {params.profile} --workload {wildcards.workload}"
         " --strategy {wildcards.strategy} --data {input.data} --out {output.table}"
         " --importance {output.importance} --journal {params.journal} --threads {threads} 2> {log}"
 
