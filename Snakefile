@@ -15,12 +15,14 @@ if importlib.util.find_spec("torch") is None:
     sys.exit(f"tunebench: Snakemake runs under {sys.executable}, which has no torch; run the project's "
              "own Snakemake instead: `make setup`, then `.venv/bin/snakemake --cores N` (or `make report`)")
 
+from tunebench import claims as tb_claims
 from tunebench import config as tb_config
 from tunebench.data import DATASETS
 
 configfile: "params.yaml"
 
 PARAMS = tb_config.validate(config, tuple(DATASETS))  # fails fast, naming the bad key
+CLAIMS = tb_claims.load(PARAMS.claims, PARAMS, root=workflow.basedir)  # the claims files, checked against the grid
 
 report: "workflow/report/workflow.rst"
 

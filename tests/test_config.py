@@ -64,6 +64,9 @@ BAD = [
     ("workloads.fmnist_mlp.fixed.activation", "swishy", "swishy"),
     ("profiles.full.report_dir", "reports/full", "report_dir"),  # a profile's folders follow its name
     ("profiles.quick.seeds", [0, 1, 1], "repeated: 1"),
+    ("profiles.quick.selection_seeds", [0, 100], "selection_seeds [0] are also compared seeds"),
+    ("profiles.quick.dimension_seeds", {"init": [0, 100]}, "selection_seeds [100] are also compared seeds of init"),
+    ("profiles.quick.dimension_seeds", {"no_dim": [0]}, "profiles.quick.dimension_seeds.no_dim"),
     ("dimensions.lr.grid.lr", [0.1, 0.1, 0.3], "lists the arm 0.1 more than once"),
     ("dimensions.l2.grid.l2", [0.0, 1, 1.0], "more than once"),  # 1 and 1.0 are one arm
     ("profiles.quick.grids.residual.depth", [2, 2], "residual"),
@@ -116,7 +119,10 @@ def test_layering_later_wins():
     assert {r.config.optimizer for r in runs} == {"sgd"}  # dimension fixed beats train
     assert {r.config.width for r in runs} == {16}  # workload fixed
     assert {r.config.init for r in runs} == set(PARAMS["dimensions"]["init"]["grid"]["init"])
-    assert {r.seed for r in runs} == set(PARAMS["profiles"]["quick"]["seeds"])
+    quick = PARAMS["profiles"]["quick"]
+    assert {r.seed for r in runs} == set(quick["dimension_seeds"]["init"]) | set(quick["selection_seeds"])
+    # a dimension with no arm sets to choose from trains the compared seeds only
+    assert {r.seed for r in grid.job_runs(p, "tokens_bag", "embed_init")} == set(quick["seeds"])
 
 
 def test_profile_grid_override():

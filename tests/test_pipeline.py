@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tunebench import config, grid, layout
+from tunebench import config, grid, layout, stats
 from tunebench.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,7 @@ def make_project(tmp: Path, params: dict = SMOKE, with_src: bool = False) -> Pat
     shutil.copy(ROOT / "Snakefile", tmp / "Snakefile")
     shutil.copytree(ROOT / "workflow", tmp / "workflow")
     shutil.copytree(ROOT / "profiles", tmp / "profiles")  # profiles/default: read by every plain `snakemake`
+    shutil.copytree(ROOT / "claims", tmp / "claims")
     shutil.copy(ROOT / "dvc.yaml", tmp / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", tmp / ".dvcignore")
     (tmp / "data" / "raw").mkdir(parents=True)
@@ -117,15 +118,21 @@ def project(tmp_path_factory) -> Path:
 def test_pipeline_produces_report(project):
     report = (project / REPORT).read_text()
     for needle in ("## Provenance", "## Verdicts", "C01", "C03", "C04", "C13", "C25", "C26", "mnist", "digits",
-                   "The post reported", "not run in the smoke profile", "trained at commit", "drawn by commit"):
+                   "The source reported", "not run in the smoke profile", "trained at commit", "drawn by commit"):
         assert needle in report, needle
     figures = project / layout.report_dir(P) / "figures"
     assert list(figures.glob("init-*.png")) and (figures / "verdicts.png").exists()
     assert "](figures/verdicts.png)" in report
     assert list(figures.glob("search-edf-*.png")) and list(figures.glob("search-importance-*.png"))  # Optuna's plots
     verdicts = pd.read_csv(project / RESULTS / "verdicts.csv")
-    assert set(verdicts["verdict"]) <= {"supported", "refuted", "inconclusive", "mixed", "not run"}
+    assert set(verdicts["verdict"]) <= set(stats.SUMMARY_WORDS) | set(stats.VERDICTS)
     assert verdicts.loc[verdicts["claim"] == "C18", "verdict"].tolist() == ["not run"]  # its dimension is not in smoke
+    # The A/A control (two arms that differ by their random draws only) runs, and must not
+    # come out supported or refuted.
+    aa = verdicts[(verdicts["claim"] == "AA01") & (verdicts["workload"] != "all")]
+    assert len(aa) and not aa["verdict"].isin(["supported", "refuted"]).any(), aa
+    for needle in ("## Calibration", "family-wise false positives", "Holm", "### the Deep Learning Tuning Playbook"):
+        assert needle in report, needle
     runs = pd.read_parquet(project / RUNS)
     # Every run of the grid is there: a missing run would be a DAG error, never a smaller mean.
     assert len(runs) == len(grid.expand(smoke_params()))
@@ -134,7 +141,7 @@ def test_pipeline_produces_report(project):
     assert len(big) and big["diverged"].eq(1.0).all() and (big["final_test_loss"] == float("inf")).all()
     metrics = yaml.safe_load((project / layout.METRICS).read_text())
     assert metrics["seeds"] == len(SMOKE["profiles"][P]["seeds"])
-    assert set(metrics["verdicts"]) >= {"supported", "refuted", "inconclusive", "not run"}
+    assert set(metrics["verdicts"]) == set(stats.SUMMARY_WORDS)
     assert list((project / RESULTS / "search" / "digits_mlp").glob("grid-*.journal"))
     # Each training job's Snakemake benchmark, read into the report's compute line.
     assert all((project / layout.benchmark(table(j))).exists() for j in ablation_jobs())
@@ -397,8 +404,34 @@ def test_snakemakes_own_html_report(project, tmp_path):
     out = tmp_path / "report.html"
     snakemake(project, "--report", str(out))
     html = out.read_text()
-    for needle in ("Verdicts", "Provenance", "C01, C03, C05: init", "C25-C28: search", "verdicts.csv"):
+    for needle in ("Verdicts", "Provenance", "C01, C03, C05: init", "C25, C26", "verdicts.csv", "Calibration"):
         assert needle in html, needle
+
+
+def test_a_claim_added_in_yaml_alone_gets_its_verdict(project):
+    """Advice as data: a new claims file and one line of params.yaml, no Python. Only the
+    report reruns, and the claim's verdict is in the report and verdicts.csv."""
+    extra = {"source": {"id": "folk", "title": "Folk wisdom", "cite": "folk wisdom", "language": "en"},
+             "claims": [{"id": "F01", "quote": "Orthogonal beats Xavier.", "paraphrase": "Orthogonal init beats Xavier.",
+                         "prediction": "orthogonal > xavier_uniform",
+                         "contrasts": [{"label": "orthogonal vs xavier_uniform", "primary": True,
+                                        "treatment": {"dimension": "init", "init": "orthogonal"},
+                                        "control": {"dimension": "init", "init": "xavier_uniform"},
+                                        "metric": "final_test_acc", "direction": "higher"}]}]}
+    (project / "claims" / "folk.yaml").write_text(yaml.safe_dump(extra, sort_keys=False))
+    good = edited(project, lambda p: p["claims"].append("claims/folk.yaml"))
+    try:
+        assert listed_rules(snakemake(project, "-n", "--quiet", "rules").stdout) == {"report"}
+        snakemake(project)
+        report = (project / REPORT).read_text()
+        assert "## F01" in report and "### folk wisdom" in report
+        verdicts = pd.read_csv(project / RESULTS / "verdicts.csv")
+        assert verdicts.loc[(verdicts["claim"] == "F01") & (verdicts["workload"] == "mnist_softmax"), "verdict"].item() \
+            in stats.VERDICTS
+    finally:
+        (project / "params.yaml").write_text(good)
+        (project / "claims" / "folk.yaml").unlink()
+        snakemake(project)
 
 
 def test_show_prints_one_claims_verdict_contrasts_and_figures(project):

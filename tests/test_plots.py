@@ -206,17 +206,19 @@ def test_arm_layout_prefers_a_numeric_factor_then_the_most_levels():
 
 def contrasts_frame() -> pd.DataFrame:
     """Three claims' contrasts as judge writes them: C1 two contrasts on workload a (the
-    first is primary) and one on b, C2 on epochs (lower is better: expected -1, with a
-    margin), C3 with a non-finite effect."""
+    first primary, the second a secondary one supported: not drawn) and one on b, C2 on
+    epochs (lower is better: expected -1, with a margin), C3 with a non-finite effect, and a
+    secondary refutation of C1 (drawn, hollow, marked)."""
     rows = [
-        ("C1", "a", "final_test_acc", 1, np.nan, 0.10, 0.05, 0.15, "supported"),
-        ("C1", "a", "final_test_acc", 1, np.nan, 0.50, 0.40, 0.60, "supported"),  # not primary
-        ("C1", "b", "final_test_acc", 1, np.nan, -0.02, -0.05, 0.01, "inconclusive"),
-        ("C2", "a", "epochs_to_target", -1, 0.5, -3.0, -4.0, -2.0, "supported"),
-        ("C3", "a", "final_test_loss", -1, np.nan, np.inf, np.nan, np.nan, "refuted"),
+        ("C1", "a", "final_test_acc", 1, np.nan, 0.10, 0.05, 0.15, "supported", True, "c1"),
+        ("C1", "a", "final_test_acc", 1, np.nan, 0.50, 0.40, 0.60, "supported", False, "c1 other"),
+        ("C1", "b", "final_test_acc", 1, np.nan, -0.02, -0.05, 0.01, "unresolved", True, "c1"),
+        ("C2", "a", "epochs_to_target", -1, 0.5, -3.0, -4.0, -2.0, "supported", True, "c2"),
+        ("C3", "a", "final_test_loss", -1, np.nan, np.inf, np.nan, np.nan, "refuted", True, "c3"),
+        ("C1", "b", "final_test_acc", 1, np.nan, -0.30, -0.40, -0.20, "refuted", False, "c1 at 1.0"),
     ]
     return pd.DataFrame(rows, columns=["claim", "workload", "metric", "expected", "margin", "effect",
-                                       "ci_low", "ci_high", "verdict"])
+                                       "ci_low", "ci_high", "verdict", "primary", "contrast"])
 
 
 def test_verdict_figure_is_a_forest_plot_signed_by_the_prediction():
@@ -225,7 +227,7 @@ def test_verdict_figure_is_a_forest_plot_signed_by_the_prediction():
     assert len(axes) == 3  # one panel per metric, each on its own scale
     acc, epochs, loss = axes
     # Primary contrasts only, first claim on top; x = effect x expected sign.
-    assert [t.get_text() for t in acc.get_yticklabels()] == ["C1 a", "C1 b"]
+    assert [t.get_text() for t in acc.get_yticklabels()] == ["C1 a", "C1 b", "C1 b (secondary: c1 at 1.0)"]
     points = {}
     for ax in axes:
         for container in ax.containers:  # one errorbar per verdict
@@ -235,7 +237,8 @@ def test_verdict_figure_is_a_forest_plot_signed_by_the_prediction():
                 points[label] = (x, container.get_label(), line.get_color())
     assert points["C1 a"][0] == pytest.approx(0.10) and points["C1 b"][0] == pytest.approx(-0.02)
     assert points["C2 a"][0] == pytest.approx(3.0)  # 3 epochs fewer: right of 0, as predicted
-    assert points["C1 a"][1] == "supported" and points["C1 b"][1] == "inconclusive"
+    assert points["C1 a"][1] == "supported" and points["C1 b"][1] == "unresolved"
+    assert points["C1 b (secondary: c1 at 1.0)"][1] == "refuted (secondary, descriptive)"
     assert points["C1 a"][2] == plots.VERDICT_COLOURS["supported"]
     # The interval flips with the sign: [-4, -2] epochs becomes [2, 4].
     segments = epochs.containers[0].lines[2][0].get_segments()
@@ -252,7 +255,7 @@ def test_verdict_figure_draws_no_point_for_a_target_neither_arm_reached():
     stand-in: drawn, it would look like a precise null. Its row says it was not measured."""
     frame = contrasts_frame().assign(treatment_reached=np.nan, control_reached=np.nan)
     never = {**frame.iloc[3].to_dict(), "claim": "C4", "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0,
-             "verdict": "inconclusive", "treatment_reached": 0.0, "control_reached": 0.0}
+             "verdict": "unresolved", "treatment_reached": 0.0, "control_reached": 0.0}
     partly = {**never, "claim": "C5", "effect": -1.0, "ci_low": -2.0, "ci_high": 0.0, "control_reached": 0.4}
     fig = plots.verdict_figure(pd.concat([frame, pd.DataFrame([never, partly])], ignore_index=True))
     epochs = fig.axes[1]

@@ -25,7 +25,13 @@ def summarize_run(g: pd.DataFrame) -> dict:
     first = g.iloc[0]
     ok = g[~g["diverged"]]
     diverged = bool(g["diverged"].any())
-    epochs_budget = int(json.loads(first["config"])["epochs"])
+    config = json.loads(first["config"])
+    per_epoch = float(g["steps"].dropna().iloc[0]) if "steps" in g and g["steps"].notna().any() else np.nan
+    # A step budget sets the epochs (engine: ceil(steps / steps per epoch)).
+    if config.get("steps") and np.isfinite(per_epoch):
+        epochs_budget = int(np.ceil(config["steps"] / per_epoch))
+    else:
+        epochs_budget = int(config["epochs"])
     chance_acc = chance(int(first["n_classes"]), first["config"])
     regression = int(first["n_classes"]) == 0
     last = ok.iloc[-1] if len(ok) else None
@@ -57,6 +63,8 @@ def summarize_run(g: pd.DataFrame) -> dict:
     # censored at budget + 1 so paired differences stay finite (stated in the report).
     hit = ok[ok["val_acc"] >= out["target_accuracy"]]
     out["epochs_to_target"] = float(hit["epoch"].min()) if len(hit) else float(epochs_budget + 1)
+    # The same in optimizer updates (a batch-size comparison counts steps, not epochs).
+    out["steps_to_target"] = out["epochs_to_target"] * per_epoch
     # Whether that is a measurement or the stand-in (the report says which, per contrast);
     # a regression run has no accuracy, so no target to reach.
     out["reached_target"] = np.nan if regression else float(len(hit) > 0)

@@ -1,275 +1,446 @@
-"""The claims of ../shared/claims.md as data: C01..C29.
+"""Advice as data: the claims files (claims/<source>.yaml), their schema and their validation.
 
-Each claim is tested by one or more contrasts. A contrast compares two sets of arms of a
-dimension (treatment - control) on one run metric, per seed (paired), on every workload
-of that dimension (or the listed ones). Where a set matches several arms (e.g. "adam at
-any lr"), the arm with the best mean *validation* score is picked first, and the contrast
-then compares test metrics: selection on validation, report on test.
+A claims file holds one advice source (its citation, language and the family its primary
+contrasts form) and its claims. A claim quotes the source verbatim with a translation,
+paraphrases it, says what it predicts and which reading of the source is tested, and lists
+contrasts. A contrast compares a treatment arm set with a control arm set on one run metric,
+per seed (paired), on every workload of the arms' dimension (or the listed ones):
 
-Kinds of prediction:
-- expected = +1 / -1: the sign of (treatment - control) the advice predicts;
-- margin: "at least as good": non-inferiority, supported when the interval of the
-  difference lies above -margin (the test runs on difference + margin);
-- stated: the magnitude the post states; an interval far below it refutes the claim;
-- minus: an interaction, (treatment - control) - (minus.treatment - minus.control), e.g.
-  "the adaptive lead grows with depth".
+- an arm set is a selector `{dimension: d, <grid key>: value or [values], ...}` (the arms of d
+  whose grid values match), a list of selectors (their union, across dimensions), or for the
+  search claims `{strategy: s}`; a set of several arms is represented by its best arm on
+  validation, chosen on seeds disjoint from the ones compared (analysis.select);
+- direction: `higher` or `lower` (the sign of treatment - control the advice predicts), or
+  `same` (no difference within the equivalence margin);
+- margin: "at least as good", a non-inferiority test against -margin;
+- stated: the magnitude the source states (refuted if wholly below half of it, on the
+  source's own dataset);
+- minus: an interaction, (treatment - control) - (minus.treatment - minus.control);
+- equivalence: the margin within which the difference counts as no effect (default: the
+  metric's, METRICS);
+- primary: exactly one contrast per claim and workload is primary, and only primaries enter
+  the family whose error rate the report controls.
+
+Validation (`validate`) runs in the same pass as params.yaml's: an unknown key, an unknown
+metric, dimension or strategy, a selector key that is not in the dimension's grid, a
+selector that matches no arm of some profile's grid, a claim with no primary or two
+primaries on a workload, or a contrast that appears twice, fails naming the claim.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from tunebench.config import RunConfig
-from tunebench.data import TOKEN_VOCABS
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SOURCE = 'the post "深度学习调参技巧" ("Tips for tuning deep learning", 2019-08-01)'
+from tunebench.config import ConfigError, Params, _format
+from tunebench.grid import arms, dimension_workloads
 
-# Run metrics (aggregate.summarize_run) and whether higher is better.
-METRICS = {
-    "final_test_acc": ("final test accuracy", True),
-    "test_at_best_val": ("test accuracy at the best validation epoch", True),
-    "test_acc_epoch1": ("test accuracy after epoch 1", True),
-    "final_train_acc": ("final train accuracy", True),
-    "final_test_loss": ("final test loss (MSE, standardised target)", False),
-    "final_train_loss": ("final train loss", False),
-    "loss_epoch1": ("train loss in epoch 1", False),
-    "epochs_to_target": ("epochs to the target validation accuracy (censored at budget+1)", False),
-    "epochs_used": ("epochs trained", False),
-    "gap": ("train - test accuracy gap", False),
-    "diverged": ("divergence rate (non-finite loss)", False),
-    "grad_spread": ("log10(max/min) of per-layer gradient norms, epoch 1", False),
-    "trials_to_target": ("trials to the target validation accuracy (never: budget+1)", False),
-    "seconds_to_target": ("training seconds to the target (never: total x (budget+1)/budget)", False),
-    "best_val": ("best validation accuracy of the study", True),
+# Run metrics (aggregate.summarize_run and the search studies): label, whether higher is
+# better, whether it is a count (an exact sign-flip test instead of the t-test), and the
+# default equivalence margin, in the metric's own units.
+METRICS: dict[str, tuple[str, bool, bool, float]] = {
+    "final_test_acc": ("final test accuracy", True, False, 0.01),
+    "test_at_best_val": ("test accuracy at the best validation epoch", True, False, 0.01),
+    "test_acc_epoch1": ("test accuracy after epoch 1", True, False, 0.01),
+    "final_train_acc": ("final train accuracy", True, False, 0.01),
+    "final_test_loss": ("final test loss (MSE, standardised target)", False, False, 0.02),
+    "final_train_loss": ("final train loss", False, False, 0.02),
+    "loss_epoch1": ("train loss in epoch 1", False, False, 0.05),
+    "epochs_to_target": ("epochs to the target validation accuracy (censored at budget+1)", False, True, 0.5),
+    "steps_to_target": ("optimizer steps to the target validation accuracy (censored at budget+1 epochs)", False, True, 50.0),
+    "epochs_used": ("epochs trained", False, True, 0.5),
+    "gap": ("train - test accuracy gap", False, False, 0.01),
+    "diverged": ("divergence rate (non-finite loss)", False, True, 0.1),
+    "grad_spread": ("log10(max/min) of per-layer gradient norms, epoch 1", False, False, 0.25),
+    "trials_to_target": ("trials to the target validation accuracy (never: budget+1)", False, True, 1.0),
+    "seconds_to_target": ("training seconds to the target (never: total x (budget+1)/budget)", False, False, 1.0),
+    "best_val": ("best validation accuracy of the study", True, False, 0.005),
 }
+SEARCH_METRICS = ("trials_to_target", "seconds_to_target", "best_val")
 
 
-@dataclass(frozen=True)
-class Arms:
-    dimension: str
-    where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # factor -> allowed values (as text)
+def metric_label(metric: str) -> str:
+    return METRICS[metric][0]
+
+
+def is_count(metric: str) -> bool:
+    return METRICS[metric][2]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Selector(BaseModel):
+    """Arms of one dimension whose grid values match (`dimension` plus grid keys), or one
+    search strategy (`strategy`). Values are compared as the tables write them (text)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    dimension: str | None = None
+    strategy: str | None = None
+    # A strategy's best after this share of its trial budget (None: the whole budget).
+    budget: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.dimension is None) == (self.strategy is None):
+            raise ValueError("an arm selector names a `dimension` (with grid keys) or a `strategy`")
+        if self.strategy is not None and self.model_extra:
+            raise ValueError(f"a strategy selector takes no grid keys (got {', '.join(self.model_extra)})")
+        if self.dimension is not None and self.budget is not None:
+            raise ValueError("`budget` belongs to a strategy selector")
+        return self
+
+    @property
+    def where(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(grid key, allowed values as text) pairs."""
+        return tuple((k, tuple(_text(x) for x in (v if isinstance(v, list) else [v])))
+                     for k, v in (self.model_extra or {}).items())
 
     def describe(self) -> str:
+        if self.strategy is not None:
+            return self.strategy + (f" at {self.budget:g} of its budget" if self.budget else "")
         parts = [f"{k}={'|'.join(v) if len(v) > 1 else v[0]}" for k, v in self.where]
-        return ",".join(parts) or "all arms"
+        return f"{self.dimension}: " + (",".join(parts) or "all arms")
 
 
-def A(dimension: str, **where) -> Arms:  # noqa: N802 - reads like a table entry
-    return Arms(dimension, tuple((k, tuple(str(x) for x in (v if isinstance(v, list) else [v]))) for k, v in where.items()))
+def _text(x: Any) -> str:
+    """A grid value as the tables write it (str of the parsed YAML value)."""
+    return str(x)
 
 
-@dataclass(frozen=True)
-class Contrast:
+class ArmSet(BaseModel):
+    """One selector or the union of several (possibly of several dimensions)."""
+
+    model_config = ConfigDict(frozen=True)
+    selectors: tuple[Selector, ...]
+
+    @classmethod
+    def parse(cls, raw) -> "ArmSet":
+        items = raw if isinstance(raw, list) else [raw]
+        return cls(selectors=tuple(Selector.model_validate(x) for x in items))
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.dimension for s in self.selectors if s.dimension))
+
+    @property
+    def strategy(self) -> str | None:
+        return self.selectors[0].strategy if len(self.selectors) == 1 else None
+
+    @property
+    def budget(self) -> float | None:
+        return self.selectors[0].budget if len(self.selectors) == 1 else None
+
+    @property
+    def search(self) -> bool:
+        return any(s.strategy is not None for s in self.selectors)
+
+    def describe(self) -> str:
+        return " | ".join(s.describe() for s in self.selectors)
+
+
+class Minus(_Strict):
+    treatment: ArmSet
+    control: ArmSet
+
+    @field_validator("treatment", "control", mode="before")
+    @classmethod
+    def _arms(cls, v):
+        return v if isinstance(v, ArmSet) else ArmSet.parse(v)
+
+
+class Contrast(_Strict):
     label: str
-    treatment: Arms
-    control: Arms
+    treatment: ArmSet
+    control: ArmSet
     metric: str
-    expected: int  # predicted sign of treatment - control
-    margin: float | None = None
-    stated: float | None = None
+    direction: Literal["higher", "lower", "same"]
+    primary: bool = False
     workloads: tuple[str, ...] | None = None
-    minus: tuple[Arms, Arms] | None = None
+    margin: float | None = Field(None, gt=0)  # non-inferiority
+    stated: float | None = Field(None, gt=0)  # the source's magnitude, in the predicted direction
+    equivalence: float | None = Field(None, gt=0)  # "no effect" margin; None: the metric's
+    minus: Minus | None = None
+
+    @field_validator("treatment", "control", mode="before")
+    @classmethod
+    def _arms(cls, v):
+        return v if isinstance(v, ArmSet) else ArmSet.parse(v)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v):
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.direction == "same" and (self.margin or self.stated):
+            raise ValueError("a `same` prediction takes no margin or stated magnitude (it has `equivalence`)")
+        if self.treatment.search != self.control.search:
+            raise ValueError("treatment and control must both be search strategies or both arms")
+        if self.treatment.search and self.metric not in SEARCH_METRICS:
+            raise ValueError(f"a search contrast's metric is one of {', '.join(SEARCH_METRICS)}")
+        if (self.treatment.budget or self.control.budget) and self.metric != "best_val":
+            raise ValueError("a strategy's best at a share of its budget is a best_val contrast")
+        return self
+
+    @property
+    def expected(self) -> int:
+        """The predicted sign of treatment - control (0: no difference)."""
+        return {"higher": 1, "lower": -1, "same": 0}[self.direction]
+
+    @property
+    def search(self) -> bool:
+        return self.treatment.search
+
+    @property
+    def equivalence_margin(self) -> float:
+        return self.equivalence if self.equivalence is not None else METRICS[self.metric][3]
+
+    def arm_sets(self) -> list[ArmSet]:
+        sets = [self.treatment, self.control]
+        return sets + ([self.minus.treatment, self.minus.control] if self.minus else [])
+
+    def dimensions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for s in self.arm_sets() for d in s.dimensions))
+
+    def key(self) -> tuple:
+        """What makes two contrasts the same test (for the no-duplicate check)."""
+        return (self.treatment.describe(), self.control.describe(), self.metric,
+                self.minus.treatment.describe() if self.minus else "", self.minus.control.describe() if self.minus else "")
 
 
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    advice: str  # our paraphrase
-    expect: str
-    contrasts: tuple[Contrast, ...] = ()
-    post_numbers: str | None = None  # what the post reported, shown beside ours
-    search: bool = False  # judged from the search studies (C25-C28)
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
+class Measured(_Strict):
+    """What the report measures beside the numbers the source reported: per workload, the
+    mean of each metric for each labelled arm, or (`by`) for each value of one grid key."""
+
+    dimension: str
+    metrics: dict[str, str]  # column label -> metric
+    arms: dict[str, dict[str, Any]] = Field(default_factory=dict)  # label -> grid values
+    by: str | None = None
+    workloads: tuple[str, ...] | None = None
 
 
-def _embedding_bounds_note() -> str:
-    """C02's arms side by side: glorot_uniform's bound depends on the vocabulary, and at a
-    small one it nearly equals uniform's 0.05 (both draw the same numbers from a seed's
-    stream, scaled), so the note says where the two arms differ at all."""
-    dim = RunConfig.model_fields["embed_dim"].default
-    bounds = {name: (6 / (vocab + dim)) ** 0.5 for name, vocab in TOKEN_VOCABS.items()}
-    parts = [f"±{b:.3f} at vocabulary {TOKEN_VOCABS[name]:,} ({name})" for name, b in bounds.items()]
-    widest = max(bounds.values())
-    return (f"glorot_uniform draws an embedding (dim {dim}) from ±sqrt(6 / (vocabulary + dim)): "
-            + ", ".join(parts) + ", against uniform's ±0.05. The two arms draw the same numbers from a "
-            f"seed's stream, scaled: at ±{widest:.3f} they are nearly one init, so the word-sized "
-            f"vocabulary ({0.05 / min(bounds.values()):.1f}x narrower than uniform) is where the advice can show.")
+class Claim(_Strict):
+    id: str = Field(pattern=r"^[A-Z]+\d+$")
+    quote: str = ""  # the source's own words (required of an advice source; a control has none)
+    translation: str | None = None
+    paraphrase: str
+    prediction: str
+    reading: str = ""  # which reading of the source the experiment takes, where it is ambiguous
+    reported: str | None = None  # the numbers the source reported
+    measured: tuple[Measured, ...] = ()
+    disagrees_with: tuple[str, ...] = ()  # ids of another source's claims this one contradicts
+    contrasts: tuple[Contrast, ...] = Field(min_length=1)
+
+    @property
+    def search(self) -> bool:
+        return any(c.search for c in self.contrasts)
+
+    def dimensions(self) -> list[str]:
+        return list(dict.fromkeys(d for c in self.contrasts for d in c.dimensions()))
 
 
-# Every penalty arm of the l2 / l1 grids but 0: "the best penalty > 0" picks among them.
-L2_ON = ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1.0", "10.0"]
-L1_ON = ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]
-GOOD_INITS = ["xavier_uniform", "xavier_normal", "kaiming_normal", "orthogonal"]
-ADAPTIVE = ["adagrad", "adadelta", "rmsprop", "adam"]
-CNN_INIT = ("fmnist_cnn", "mnist_cnn")
-SOFTMAX_INIT = ("fmnist_softmax", "mnist_softmax")
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim("C01", "A CNN initialised from a plain normal distribution ends far worse than with Xavier/Glorot init.",
-          "xavier >> normal(0,1)",
-          (Contrast("xavier_uniform vs normal(0,1)", A("init", init="xavier_uniform"), A("init", init="normal_1"),
-                    "final_test_acc", +1, stated=0.28, workloads=CNN_INIT),
-           Contrast("xavier_normal vs normal(0,1)", A("init", init="xavier_normal"), A("init", init="normal_1"),
-                    "final_test_acc", +1, workloads=CNN_INIT)),
-          post_numbers="MNIST CNN: normal init ~70% accuracy, Xavier ~98% (a 28-point gap)"),
-    Claim("C02", "Embeddings initialised with glorot_uniform train slowly and end worse than with plain uniform init.",
-          "uniform > glorot_uniform",
-          (Contrast("uniform(-0.05,0.05) vs glorot_uniform: epochs to target", A("embed_init", embed_init="uniform_0.05"),
-                    A("embed_init", embed_init="glorot_uniform"), "epochs_to_target", -1),
-           Contrast("uniform(-0.05,0.05) vs glorot_uniform: accuracy", A("embed_init", embed_init="uniform_0.05"),
-                    A("embed_init", embed_init="glorot_uniform"), "final_test_acc", +1)),
-          notes=_embedding_bounds_note()),
-    Claim("C03", "Softmax regression: normal init is near chance after one epoch and poor after many; zero init is good at once.",
-          "zeros >> normal(0,1)",
-          (Contrast("zeros vs normal(0,1) after epoch 1", A("init", init="zeros"), A("init", init="normal_1"),
-                    "test_acc_epoch1", +1, stated=0.75, workloads=SOFTMAX_INIT),
-           Contrast("zeros vs normal(0,1) at the end", A("init", init="zeros"), A("init", init="normal_1"),
-                    "final_test_acc", +1, stated=0.32, workloads=SOFTMAX_INIT)),
-          post_numbers="MNIST softmax regression: normal init ~10% after epoch 1 and ~60% after 20; zero init >85% after 1 and ~92% after 20"),
-    Claim("C04", "Regression with plain SGD: lr 0.1 trains (slowly) while lr 0.3 makes the loss NaN within a few epochs.",
-          "a stability edge between 0.1 and 0.3",
-          (Contrast("divergence at lr 0.3 vs lr 0.1", A("lr_regression", lr=0.3), A("lr_regression", lr=0.1), "diverged", +1),),
-          post_numbers="SGD on a regression task: lr 0.1 trained slowly, lr 0.3 gave a NaN loss after a few epochs"),
-    Claim("C05", "Good initialisation speeds convergence a lot and avoids poor local minima.",
-          "good inits reach the target in fewer epochs",
-          (Contrast("best good init vs normal(0,1): epochs to target", A("init", init=GOOD_INITS), A("init", init="normal_1"),
-                    "epochs_to_target", -1),
-           Contrast("best good init vs normal(0,1): accuracy", A("init", init=GOOD_INITS), A("init", init="normal_1"),
-                    "final_test_acc", +1))),
-    Claim("C06", "Prefer ReLU in hidden layers: it avoids the vanishing gradients of sigmoid/tanh and converges faster.",
-          "relu fastest; sigmoid worst, more so with depth",
-          (Contrast("relu vs sigmoid, 1 hidden layer (each at its best init)", A("activation", activation="relu", depth=1),
-                    A("activation", activation="sigmoid", depth=1), "final_test_acc", +1),
-           Contrast("relu vs sigmoid, 6 hidden layers (each at its best init)", A("activation", activation="relu", depth=6),
-                    A("activation", activation="sigmoid", depth=6), "final_test_acc", +1),
-           Contrast("relu vs tanh: epochs to target, 6 layers (each at its best init)", A("activation", activation="relu", depth=6),
-                    A("activation", activation="tanh", depth=6), "epochs_to_target", -1),
-           Contrast("sigmoid's deficit grows with depth (6 vs 1 layers)", A("activation", activation="relu", depth=6),
-                    A("activation", activation="sigmoid", depth=6), "final_test_acc", +1,
-                    minus=(A("activation", activation="relu", depth=1), A("activation", activation="sigmoid", depth=1))))),
-    Claim("C07", "Recurrent networks: prefer tanh.", "tanh best",
-          (Contrast("tanh vs relu", A("rnn_activation", activation="tanh"), A("rnn_activation", activation="relu"), "final_test_acc", +1),
-           Contrast("tanh vs sigmoid", A("rnn_activation", activation="tanh"), A("rnn_activation", activation="sigmoid"), "final_test_acc", +1))),
-    Claim("C08", "Output layer: softmax for multi-class, sigmoid for binary, linear for regression.",
-          "the stated head is at least as good (within 1 point / non-inferior)",
-          (Contrast("multi-class: softmax vs sigmoid", A("head_classification", head="softmax"), A("head_classification", head="sigmoid"),
-                    "final_test_acc", +1, margin=0.01, workloads=("fmnist_mlp", "digits_mlp")),
-           Contrast("multi-class: softmax vs linear", A("head_classification", head="softmax"), A("head_classification", head="linear"),
-                    "final_test_acc", +1, margin=0.01, workloads=("fmnist_mlp", "digits_mlp")),
-           Contrast("binary: sigmoid vs softmax", A("head_classification", head="sigmoid"), A("head_classification", head="softmax"),
-                    "final_test_acc", +1, margin=0.01, workloads=("digits_binary", "fmnist_binary")),
-           Contrast("binary: sigmoid vs linear", A("head_classification", head="sigmoid"), A("head_classification", head="linear"),
-                    "final_test_acc", +1, margin=0.01, workloads=("digits_binary", "fmnist_binary")),
-           Contrast("regression: linear vs sigmoid (test MSE)", A("head_regression", head="linear"), A("head_regression", head="sigmoid"),
-                    "final_test_loss", -1))),
-    Claim("C09", "Start the learning rate at 0.1 or 0.01; too large is unstable or NaN, too small learns too slowly.",
-          "best SGD lr in [0.01, 0.1]; the edges fail as described",
-          (Contrast("SGD: best lr in [0.01, 0.1] vs best lr outside", A("lr", optimizer="sgd", lr=[0.01, 0.03, 0.1]),
-                    A("lr", optimizer="sgd", lr=[0.0001, 0.0003, 0.001, 0.003, 0.3, 1.0, 3.0]), "final_test_acc", +1, margin=0.005),
-           Contrast("SGD: lr 3 diverges more than lr 0.1", A("lr", optimizer="sgd", lr=3.0), A("lr", optimizer="sgd", lr=0.1), "diverged", +1),
-           Contrast("SGD: lr 1e-4 leaves a higher epoch-1 loss than lr 0.01", A("lr", optimizer="sgd", lr=0.0001),
-                    A("lr", optimizer="sgd", lr=0.01), "loss_epoch1", +1))),
-    Claim("C10", "Decay the learning rate (x0.1, 0.3 or 0.5, all fine), on a plateau or after fixed epochs.",
-          "any decay > constant; the three factors about equal",
-          tuple(Contrast(f"{s} vs constant", A("schedule", schedule=s), A("schedule", schedule="constant"), "final_test_acc", +1)
-                for s in ("step_0.1", "step_0.3", "step_0.5", "plateau_0.1", "plateau_0.3", "plateau_0.5"))),
-    Claim("C11", "If train is good but test poor, raise the L2 penalty; 1.0 is the usual first choice, above 10 is rare.",
-          "L2 narrows the gap; 1.0 is a good value",
-          (Contrast("best L2 > 0 vs none: gap", A("l2", l2=L2_ON), A("l2", l2="0.0"), "gap", -1),
-           Contrast("L2 = 1.0 vs none: test accuracy", A("l2", l2="1.0"), A("l2", l2="0.0"), "final_test_acc", +1),
-           # As C12's: the L2 a practitioner would keep (best on validation) against none.
-           Contrast("best L2 > 0 vs none: test accuracy", A("l2", l2=L2_ON),
-                    A("l2", l2="0.0"), "final_test_acc", +1)),
-          notes="Convention: loss += l2 * sum(w^2) over weight matrices, added to the mean cross-entropy (Keras' kernel_regularizer)."),
-    Claim("C12", "Likewise, raising the L1 penalty counters overfitting.", "L1 narrows the gap",
-          (Contrast("best L1 > 0 vs none: gap", A("l1", l1=L1_ON), A("l1", l1="0.0"), "gap", -1),
-           Contrast("best L1 > 0 vs none: test accuracy", A("l1", l1=L1_ON), A("l1", l1="0.0"),
-                    "final_test_acc", +1))),
-    Claim("C13", "Raise dropout to counter overfitting; 0.5 is the usual first choice.", "dropout narrows the gap; 0.5 near best",
-          (Contrast("dropout 0.5 vs 0: gap", A("dropout", dropout=0.5), A("dropout", dropout=0.0), "gap", -1),
-           Contrast("dropout 0.5 vs best p: test accuracy", A("dropout", dropout=0.5), A("dropout", dropout=[0.0, 0.1, 0.25, 0.75]),
-                    "final_test_acc", +1, margin=0.01))),
-    Claim("C14", "Stop training early when held-out performance stops improving.", "equal or better accuracy for fewer epochs",
-          (Contrast("patience 2 vs fixed budget: test accuracy", A("early_stopping", patience=2), A("early_stopping", patience="None"),
-                    "final_test_acc", +1, margin=0.005),
-           Contrast("patience 2 vs fixed budget: epochs", A("early_stopping", patience=2), A("early_stopping", patience="None"), "epochs_used", -1))),
-    Claim("C15", "The most effective cure for overfitting is more training data.", "more data beats any regulariser",
-          (Contrast("4x data, no regulariser vs best regulariser (L2, L1 or dropout) at 1/4 data",
-                    A("data_fraction", train_fraction=1.0), A("l2"), "final_test_acc", +1),
-           Contrast("4x data vs best dropout", A("data_fraction", train_fraction=1.0), A("dropout"), "final_test_acc", +1),
-           Contrast("4x data vs best L1", A("data_fraction", train_fraction=1.0), A("l1"), "final_test_acc", +1))),
-    Claim("C16", "Data augmentation (crops, flips, shifts) usually raises final test accuracy.", "augmentation > none (flips on digits?)",
-          tuple(Contrast(f"{a} vs none", A("augmentation", augment=a), A("augmentation", augment="none"), "final_test_acc", +1)
-                for a in ("shift", "flip", "both"))),
-    Claim("C17", "On sparse data, use an adaptive method (Adagrad, Adadelta, RMSprop, Adam).", "adaptive > SGD",
-          (Contrast("best adaptive vs best SGD (lr tuned)", A("sparse_optimizer", optimizer=ADAPTIVE), A("sparse_optimizer", optimizer="sgd"),
-                    "final_test_acc", +1),
-           Contrast("best adaptive vs SGD at default lr", A("sparse_optimizer", optimizer=ADAPTIVE, lr="default"),
-                    A("sparse_optimizer", optimizer="sgd", lr="default"), "final_test_acc", +1))),
-    Claim("C18", "Overall, Adam is the best optimizer choice.", "adam best or tied-best, at default and at tuned lr",
-          (Contrast("adam vs the best other, lr tuned", A("optimizer", optimizer="adam"),
-                    A("optimizer", optimizer=["sgd", "momentum", "adagrad", "adadelta", "rmsprop"]), "final_test_acc", +1, margin=0.005),
-           Contrast("adam vs the best other, default lr", A("optimizer", optimizer="adam", lr="default"),
-                    A("optimizer", optimizer=["sgd", "momentum", "adagrad", "adadelta", "rmsprop"], lr="default"), "final_test_acc", +1,
-                    margin=0.005))),
-    Claim("C19", "SGD reaches a minimum but takes longer than the others.", "sgd slowest",
-          (Contrast("sgd vs adam: epochs to target (lr tuned)", A("optimizer", optimizer="sgd"), A("optimizer", optimizer="adam"),
-                    "epochs_to_target", +1),
-           Contrast("sgd vs momentum: epochs to target (lr tuned)", A("optimizer", optimizer="sgd"), A("optimizer", optimizer="momentum"),
-                    "epochs_to_target", +1))),
-    Claim("C20", "For faster convergence, or deeper networks, use an adaptive method.", "adaptive's lead grows with depth",
-          (Contrast("adam vs sgd at depth 8 (best lr and init each)", A("optimizer_depth", optimizer="adam", depth=8), A("optimizer_depth", optimizer="sgd", depth=8),
-                    "final_test_acc", +1),
-           Contrast("adam's lead at depth 8 minus at depth 1 (best lr and init each)", A("optimizer_depth", optimizer="adam", depth=8),
-                    A("optimizer_depth", optimizer="sgd", depth=8), "final_test_acc", +1,
-                    minus=(A("optimizer_depth", optimizer="adam", depth=1), A("optimizer_depth", optimizer="sgd", depth=1))))),
-    Claim("C21", "Residual blocks let you train deeper networks.", "plain degrades with depth, residual does not",
-          (Contrast("residual vs plain at depth 16 (best init each)", A("residual", residual=True, depth=16), A("residual", residual=False, depth=16),
-                    "final_test_acc", +1),
-           Contrast("plain: depth 16 vs depth 2 (best init each)", A("residual", residual=False, depth=16), A("residual", residual=False, depth=2),
-                    "final_test_acc", -1),
-           Contrast("residual: depth 16 vs depth 2 (no loss; best init each)", A("residual", residual=True, depth=16), A("residual", residual=True, depth=2),
-                    "final_test_acc", +1, margin=0.01))),
-    Claim("C22", "Batch normalisation speeds up training.", "BN reaches the target in fewer epochs",
-          (Contrast("BN vs none: epochs to target (best lr and init each)", A("batchnorm", batchnorm=True), A("batchnorm", batchnorm=False),
-                    "epochs_to_target", -1),
-           Contrast("BN vs none at lr 0.05: epochs to target (best init each)", A("batchnorm", batchnorm=True, lr=0.05), A("batchnorm", batchnorm=False, lr=0.05),
-                    "epochs_to_target", -1))),
-    Claim("C23", "Batch normalisation prevents vanishing and exploding gradients.", "BN keeps layer gradient norms in a narrow band",
-          (Contrast("BN vs none: spread of layer gradient norms (lr 0.05, best init each)", A("batchnorm", batchnorm=True, lr=0.05),
-                    A("batchnorm", batchnorm=False, lr=0.05), "grad_spread", -1),)),
-    Claim("C24", "Batch normalisation also reduces overfitting.", "BN narrows the train-test gap",
-          (Contrast("BN vs none: gap (lr 0.05, best init each)", A("batchnorm", batchnorm=True, lr=0.05), A("batchnorm", batchnorm=False, lr=0.05), "gap", -1),)),
-    Claim("C25", "Grid search costs too much time; few combinations can be afforded.", "grid needs the most trials and seconds", search=True),
-    Claim("C26", "Random search works better than grid search.", "random >= grid at equal budgets", search=True),
-    Claim("C27", "Random search with coarse-to-fine refinement near the best points works well.", "coarse-to-fine >= random", search=True),
-    Claim("C28", "Bayesian optimisation needs fewer iterations than grid search.", "TPE/GP reach the target in fewer trials", search=True),
-    Claim("C29", "Debug from the simplest model: if it underfits, enlarge it; if it overfits, add data or regularise.",
-          "bigger models cure underfitting; more data cures overfitting",
-          (Contrast("width 512 vs 8: train accuracy (all data)", A("model_size", width=512, train_fraction=1.0),
-                    A("model_size", width=8, train_fraction=1.0), "final_train_acc", +1),
-           Contrast("all data vs 10%: gap (width 512)", A("model_size", width=512, train_fraction=1.0),
-                    A("model_size", width=512, train_fraction=0.1), "gap", -1),
-           Contrast("all data vs 10%: test accuracy (width 512)", A("model_size", width=512, train_fraction=1.0),
-                    A("model_size", width=512, train_fraction=0.1), "final_test_acc", +1))),
-)
-
-BY_ID = {c.id: c for c in CLAIMS}
+class Source(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    title_en: str | None = None
+    authors: str | None = None
+    date: str | None = None
+    url: str | None = None
+    language: str = "en"
+    cite: str  # how the report names it
+    stated_on: str | None = None  # the dataset a stated magnitude applies to
+    kind: Literal["advice", "control"] = "advice"  # control: negative controls (A/A), no quotes needed
 
 
-def dimension_claims(dimension: str) -> list[str]:
-    """The ids of the claims whose contrasts read `dimension`."""
-    return [c.id for c in CLAIMS if any(x.treatment.dimension == dimension for x in c.contrasts)]
+class ClaimsFile(_Strict):
+    source: Source
+    claims: tuple[Claim, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _translations(self):
+        if self.source.kind == "advice":
+            unquoted = [c.id for c in self.claims if not c.quote]
+            if unquoted:
+                raise ValueError(f"claims {', '.join(unquoted)} need the source's words (quote)")
+        if self.source.language != "en":
+            missing = [c.id for c in self.claims if not c.translation]
+            if missing:
+                raise ValueError(f"source language {self.source.language!r}: claims {', '.join(missing)} need a translation")
+        return self
 
 
-def figure_group(figure: str) -> str:
-    """The group a report figure belongs to, named by the claims that read it: "verdicts",
-    "search-<name>" (C25-C28) or "<dimension>-<kind>" (the claims reading that dimension)."""
-    if figure == "verdicts":
-        return "Verdicts"
-    if figure.startswith("search-"):
-        return "C25-C28: search"
-    dimension = figure.rsplit("-", 1)[0]
-    ids = dimension_claims(dimension)
-    return f"{', '.join(ids)}: {dimension}" if ids else dimension
+def _date_text(raw: dict) -> dict:
+    source = raw.get("source")
+    if isinstance(source, dict) and source.get("date") is not None:
+        raw = {**raw, "source": {**source, "date": str(source["date"])}}  # YAML reads 2019-08-01 as a date
+    return raw
+
+
+def read(path: str | Path) -> ClaimsFile:
+    """One claims file, schema-checked (unknown keys fail naming them)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: claims file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with `source` and `claims`")
+    try:
+        return ClaimsFile.model_validate(_date_text(raw))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {_claims_error(raw, err)}") from None
+
+
+def _claims_error(raw: dict, err: ValidationError) -> str:
+    """pydantic's errors with claim indexes replaced by claim ids (claims.3 -> claims.C04)."""
+    ids = [c.get("id", str(i)) if isinstance(c, dict) else str(i) for i, c in enumerate(raw.get("claims") or [])]
+    text = _format(err)
+    for i, cid in sorted(enumerate(ids), key=lambda x: -x[0]):
+        text = text.replace(f"claims.{i}.", f"claims.{cid}.")
+    return text
+
+
+class Claims:
+    """Every claim of the given files, in file order: `sources`, `claims` (Claim, Source)."""
+
+    def __init__(self, files: list[ClaimsFile]):
+        self.files = files
+        self.sources = {f.source.id: f.source for f in files}
+        self.items: list[tuple[Claim, Source]] = [(c, f.source) for f in files for c in f.claims]
+        self.by_id = {c.id: c for c, _ in self.items}
+        self.source_of = {c.id: s for c, s in self.items}
+        if len(self.by_id) != len(self.items):
+            seen = [c.id for c, _ in self.items]
+            raise ConfigError(f"claim ids repeat across claims files: {sorted({i for i in seen if seen.count(i) > 1})}")
+
+    def __iter__(self):
+        return (c for c, _ in self.items)
+
+    def dimension_claims(self, dimension: str) -> list[str]:
+        return [c.id for c in self if dimension in c.dimensions()]
+
+    def figure_group(self, figure: str) -> str:
+        """The group a report figure belongs to, named by the claims that read it: "verdicts",
+        "calibration", "search-<name>" (the search claims) or "<dimension>-<kind>"."""
+        if figure in ("verdicts", "calibration"):
+            return figure.capitalize()
+        if figure.startswith("search-"):
+            ids = [c.id for c in self if c.search]
+            return f"{', '.join(ids)}: search" if ids else "search"
+        dimension = figure.rsplit("-", 1)[0]
+        ids = self.dimension_claims(dimension)
+        return f"{', '.join(ids)}: {dimension}" if ids else dimension
+
+    def first_metric(self) -> dict[str, str]:
+        """Per dimension, the metric of the first contrast that reads it (what its figures plot)."""
+        first: dict[str, str] = {}
+        for claim in self:
+            for c in claim.contrasts:
+                for d in c.dimensions():
+                    first.setdefault(d, c.metric)
+        return first
+
+
+def load(paths: list[str | Path], params: Params | None = None, root: Path | None = None) -> Claims:
+    """Read and check the claims files; with `params`, validate them against its grid."""
+    files = [read(Path(root) / p if root is not None and not Path(p).is_absolute() else p) for p in paths]
+    claims = Claims(files)
+    if params is not None:
+        validate(claims, params)
+    return claims
+
+
+def _selector_arms(sel: Selector, params: Params) -> list[tuple[tuple[str, Any], ...]]:
+    """The arms of the active profile's grid that `sel` matches."""
+    return [a for a in arms(params, sel.dimension)
+            if all(_text(dict(a).get(k)) in values for k, values in sel.where)]
+
+
+def validate(claims: Claims, params: Params) -> None:
+    """Cross-check every claim against params.yaml, for every profile: see the module docstring."""
+    strategies = set(params.search.strategies) | {s for p in params.profiles.values()
+                                                   for s in p.search.get("strategies", [])}
+    seen: dict[tuple, str] = {}  # (source, contrast, workload): a contrast appears once in a source's family
+    for claim in claims:
+        where = f"claim {claim.id}"
+        sid = claims.source_of[claim.id].id
+        for i, c in enumerate(claim.contrasts):
+            at = f"{where}, contrast {c.label!r}"
+            for arm_set in c.arm_sets():
+                for sel in arm_set.selectors:
+                    if sel.strategy is not None:
+                        if sel.strategy not in strategies:
+                            raise ConfigError(f"{at}: unknown search strategy {sel.strategy!r}")
+                        continue
+                    if sel.dimension not in params.dimensions:
+                        raise ConfigError(f"{at}: unknown dimension {sel.dimension!r} in selector {sel.describe()!r}")
+                    grid = params.dimensions[sel.dimension].grid
+                    for key, _ in sel.where:
+                        if key not in grid:
+                            raise ConfigError(f"{at}: selector {sel.describe()!r}: {key!r} is not a key of "
+                                              f"dimensions.{sel.dimension}.grid ({', '.join(grid)})")
+                    for pname in params.profiles:
+                        p = params.model_copy(update={"profile": pname})
+                        if not dimension_workloads(p, sel.dimension):
+                            continue  # the dimension does not run in this profile
+                        if not _selector_arms(sel, p):
+                            raise ConfigError(f"{at}: selector {sel.describe()!r} matches no arm of profile "
+                                              f"{pname!r}'s grid for dimension {sel.dimension!r}")
+                        several = len(arm_set.selectors) > 1 or len(_selector_arms(sel, p)) > 1
+                        if several and not (params.dimensions[sel.dimension].select and p.active.selection_seeds):
+                            raise ConfigError(
+                                f"{at}: selector {sel.describe()!r} is a set of several arms, chosen on selection seeds: "
+                                f"set dimensions.{sel.dimension}.select: true and profiles.{pname}.selection_seeds")
+            for wl in c.workloads or ():
+                if wl not in params.workloads:
+                    raise ConfigError(f"{at}: unknown workload {wl!r}")
+                if not c.search and not any(wl in params.dimensions[d].workloads for d in c.dimensions()):
+                    raise ConfigError(f"{at}: workload {wl!r} is in none of the contrast's dimensions")
+            key = c.key()
+            mirror = (key[1], key[0], *key[2:])
+            everywhere = c.workloads or ([f"search:{w}" for w in params.search.workloads] if c.search else
+                                         [w for d in c.treatment.dimensions for w in params.dimensions[d].workloads])
+            for wl in everywhere:
+                for k in (key, mirror):
+                    if (sid, k, wl) in seen:
+                        raise ConfigError(f"{at}: the same contrast as {seen[(sid, k, wl)]} on workload {wl!r} "
+                                          "(a contrast appears once in a source)")
+                seen[(sid, key, wl)] = at
+        _check_primaries(claim, params)
+
+
+def contrast_workloads(c: Contrast, params: Params) -> list[str]:
+    """The workloads a contrast runs on in the active profile."""
+    if c.search:
+        ran = list(params.search_settings().workloads)
+    else:
+        ran = [wl for d in c.treatment.dimensions for wl in dimension_workloads(params, d)]
+        ran = list(dict.fromkeys(ran))
+    return [wl for wl in (c.workloads or ran) if wl in ran]
+
+
+def _check_primaries(claim: Claim, params: Params) -> None:
+    """Exactly one primary contrast per workload the claim covers, in every profile."""
+    for pname in params.profiles:
+        p = params.model_copy(update={"profile": pname})
+        covered: dict[str, list[str]] = {}
+        for c in claim.contrasts:
+            for wl in contrast_workloads(c, p):
+                covered.setdefault(wl, [])
+                if c.primary:
+                    covered[wl].append(c.label)
+        for wl, primaries in covered.items():
+            if len(primaries) != 1:
+                what = "no primary contrast" if not primaries else f"{len(primaries)} primary contrasts ({primaries})"
+                raise ConfigError(f"claim {claim.id}: {what} on workload {wl!r} (profile {pname!r}); exactly one "
+                                  "contrast per claim and workload is primary")

@@ -81,16 +81,24 @@ def _params(args):
     return config.load(args.params, profile=getattr(args, "profile", None))
 
 
+def _claims(args, params):
+    """The claims files params.yaml lists (paths relative to it), checked against its grid."""
+    from tunebench import claims
+
+    return claims.load(params.claims, params, root=Path(args.params).resolve().parent)
+
+
 def cmd_check(args) -> None:
     from tunebench import data, grid
 
     params = _params(args)
+    claims = _claims(args, params)
     root = Path(args.params).resolve().parent
     for name in grid.datasets_used(params):
         if name in params.data.user:
             data.check_user_file(name, params.data.user[name].path, root)
     print(f"{args.params}: ok (profile {params.profile}: {len(grid.jobs(params))} ablation jobs, "
-          f"{len(grid.expand(params))} runs)")
+          f"{len(grid.expand(params))} runs; {len(claims.items)} claims from {len(claims.sources)} sources)")
 
 
 def cmd_prepare(args) -> None:
@@ -253,7 +261,7 @@ def cmd_report(args) -> None:
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         analysis_versions=versions(ANALYSIS_PACKAGES),
     )
-    out = report.build(params, inputs)
+    out = report.build(params, _claims(args, params), inputs)
     fig_dir = Path(args.figures)
     fig_dir.mkdir(parents=True, exist_ok=True)
     for stale in set(fig_dir.glob("*.png")) - {fig_dir / f"{name}.png" for name in out.figures}:
@@ -282,9 +290,10 @@ def cmd_show(args) -> None:
     """One claim from the last report's tables of a profile: verdict, contrasts, figures."""
     import pandas as pd
 
-    from tunebench import claims, layout
+    from tunebench import layout
 
     params = _params(args)
+    claims = _claims(args, params)
     profile = params.profile
     res = Path(layout.results(profile))
     verdicts_path, contrasts_path = res / "verdicts.csv", res / "contrasts.csv"
@@ -293,27 +302,28 @@ def cmd_show(args) -> None:
             raise SystemExit(f"error: {p} not found: no report of profile {profile!r} yet "
                              f"(make report PROFILE={profile})")
     claim = args.claim.upper()
-    if claim not in claims.BY_ID:
-        raise SystemExit(f"error: unknown claim {args.claim!r}; known: {', '.join(claims.BY_ID)}")
-    c = claims.BY_ID[claim]
+    if claim not in claims.by_id:
+        raise SystemExit(f"error: unknown claim {args.claim!r}; known: {', '.join(claims.by_id)}")
+    c = claims.by_id[claim]
     verdicts = pd.read_csv(verdicts_path)
     contrasts = pd.read_csv(contrasts_path)
     mine = verdicts[verdicts["claim"] == claim]
     overall = mine[mine["workload"] == "all"]
-    print(f"{claim}: {c.advice}")
-    print(f"prediction: {c.expect}")
+    print(f"{claim}: {c.paraphrase}")
+    print(f"source: {claims.source_of[claim].cite}")
+    print(f"prediction: {c.prediction}")
     if len(overall):
         row = overall.iloc[0]
         detail = row.get("detail")
         print(f"verdict ({profile}): {row['verdict']}" + (f" ({detail})" if isinstance(detail, str) and detail else ""))
     rows = contrasts[contrasts["claim"] == claim]
     if len(rows):
-        cols = [col for col in ("workload", "contrast", "metric", "effect", "ci_low", "ci_high", "p_holm", "verdict")
-                if col in rows]
+        cols = [col for col in ("workload", "contrast", "primary", "metric", "effect", "ci_low", "ci_high", "p_adj",
+                                "verdict") if col in rows]
         print()
         print(rows[cols].to_markdown(index=False, floatfmt=".4g"))
     figures = sorted(Path(layout.report_dir(profile), "figures").glob("*.png"))
-    mine_figs = [f for f in figures if claim in claims.figure_group(f.stem)]
+    mine_figs = [f for f in figures if claim in claims.figure_group(f.stem).split(":")[0].replace(",", " ").split()]
     if mine_figs:
         print("\nfigures:")
         for f in mine_figs:

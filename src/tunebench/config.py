@@ -43,6 +43,7 @@ SCHEDULES = (
     "step_0.1", "step_0.3", "step_0.5",  # multiply lr at 50% and 75% of the epochs
     "plateau_0.1", "plateau_0.3", "plateau_0.5",  # multiply lr when val accuracy stalls
     "cosine",  # modern reference: cosine to 0 over the epochs
+    "linear",  # linear decay toward 0 over the epochs (the Playbook's other recommended family)
 )
 AUGMENTS = ("none", "shift", "flip", "both")
 
@@ -81,10 +82,14 @@ class RunConfig(_Strict):
     plateau_patience: int = Field(1, ge=1)  # epochs without val gain before a plateau decay
     patience: int | None = Field(None, ge=1)  # early stopping on val accuracy; None = off
     epochs: int = Field(5, ge=1, le=10_000)
+    steps: int | None = Field(None, ge=1)  # a budget of optimizer updates, replacing epochs (None: epochs)
     batch_size: int = Field(128, ge=1)
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     augment: Literal[AUGMENTS] = "none"
     target_accuracy: float = Field(0.8, gt=0.0, le=1.0)  # for "epochs to target"
+    # A second (third ...) set of random draws for the same seed: initial weights, data order,
+    # dropout masks and augmentation all change, the settings do not (the A/A control claim).
+    replicate: int = Field(0, ge=0)
 
     @field_validator("lr")
     @classmethod
@@ -142,6 +147,9 @@ class Dimension(_Strict):
     workloads: list[str] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(min_length=1)  # RunConfig field -> arm values (product)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    # Train the profile's selection seeds too: a claim picks the best arm of a set here, on
+    # those seeds, and compares it on the others (tunebench.select).
+    select: bool = False
 
     @field_validator("grid")
     @classmethod
@@ -177,11 +185,40 @@ class Profile(_Strict):
     grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)  # per-dimension grid overrides
     search: dict[str, Any] = Field(default_factory=dict)  # SearchSettings overrides
     only: Only = Field(default_factory=Only)  # run a share of the grid (the smoke profile)
+    skip: list[str] = Field(default_factory=list)  # "<workload>/<dimension>" jobs this profile leaves out
+    # Per-dimension seeds, replacing `seeds` for that dimension (cheap dimensions get more).
+    dimension_seeds: dict[str, list[int]] = Field(default_factory=dict)
+    # Seeds on which the best arm of a set is chosen and which are never compared (dimensions
+    # with `select: true` train them as well).
+    selection_seeds: list[int] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod
     def _unique(cls, v):
         return _distinct("seeds", v)
+
+    @field_validator("dimension_seeds")
+    @classmethod
+    def _unique_per_dimension(cls, v):
+        for dim, seeds in v.items():
+            if not seeds:
+                raise ValueError(f"{dim}: an empty list of seeds")
+            _distinct(f"{dim} seeds", seeds)
+        return v
+
+    def seeds_for(self, dimension: str) -> list[int]:
+        """The compared seeds of `dimension` (its selection seeds are separate)."""
+        return self.dimension_seeds.get(dimension, self.seeds)
+
+    @model_validator(mode="after")
+    def _selection_apart(self):
+        _distinct("selection_seeds", self.selection_seeds)
+        for dim, seeds in {"": self.seeds, **self.dimension_seeds}.items():
+            shared = sorted(set(seeds) & set(self.selection_seeds))
+            if shared:
+                raise ValueError(f"selection_seeds {shared} are also compared seeds{f' of {dim}' if dim else ''}: "
+                                 "the best arm is chosen on seeds that are never compared")
+        return self
 
     @field_validator("grids")
     @classmethod
@@ -249,6 +286,7 @@ class SearchSettings(_Strict):
 class Params(_Strict):
     profile: str
     profiles: dict[str, Profile] = Field(min_length=1)
+    claims: list[str] = Field(default_factory=lambda: ["claims/post.yaml"])  # claims files, one per advice source
     data: DataSettings = Field(default_factory=DataSettings)
     train: dict[str, Any] = Field(default_factory=dict)
     workloads: dict[str, Workload] = Field(min_length=1)
@@ -325,7 +363,7 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
         if wl.dataset not in datasets:
             raise ConfigError(f"workloads.{name}.dataset: unknown dataset {wl.dataset!r}; known: {', '.join(sorted(datasets))}")
     for pname, prof in params.profiles.items():
-        for section in ("dimensions", "grids"):
+        for section in ("dimensions", "grids", "dimension_seeds"):
             for dim in getattr(prof, section):
                 if dim not in params.dimensions:
                     raise ConfigError(f"profiles.{pname}.{section}.{dim}: unknown dimension {dim!r}")
@@ -344,6 +382,10 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
         for wl in prof.only.workloads or []:
             if wl not in params.workloads:
                 raise ConfigError(f"profiles.{pname}.only.workloads: unknown workload {wl!r}")
+        for job in prof.skip:
+            wl, _, dim = job.partition("/")
+            if dim not in params.dimensions or wl not in params.dimensions[dim].workloads:
+                raise ConfigError(f"profiles.{pname}.skip: {job!r} is no job (<workload>/<dimension> of dimensions.<d>.workloads)")
         try:
             SearchSettings.model_validate({**params.search.model_dump(), **prof.search})
         except ValidationError as err:

@@ -42,8 +42,11 @@ from tunebench.models import DataShape, build, hash_uniform, output_units, penal
 # Settings that may differ between the runs of one population; everything else of a
 # RunConfig shapes the computation and so defines the group.
 PER_RUN_FIELDS = frozenset(
-    {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience", "target_accuracy"}
+    {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience",
+     "target_accuracy", "replicate"}
 )
+# A replicate's random streams start this far from its seed's (any seed a profile uses is far below).
+REPLICATE_STRIDE = 1_000_000
 EVAL_TRAIN_EXAMPLES = 512  # train accuracy (for the train-test gap) on this many, eval mode
 AUGMENT_SALT = 10_007  # hash stream of augmentation, apart from the dropout salts (0..~300)
 _INT31 = 2**31 - 1
@@ -228,6 +231,8 @@ def lr_multiplier(schedule: str, epoch: int, epochs: int, plateau_mult: float) -
         return factor ** sum(epoch >= m for m in milestones if m > 0)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "linear":  # linear decay from 1 toward 0 over the epochs
+        return 1.0 - epoch / epochs
     if schedule.startswith("plateau_"):
         return plateau_mult
     return 1.0
@@ -345,6 +350,8 @@ def group_trainer(
             raise ValueError(f"conv_impl 'triton' needs a CUDA device and Triton (device here: {data.x_train.device}; "
                              "TRITON_INTERPRET=1 runs the kernels slowly on a CPU, for tests)")
     assert len({group_key(c) for c in cfgs}) == 1, "runs of one population must share an architecture"
+    pairing_seeds = list(seeds)
+    seeds = [s + REPLICATE_STRIDE * c.replicate for c, s in zip(cfgs, seeds)]  # every random stream of the run
     device = data.x_train.device
     cfg0 = cfgs[0]
     K = len(cfgs)
@@ -399,7 +406,7 @@ def group_trainer(
     eval_idx = torch.stack([s[:EVAL_TRAIN_EXAMPLES] for s in subsets]).to(device)
     eval_chunk = eval_chunk or max(64, 32_768 // K)
 
-    results = [RunResult(seed=s, config=c, population=K) for c, s in zip(cfgs, seeds)]
+    results = [RunResult(seed=s, config=c, population=K) for c, s in zip(cfgs, pairing_seeds)]
     plateau_mult = [1.0] * K
     best_score = [-math.inf] * K
     since_best = [0] * K  # epochs without improvement (early stopping)
@@ -452,9 +459,12 @@ def group_trainer(
     # Under 4 full batches per epoch the capture would cost about what it saves.
     run_full_batch = _GraphedStep(full_batch_step, device, log) if cuda_graphs and full_steps >= 4 else full_batch_step
     skeleton.train()
-    for epoch in range(cfg0.epochs):
+    # A step budget (cfg.steps) sets the epochs: every batch size then takes the same number of
+    # optimizer updates (the Playbook's batch-size claims compare at a step budget).
+    n_epochs = cfg0.epochs if cfg0.steps is None else max(1, math.ceil(cfg0.steps / steps_per_epoch))
+    for epoch in range(n_epochs):
         t0 = time.perf_counter()
-        mult = [lr_multiplier(c.schedule, epoch, c.epochs, plateau_mult[i]) for i, c in enumerate(cfgs)]
+        mult = [lr_multiplier(c.schedule, epoch, n_epochs, plateau_mult[i]) for i, c in enumerate(cfgs)]
         lr_epoch.copy_(lr * torch.tensor(mult, device=device, dtype=torch.float32))
         order = torch.stack([_order(s, seed, epoch) for s, seed in zip(subsets, seeds)]).to(device)
         order_full.copy_(order[:, : full_steps * bs].reshape(K, full_steps, bs))
@@ -508,6 +518,7 @@ def group_trainer(
                 "test_loss": float(host["test_loss"][k]),
                 "test_acc": float(host["test_acc"][k]),
                 "lr": float(cfgs[k].resolved_lr * mult[k]),
+                "steps": (epoch + 1) * steps_per_epoch,  # optimizer updates so far
                 "grad_norms": [float(g) for g in host["grad"][k]],
                 "diverged": False,
                 "epoch_seconds": seconds / K,  # the population's wall time, shared equally
@@ -533,7 +544,7 @@ def group_trainer(
                 active[k] = False
         if log:
             log(
-                f"  {tag}epoch {epoch + 1}/{cfg0.epochs}: {int(host['active'].sum())}/{K} active, "
+                f"  {tag}epoch {epoch + 1}/{n_epochs}: {int(host['active'].sum())}/{K} active, "
                 f"{int(host['diverged'].sum())} diverged, {seconds:.2f}s"
             )
         if not bool(active.any()):

@@ -52,13 +52,21 @@ def base_layers(params: Params, workload: str, dimension: str | None) -> list[tu
     return layers
 
 
+def seeds(params: Params, dimension: str) -> list[int]:
+    """Every seed a dimension's arms train: the compared ones, then the selection seeds where
+    a claim chooses the best arm of a set (dimensions.<d>.select)."""
+    prof = params.active
+    extra = prof.selection_seeds if params.dimensions[dimension].select else []
+    return prof.seeds_for(dimension) + extra
+
+
 def job_runs(params: Params, workload: str, dimension: str) -> list[Run]:
     layers = base_layers(params, workload, dimension)
     runs = []
     for factors in arms(params, dimension):
         label = arm_label(factors)
         cfg: RunConfig = run_config(layers + [(f"dimensions.{dimension}.grid", dict(factors))])
-        for seed in params.active.seeds:
+        for seed in seeds(params, dimension):
             runs.append(Run(workload, dimension, label, factors, seed, cfg))
     return runs
 
@@ -76,10 +84,11 @@ def shared_settings(params: Params, workload: str, dimension: str) -> dict[str, 
 
 def jobs(params: Params) -> list[tuple[str, str]]:
     """(workload, dimension) pairs: one Snakemake job each; the active profile's `only`
-    keeps a share of them (the smoke profile runs a few dimensions on tiny data)."""
-    only = params.active.only
+    keeps a share of them (the smoke profile runs a few dimensions on tiny data) and its
+    `skip` leaves some out (a CPU profile, the CNN jobs a GPU profile runs)."""
+    only, skip = params.active.only, set(params.active.skip)
     return [(wl, dim) for dim, spec in params.dimensions.items() if only.dimensions is None or dim in only.dimensions
-            for wl in spec.workloads if only.workloads is None or wl in only.workloads]
+            for wl in spec.workloads if (only.workloads is None or wl in only.workloads) and f"{wl}/{dim}" not in skip]
 
 
 def dimension_workloads(params: Params, dimension: str) -> list[str]:

@@ -15,8 +15,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from tunebench.claims import METRICS  # noqa: E402
-from tunebench.judge import not_measured, primary_contrasts  # noqa: E402
+from tunebench.claims import METRICS, metric_label  # noqa: E402
+from tunebench.judge import not_measured  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="paper")
 
@@ -31,6 +31,7 @@ METRIC_RANGE = {
     "final_test_loss": NON_NEGATIVE, "final_train_loss": NON_NEGATIVE, "loss_epoch1": NON_NEGATIVE,
     "val_loss": NON_NEGATIVE, "epochs_to_target": NON_NEGATIVE, "epochs_used": NON_NEGATIVE,
     "grad_spread": NON_NEGATIVE, "trials_to_target": NON_NEGATIVE, "seconds_to_target": NON_NEGATIVE,
+    "steps_to_target": NON_NEGATIVE,
 }
 
 
@@ -230,7 +231,7 @@ def dimension_figure(runs: pd.DataFrame, metric: str) -> plt.Figure:
     symlog axis when it spans decades), diverged arms marked with x, and named levels
     ("default") as unconnected points beside it. A categorical x: points per level, dodged
     per hue level."""
-    label = METRICS.get(metric, (metric, True))[0]
+    label = metric_label(metric) if metric in METRICS else metric
     x, hue = arm_layout(runs)
     numeric_x = x is not None and numeric_levels(runs[x]) is not None
     workloads = list(dict.fromkeys(runs["workload"]))
@@ -302,7 +303,7 @@ def heatmap_figure(runs: pd.DataFrame, metric: str) -> plt.Figure | None:
         ax.set_title(wl)
         ax.set_ylabel(cols[0].removeprefix("arm_"))
         ax.set_xlabel(cols[1].removeprefix("arm_"))
-    fig.suptitle(METRICS.get(metric, (metric, True))[0] + " (mean over seeds)", fontsize=9)
+    fig.suptitle((metric_label(metric) if metric in METRICS else metric) + " (mean over seeds)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -363,26 +364,39 @@ def curves_figure(epochs: pd.DataFrame, max_arms: int = 10) -> plt.Figure | None
     return fig
 
 
-VERDICT_COLOURS = {"supported": "#1a9850", "refuted": "#d73027", "inconclusive": "0.55"}
+VERDICT_COLOURS = {"supported": "#1a9850", "refuted": "#d73027", "no effect": "#4575b4", "unresolved": "0.55"}
+
+
+def forest_rows(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """The forest plot's rows: every primary contrast, and every secondary one that came out
+    refuted (descriptive, marked), in the contrasts' order."""
+    if contrasts.empty:
+        return contrasts
+    primary = contrasts["primary"].astype(bool)
+    keep = primary | (contrasts["verdict"] == "refuted")
+    return contrasts[keep].reset_index(drop=True)
 
 
 def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
-    """A forest plot of every claim's primary contrast per workload: the effect and its 95%
-    interval, signed so that right of 0 is the way the advice predicts (effect x expected
-    sign), coloured by that contrast's verdict. One panel per metric, each on its own
-    scale (accuracy points, epochs, trials, loss ... do not share an axis); a
-    non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed of an
-    arm diverged) has no point and is named in its panel's title; a target that neither arm
-    reached has no point either (its 0 is the budget + 1 stand-in's, not a measured effect),
-    and its row reads "(not measured)" (the report's caption says why)."""
-    prim = primary_contrasts(contrasts)
+    """A forest plot of every claim's primary contrast per workload (and of every secondary
+    refutation, hollow and marked "secondary"): the effect and its 95% interval, signed so
+    that right of 0 is the way the advice predicts (effect x expected sign; a "no difference"
+    prediction keeps its sign), coloured by verdict. One panel per metric, each on its own
+    scale; a non-inferiority margin is a grey bar at -margin. A non-finite effect (every seed
+    of an arm diverged) has no point and is named in its panel's title; a target that neither
+    arm reached has no point either (its 0 is the budget + 1 stand-in's), and its row reads
+    "(not measured)"."""
+    prim = forest_rows(contrasts)
     if prim.empty:
         return None
     unmeasured = not_measured(prim)
+    sign = prim["expected"].where(prim["expected"] != 0, 1)
+    secondary = ~prim["primary"].astype(bool)
     prim = prim.assign(
-        signed=prim["effect"] * prim["expected"], lo=np.minimum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
-        hi=np.maximum(prim["ci_low"] * prim["expected"], prim["ci_high"] * prim["expected"]),
-        row=prim["claim"] + " " + prim["workload"] + np.where(unmeasured, " (not measured)", ""), unmeasured=unmeasured)
+        signed=prim["effect"] * sign, lo=np.minimum(prim["ci_low"] * sign, prim["ci_high"] * sign),
+        hi=np.maximum(prim["ci_low"] * sign, prim["ci_high"] * sign),
+        row=prim["claim"] + " " + prim["workload"] + np.where(secondary, " (secondary: " + prim["contrast"] + ")", "")
+        + np.where(unmeasured, " (not measured)", ""), unmeasured=unmeasured, secondary=secondary)
     metrics = list(dict.fromkeys(prim["metric"]))
     heights = [prim["metric"].eq(m).sum() + 1.2 for m in metrics]
     fig = plt.figure(figsize=(7.5, 0.22 * sum(heights) + 1.0), layout="constrained")
@@ -395,13 +409,15 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         drawn = finite & ~unreached
         verdicts = [v for v in VERDICT_COLOURS if v in set(d["verdict"])] + sorted(set(d["verdict"]) - set(VERDICT_COLOURS))
         for verdict in verdicts:
-            m = drawn & (d["verdict"] == verdict).to_numpy()
-            if m.any():
-                # A percentile interval can sit beside its mean when every seed agrees but one: clip, never a negative bar.
-                left = np.clip(d["signed"][m] - d["lo"][m], 0, None).fillna(0)
-                right = np.clip(d["hi"][m] - d["signed"][m], 0, None).fillna(0)
-                ax.errorbar(d["signed"][m], y[m], xerr=[left, right], fmt="o", ms=4, lw=1.2, capsize=2,
-                            color=VERDICT_COLOURS.get(verdict, "C0"), label=verdict)
+            for second in (False, True):
+                m = drawn & (d["verdict"] == verdict).to_numpy() & (d["secondary"].to_numpy() == second)
+                if m.any():
+                    left = np.clip(d["signed"][m] - d["lo"][m], 0, None).fillna(0)
+                    right = np.clip(d["hi"][m] - d["signed"][m], 0, None).fillna(0)
+                    colour = VERDICT_COLOURS.get(verdict, "C0")
+                    ax.errorbar(d["signed"][m], y[m], xerr=[left, right], fmt="o", ms=4, lw=1.2, capsize=2,
+                                color=colour, mfc="white" if second else colour,
+                                label=f"{verdict} (secondary, descriptive)" if second else verdict)
         margin = d["margin"].to_numpy(dtype=float) if "margin" in d else np.full(len(d), np.nan)
         has_margin = np.isfinite(margin)
         if has_margin.any():
@@ -410,7 +426,7 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
         ax.set_yticks(y, d["row"], fontsize=7)
         ax.set_ylim(-0.7, len(d) - 0.3)
         missing = ", ".join(d["row"][~finite])
-        title = METRICS.get(metric, (metric, True))[0]
+        title = metric_label(metric)
         ax.set_title(title + (f" (no finite effect: {missing})" if missing else ""), fontsize=8, loc="left")
         ax.tick_params(axis="x", labelsize=7)
     handles = legend_entries(axes)
@@ -418,4 +434,22 @@ def verdict_figure(contrasts: pd.DataFrame) -> plt.Figure | None:
                frameon=False)
     fig.suptitle("each claim's primary effect per workload with its 95% interval; right of 0 = as the advice predicts",
                  fontsize=9)
+    return fig
+
+
+def power_figure(curves: dict[str, pd.DataFrame]) -> plt.Figure | None:
+    """The calibration's power curves, one line per family: P(supported) against the planted
+    effect in SDs of the per-seed difference, with the exact binomial 95% band."""
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for family, c in curves.items():
+        if c.empty:
+            continue
+        ax.plot(c["delta_sd"], c["power"], marker="o", label=family)
+        ax.fill_between(c["delta_sd"], c["ci_low"], c["ci_high"], alpha=0.2)
+    ax.axhline(0.8, color="0.5", ls=":", lw=0.8)
+    ax.set(xlabel="planted effect (SDs of the per-seed difference)", ylabel="P(supported)", ylim=(0, 1))
+    ax.legend(title="family", fontsize=8)
+    ax.set_title("power of one primary contrast through its family's Holm correction", fontsize=9)
     return fig

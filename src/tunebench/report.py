@@ -1,6 +1,8 @@
-"""The report: verdict table on top, then one section per claim with its setup, figure,
-table and (C01, C03, C04) the post's numbers beside ours; the search section; provenance
-and compute. A pure function of tables (`build`): the CLI reads and writes the files."""
+"""The report: provenance, the verdict table of each advice source with the forest plot, where
+the sources disagree, how verdicts are reached and what the seeds can resolve, the
+calibration of the verdict code, then one section per claim (its quote, setup, figures,
+contrasts and, where the source gave numbers, ours beside them) and the search section.
+A pure function of tables (`build`): the CLI reads and writes the files."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tunebench import engine, grid, judge, markdown, plots, stats
-from tunebench.claims import CLAIMS, SOURCE
+from tunebench import calibration, engine, grid, judge, markdown, plots, stats
+from tunebench.claims import Claim, Claims, metric_label
 from tunebench.config import Params
 
-VERDICT_KINDS = ("supported", "refuted", "inconclusive", "mixed", "not run")
+CALIBRATION_SIMULATIONS = 1000  # A/A data sets per family
+POWER_SIMULATIONS = 300  # data sets per planted effect
 
 
 @dataclass
@@ -163,6 +166,8 @@ def provenance(params: Params, inputs: Inputs, compute: dict) -> dict:
     return {
         "profile": params.profile,
         "seeds": params.active.seeds,
+        "seeds by dimension": "; ".join(f"{d}: {len(v)}" for d, v in params.active.dimension_seeds.items()
+                                        if d in {dim for _, dim in grid.jobs(params)}),
         "search study seeds": s.study_seeds if len(inputs.search) else [],
         "trained at commit": _recorded(frames, "commit") or ["unknown"],
         "devices": _recorded(frames, "device") or ["unknown"],
@@ -184,20 +189,23 @@ def cuda_precision_note() -> str:
             f"graph; up to {engine.CUDA_CONCURRENT_GROUPS} architecture groups side by side)")
 
 
-def render_header(prov: dict, datasets: list[dict]) -> str:
+def render_header(prov: dict, datasets: list[dict], claims: Claims) -> str:
     ds = pd.DataFrame([{"dataset": d["dataset"], "source": d["source"], "train/val/test": f"{d['train']}/{d['val']}/{d['test']}",
                         "content sha256": f"`{d['content_sha256'][:16]}`", "raw sha256": f"`{d['raw_sha256'][:16]}`"}
                        for d in datasets])
     lines = [
         "# tunebench report",
         "",
-        f"Tuning advice from {SOURCE}, put to an empirical test: every claim is an ablation with paired seeds, "
-        "a 95% bootstrap interval, a paired t-test and Holm-corrected p-values.",
+        "Tuning advice put to an empirical test: "
+        + "; ".join(f"{s.cite}" + (f" ({s.url})" if s.url else "") for s in claims.sources.values())
+        + ". Every claim is an ablation with paired seeds; each source's primary contrasts form a family "
+        "whose family-wise error rate Holm's correction controls, and the calibration section shows it does.",
         "",
         "## Provenance",
         "",
-        f"- profile **{prov['profile']}**, seeds {prov['seeds']} (paired: seed s gives every arm the same data order, "
-        "initial draw stream, dropout masks and augmentation)"
+        f"- profile **{prov['profile']}**, seeds {prov['seeds']}"
+        + (f" ({prov['seeds by dimension']})" if prov.get("seeds by dimension") else "")
+        + " (paired: seed s gives every arm the same data order, initial draw stream, dropout masks and augmentation)"
         + (f"; search study seeds {prov['search study seeds']}" if prov["search study seeds"] else ""),
         f"- trained at commit `{', '.join(prov['trained at commit'])}` on {', '.join(prov['devices'])}; "
         f"precision: {prov['precision']}",
@@ -229,96 +237,180 @@ def provenance_table(prov: dict, datasets: list[dict]) -> pd.DataFrame:
 
 VERDICT_RULE = """## How a verdict is reached
 
-For each claim, workload and contrast: the per-seed difference treatment - control on the
-claim's metric (seeds paired), its mean with a 95% percentile bootstrap interval
-(scipy.stats.bootstrap), a two-sided paired t-test, and Holm's correction across every
-contrast in this report (statsmodels). Where an arm set holds several arms (e.g. "adam at
-its best lr"), the arm with the best mean *validation* score is picked and compared on
-*test*. The verdict table gives each workload's primary effect in the metric's own units
-and, beside it, what the advice predicts of it: its sign ("< 0" for "fewer epochs to the
-target", "> 0" for "higher accuracy"), or the bound of a non-inferiority test. Then:
-- **supported**: the effect has the predicted sign, its interval excludes 0, and the Holm-adjusted p < 0.05;
-- **refuted**: the interval lies wholly on the other side of 0 (adjusted p < 0.05), or wholly below half the magnitude the post states (on MNIST, the post's data);
-- **inconclusive**: anything else, with the reason.
-"At least as good" claims are non-inferiority tests: supported when the interval of the
-difference lies above -margin. A claim is **mixed** when its workloads (or contrasts)
-disagree; the split is shown. Diverged runs (non-finite loss) count at chance accuracy and
-infinite loss; divergence rates are listed per arm. Epochs (or trials) to the target count
-as budget + 1 when the target is never reached: a stand-in, not a measurement, so every
-such contrast shows the share of seeds each arm reached the target on ("reached target
-T/C") and its reason counts the censored seeds (where one arm is censored the difference
-understates the gap). A contrast that neither arm reached on any seed is **not measured**:
-inconclusive, with no p and no place in Holm's family, rather than read as "no difference".
-The interval alone is not trusted with few seeds (all n differences share a sign with
-probability 2/2^n under no effect: 25% with 3 seeds, 6% with 5), hence the p gate.
-A count (epochs, trials, divergence) can differ by the same amount on every seed; with no
-variance the t-test's p is taken as 0, so such a contrast passes the p gate, and its
-reason says so. The contrast tables give the Wilcoxon signed-rank p beside the t-test's,
-as a distribution-free check: it cannot go below 2/2^n (0.25 with 3 seeds, 0.0625 with 5).
-Figures show each arm's mean over seeds with a 95% Student-t interval (t(n-1) * sd / sqrt(n)),
-not a bootstrap: with 3-5 seeds a percentile bootstrap covers well under 95%.
+Each claim quotes its source and names its contrasts: treatment arms against control arms of one
+dimension on one metric, with the sign the advice predicts (or "at least as good", a
+non-inferiority test against a margin; or "no difference", an equivalence test). Per contrast
+and workload:
+- **Pairing.** The per-seed difference treatment - control (seed s gives every arm the same
+  data order, initial draws, dropout masks and augmentation).
+- **The best arm of a set** ("adam at its best lr") is chosen on validation, on seeds disjoint
+  from the ones compared: the seeds are split into two folds, each fold's arm chosen on the
+  other fold's validation scores (cross-fitting), so a larger arm set gains nothing from the
+  choice.
+- **Effect and interval.** The mean difference with a 95% Student-t interval.
+- **Test.** The paired t-test; for a count metric (epochs or trials to a target, divergence)
+  or where every seed gives the same difference, an exact sign-flip permutation test (its p
+  cannot go below 2/2^n). The Wilcoxon signed-rank p is shown beside it as a cross-check.
+- **Equivalence.** Two one-sided tests against ± the contrast's equivalence margin.
+- **Family.** Exactly one contrast per claim and workload is *primary*; a source's primaries
+  form its family, and Holm's correction controls the family-wise error rate over their tests
+  of a difference and of a stated magnitude (and, separately, over their equivalence tests).
+  Holm rather than Benjamini-Hochberg: a reader may cite any one verdict on its own, and only
+  a family-wise guarantee covers that. Other contrasts are descriptive: unadjusted p-values,
+  marked as such.
+
+Per workload, from its primary contrast, first match wins:
+- **supported**: the predicted sign, the interval excludes 0 (or the non-inferiority bound),
+  adjusted p < 0.05 (for a "no difference" prediction: the equivalence test passes);
+- **refuted**: the opposite sign (or worse than the margin allows) with adjusted p < 0.05, or,
+  where the source states a magnitude on this dataset, the interval wholly below half of it
+  with the magnitude test's adjusted p < 0.05;
+- **no effect**: the interval within ± the equivalence margin (the equivalence test passes);
+- **unresolved**: anything else, with the reason.
+
+Per claim: the split over workloads and one word: the word every workload shares; **mixed**
+where one workload is supported and another refuted; otherwise **partly** followed by the
+strongest word present (refuted before supported before no effect). Diverged runs (a
+non-finite loss) are data: they count at chance accuracy and infinite loss, and each arm's
+divergence rate is shown. A time to a target never reached counts as budget + 1, a stand-in
+each such contrast reports ("reached target T/C"); a contrast neither arm reached on any seed
+is *not measured*: no test, no place in the family. The figures' bars are 95% Student-t
+intervals over seeds.
 """
 
 
-def resolution_note(contrasts: pd.DataFrame, alpha: float = 0.05) -> str:
-    """What this report's seeds can resolve: the smallest effect, in seed standard
-    deviations of the paired difference, that passes even Holm's first step over this
-    report's family, for the seeds the contrasts have and for 5 and 10. Without it a
-    reader of a 3-seed report full of "inconclusive" cannot tell "no effect" from "too
-    few seeds to see one"."""
-    tested = contrasts[contrasts["p"].notna()] if not contrasts.empty else contrasts
+def resolution_note(contrasts: pd.DataFrame, alpha: float = stats.ALPHA) -> str:
+    """Per family, what its seeds can resolve: the smallest effect, in standard deviations of
+    the per-seed difference, that passes Holm's first step over the family's tests, and the
+    smallest p an exact sign-flip test can reach with those seeds."""
+    prim = judge.primary_contrasts(contrasts)
+    tested = prim[prim["p"].notna()] if not prim.empty else prim
     if tested.empty:
         return ""
-    family, n = len(tested), int(tested["n"].max())
-    sizes = ", ".join(f"{stats.smallest_resolvable_effect(k, family, alpha):.1f} with {k}"
-                      for k in sorted({n, 5, 10}))
-    return (f"**What {n} seeds can resolve.** The Holm family here holds {family} contrasts, so the "
-            f"most significant one needs p < {alpha}/{family}: a mean paired difference of at least "
-            f"{stats.smallest_resolvable_effect(n, family, alpha):.1f} standard deviations of the per-seed "
-            f"difference to be supported or refuted at all ({sizes} seeds; a difference the same on "
-            "every seed passes by the zero-variance rule above). So an inconclusive verdict does not "
-            "show that an effect is absent, only that it is smaller than that or noisier; more seeds "
-            "resolve smaller ones.")
+    rows = []
+    for source, fam in tested.groupby("source", sort=False):
+        m = len(fam) + int(fam["p_magnitude"].notna().sum())
+        for n, k in fam["n"].value_counts().sort_index().items():
+            rows.append({"family": source, "tests in the family": m, "seeds": int(n), "primary contrasts": int(k),
+                         "smallest resolvable effect (SD)": f"{stats.smallest_resolvable_effect(int(n), m, alpha):.2f}",
+                         "smallest sign-flip p": f"{stats.sign_flip_floor(int(n)):.2g}",
+                         "first Holm step needs p <": f"{alpha / m:.2g}"})
+    return ("**What the seeds can resolve.** Holm's first step over a family of m tests needs p < "
+            f"{alpha}/m: a mean paired difference of at least the resolvable effect below, in standard "
+            "deviations of the per-seed difference (a count metric's exact test needs its smallest p "
+            "below that bound too). An unresolved verdict does not show that an effect is absent, only "
+            "that it is smaller or noisier than that; the equivalence test says when it is absent.\n\n"
+            + markdown.table(pd.DataFrame(rows)))
 
 
-def predicted(expected: float, margin: float | None = None) -> str:
+def predicted(expected: float, margin: float | None = None, equivalence: float | None = None) -> str:
     """What the advice predicts of the effect (treatment - control), as the verdict rule
-    tests it: its sign, or for a non-inferiority claim ("at least as good") the bound the
-    interval must clear. The table prints the raw effect, whose predicted sign depends on
-    the claim (C05's "faster" is fewer epochs, < 0; C19's "SGD takes longer" more, > 0),
-    so a reader needs this beside it."""
+    tests it: its sign, a non-inferiority bound, or equivalence within a margin."""
+    if expected == 0:
+        return f"within ±{_fmt(equivalence)}" if equivalence is not None else "0"
     if margin is not None and np.isfinite(margin):
         return f"> {_fmt(-margin)}" if expected > 0 else f"< {_fmt(margin)}"
     return "> 0" if expected > 0 else "< 0"
 
 
-def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, seeds: int) -> str:
+def _effect_text(r: pd.Series, unmeasured: bool) -> str:
+    if unmeasured:
+        return f"{r['workload']}: not measured (neither arm reached the target)"
+    return f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+
+
+def verdict_table(contrasts: pd.DataFrame, claims_v: pd.DataFrame, claims: Claims, source: str) -> str:
+    """One row per claim of `source`: its summary word and split, each workload's primary
+    effect, what the advice predicts of it, the adjusted p and the workload's verdict, the
+    seeds, and any descriptive (secondary) refutation."""
     rows = []
-    primary = judge.primary_contrasts(contrasts)
-    unmeasured = judge.not_measured(primary)
-    for claim in CLAIMS:
-        overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")]
-        v = overall["verdict"].iloc[0] if len(overall) else "inconclusive"
-        sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
-        effects, predictions, ps = [], [], []
-        for i, r in primary[primary["claim"] == claim.id].iterrows() if len(primary) else []:
-            effects.append(f"{r['workload']}: not measured (neither arm reached the target)" if unmeasured[i]
-                           else f"{r['workload']}: {_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
-            predictions.append(predicted(r["expected"], r.get("margin")))
-            ps.append(_p(r["p_holm"]))
-        n = int(sub["n"].max()) if len(sub) else seeds
-        rows.append({"claim": f"[{claim.id}](#{claim.id.lower()})", "advice": claim.advice, "verdict": f"**{v}**",
-                     "primary effect [95% CI] per workload": "<br>".join(effects) or "–",
-                     "advice predicts": "<br>".join(predictions) or "–",
-                     "adj. p": "<br>".join(ps) or "–", "seeds": n})
+    prim = judge.primary_contrasts(contrasts)
+    unmeasured = judge.not_measured(prim)
+    secondary = contrasts[~contrasts["primary"].astype(bool)] if len(contrasts) else contrasts
+    for claim in claims:
+        if claims.source_of[claim.id].id != source:
+            continue
+        overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
+        mine = prim[prim["claim"] == claim.id] if len(prim) else prim
+        refuted = secondary[(secondary["claim"] == claim.id) & (secondary["verdict"] == "refuted")] if len(secondary) else secondary
+        rows.append({
+            "claim": f"[{claim.id}](#{claim.id.lower()})", "advice": claim.paraphrase,
+            "verdict": f"**{overall['verdict']}**" + (f"<br>{overall['detail']}" if overall["verdict"] != "not run" else ""),
+            "primary effect [95% CI] per workload": "<br>".join(_effect_text(r, unmeasured[i]) for i, r in mine.iterrows()) or "–",
+            "advice predicts": "<br>".join(predicted(r["expected"], r.get("margin"), r["equivalence"]) for _, r in mine.iterrows()) or "–",
+            "adj. p": "<br>".join(_p(r["p_adj"]) for _, r in mine.iterrows()) or "–",
+            "per workload": "<br>".join(r["verdict"] for _, r in mine.iterrows()) or "–",
+            "seeds": "<br>".join(str(int(r["n"])) for _, r in mine.iterrows()) or "–",
+            "secondary refutations (descriptive)": "<br>".join(
+                f"{r['contrast']} on {r['workload']}: {_fmt(r['effect'])}" for _, r in refuted.iterrows()) or "–",
+        })
     return markdown.table(pd.DataFrame(rows))
 
 
-def _decided(r: pd.Series) -> str:
-    """A supported or refuted verdict, with the note a zero-variance difference needs (its
-    other reasons are the row's own columns)."""
-    note = stats.same_on_every_seed_note(int(r["n"]), r["effect"], r["ci_low"], r["ci_high"], r.get("p_wilcoxon"))
-    return f"{r['verdict']}: {note}" if note else r["verdict"]
+def disagreements(claims: Claims, claims_v: pd.DataFrame) -> str:
+    """Where two sources' claims contradict each other: both verdicts, and which the data favour."""
+    overall = claims_v[claims_v["workload"] == "all"].set_index("claim")["verdict"]
+    rows = []
+    for claim in claims:
+        for other in claim.disagrees_with:
+            if other not in claims.by_id:
+                continue
+            a, b = overall.get(claim.id, "not run"), overall.get(other, "not run")
+            rows.append({"claim": f"[{claim.id}](#{claim.id.lower()}) ({claims.source_of[claim.id].id})",
+                         "says": claim.paraphrase, "verdict": a,
+                         "against": f"[{other}](#{other.lower()}) ({claims.source_of[other].id})",
+                         "which says": claims.by_id[other].paraphrase, "its verdict": b,
+                         "the data favour": _favoured(claim.id, a, other, b)})
+    if not rows:
+        return ""
+    return "## Where the sources disagree\n\n" + markdown.table(pd.DataFrame(rows)) + "\n"
+
+
+def _favoured(a_id: str, a: str, b_id: str, b: str) -> str:
+    """A claim holds where supported (or partly, unrefuted) and fails where refuted or shown
+    absent; the data favour the one that holds where the other does not."""
+    holds = {"supported": 2, "partly supported": 1}
+    fails = {"refuted": 2, "partly refuted": 1, "no effect": 1, "mixed": 0}
+    score_a = holds.get(a, 0) - fails.get(a, 0)
+    score_b = holds.get(b, 0) - fails.get(b, 0)
+    if "not run" in (a, b):
+        return "not run in this profile"
+    if score_a == score_b:
+        return "neither (the data do not separate them)"
+    return a_id if score_a > score_b else b_id
+
+
+def calibration_section(contrasts: pd.DataFrame) -> tuple[str, dict, Figure | None]:
+    """The verdict code on simulated A/A data sets shaped like each family (calibration), its
+    false-positive rate with an exact binomial interval, and the power curve."""
+    families = calibration.specs(contrasts)
+    if not families:
+        return "", {}, None
+    rows, curves = [], {}
+    for i, (source, family) in enumerate(families.items()):
+        aa = calibration.aa_rate(family, CALIBRATION_SIMULATIONS, seed=i)
+        lo, hi = aa["familywise_ci"]
+        plo, phi = aa["per_contrast_ci"]
+        rows.append({"family": source, "primary contrasts": aa["contrasts"], "A/A data sets": aa["simulations"],
+                     "family-wise false positives [95% CI]": f"{aa['familywise']:.3f} [{lo:.3f}, {hi:.3f}]",
+                     "per contrast [95% CI]": f"{aa['per_contrast']:.4f} [{plo:.4f}, {phi:.4f}]",
+                     "calibrated (interval at or below 5%)": "yes" if lo <= stats.ALPHA else "**no**",
+                     "A/A verdicts": ", ".join(f"{w} {v:.1%}" for w, v in aa["shares"].items())})
+        curves[source] = calibration.power_curve(family, POWER_SIMULATIONS, seed=100 + i)
+    text = ("## Calibration\n\n"
+            "The verdict code above (cross-fitted selection, the t and sign-flip tests, non-inferiority, "
+            "equivalence, magnitude, Holm's correction) run on simulated data sets shaped like each family: "
+            "every primary contrast with its seeds, arm-set sizes, metric kind, margins and the spread of its "
+            "real per-seed differences, with no arm different from another (A/A). A false positive is a "
+            "difference supported, or a refutation by the opposite sign, where there is none. Holm promises "
+            f"a family-wise rate of at most {stats.ALPHA:.0%}; the interval is exact (Clopper-Pearson).\n\n"
+            + markdown.table(pd.DataFrame(rows)) + "\n\n"
+            "Power: the share of simulated data sets in which a contrast with a planted effect of delta "
+            "standard deviations of its per-seed difference (the others null) comes out supported, through "
+            "the family's correction.\n\n"
+            + markdown.table(pd.concat([c.assign(family=f) for f, c in curves.items()])[
+                ["family", "delta_sd", "power", "ci_low", "ci_high", "simulations"]].round(3)) + "\n")
+    return text, curves, plots.power_figure(curves)
 
 
 def _reached(r: pd.Series) -> str:
@@ -330,16 +422,21 @@ def _reached(r: pd.Series) -> str:
 
 
 def contrast_table(sub: pd.DataFrame) -> str:
+    """Every contrast of a claim: the arms chosen, the effect and interval, the test and its p
+    (adjusted for a primary, unadjusted for a descriptive one), Wilcoxon's p, divergence and
+    targets reached, the verdict and its reason."""
     rows = []
     for _, r in sub.iterrows():
+        primary = bool(r["primary"])
         rows.append({
-            "workload": r["workload"], "contrast": r["contrast"],
+            "workload": r["workload"], "contrast": r["contrast"] + ("" if primary else " *(descriptive)*"),
             "arms (treatment vs control)": f"`{r['treatment']}` vs `{r['control']}`",
             "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-            "p (adj.)": f"{_p(r['p'])} ({_p(r['p_holm'])})", "p Wilcoxon": _p(r.get("p_wilcoxon")),
+            "test": r["test"], "p (adj.)": f"{_p(r['p'])} ({_p(r['p_adj'])})" if primary else _p(r["p"]),
+            "p Wilcoxon": _p(r.get("p_wilcoxon")),
             "diverged T/C": f"{_fmt(r.get('treatment_diverged'), 2)}/{_fmt(r.get('control_diverged'), 2)}",
             "reached target T/C": _reached(r),
-            "verdict": f"{r['verdict']}: {r['reason']}" if r["verdict"] == "inconclusive" else _decided(r),
+            "verdict": f"{r['verdict']}: {r['reason']}",
         })
     table = pd.DataFrame(rows)
     if (table["reached target T/C"] == "–").all():  # no time-to-target contrast here
@@ -361,66 +458,114 @@ def arm_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out.rename(columns={"mean": f"{metric} mean", "sd": "sd"})
 
 
-def post_vs_ours(claim_id: str, runs: pd.DataFrame) -> str:
-    def mean(dim, wl, arm, metric):
-        d = runs[(runs["dimension"] == dim) & (runs["workload"] == wl) & (runs["arm"] == arm)]
-        return d[metric].mean() if len(d) else float("nan")
+def _seeds_text(params: Params, dim: str) -> str:
+    return f"{len(params.active.seeds_for(dim))} seeds"
 
-    lines = []
-    if claim_id == "C01":
-        for wl in ("mnist_cnn", "fmnist_cnn"):
-            lines.append(f"- {wl}: normal(0,1) {_fmt(mean('init', wl, 'init=normal_1', 'final_test_acc'))}, "
-                         f"xavier_uniform {_fmt(mean('init', wl, 'init=xavier_uniform', 'final_test_acc'))} final test accuracy")
-    elif claim_id == "C03":
-        for wl in ("mnist_softmax", "fmnist_softmax"):
-            lines.append(
-                f"- {wl}: normal(0,1) {_fmt(mean('init', wl, 'init=normal_1', 'test_acc_epoch1'))} after epoch 1, "
-                f"{_fmt(mean('init', wl, 'init=normal_1', 'final_test_acc'))} at the end; zeros "
-                f"{_fmt(mean('init', wl, 'init=zeros', 'test_acc_epoch1'))} after epoch 1, "
-                f"{_fmt(mean('init', wl, 'init=zeros', 'final_test_acc'))} at the end")
-    elif claim_id == "C04":
-        for wl, g in runs[runs["dimension"] == "lr_regression"].groupby("workload", sort=False):
-            rate = g.groupby(g["arm_lr"].astype(float))["diverged"].mean()
-            edge = rate[rate >= 0.5]
-            stable = rate[rate == 0]
-            lines.append(f"- {wl}: divergence rate by lr: " + ", ".join(f"{lr:g}: {r:.0%}" for lr, r in rate.items())
-                         + f". Measured stability edge: largest lr with no divergence {stable.index.max() if len(stable) else '–'}, "
-                         f"smallest lr diverging in most seeds {edge.index.min() if len(edge) else 'none in the grid'}")
-    return "\n".join(lines)
+
+def measured_table(claim: Claim, runs: pd.DataFrame, params: Params) -> str:
+    """Our numbers beside the source's: per workload, each measured metric's mean for each
+    labelled arm (or for each value of one grid key, `by`)."""
+    tables = []
+    for m in claim.measured:
+        d = runs[runs["dimension"] == m.dimension] if len(runs) else runs
+        if d.empty:
+            continue
+        rows = []
+        for wl in m.workloads or grid.dimension_workloads(params, m.dimension):
+            w = d[d["workload"] == wl]
+            if w.empty:
+                continue
+            if m.by is not None:
+                for value, g in w.groupby(w[f"arm_{m.by}"].astype(float)):
+                    rows.append({"workload": wl, m.by: f"{value:g}",
+                                 **{label: _fmt(float(g[metric].mean())) for label, metric in m.metrics.items()}})
+                continue
+            for label, where in m.arms.items():
+                sel = w
+                for key, value in where.items():
+                    sel = sel[sel[f"arm_{key}"].astype(str) == str(value)]
+                rows.append({"workload": wl, "arm": label,
+                             **{name: _fmt(float(sel[metric].mean())) for name, metric in m.metrics.items()}})
+        if rows:
+            tables.append(markdown.table(pd.DataFrame(rows)))
+    return "\n\n".join(tables)
+
+
+def claim_section(claim: Claim, claims: Claims, params: Params, inputs: Inputs, contrasts: pd.DataFrame,
+                  claims_v: pd.DataFrame, paths: dict, first: dict, search_anchor: str) -> list[str]:
+    source = claims.source_of[claim.id]
+    runs = inputs.runs
+    sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
+    overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
+    quote = claim.quote.replace("\n", " ")
+    parts = [f"## {claim.id}", "", f"**Advice** ({source.cite}): {claim.paraphrase}", "",
+             f"> {quote}" + (f"\n>\n> *{claim.translation.replace(chr(10), ' ')}*" if claim.translation else ""), "",
+             f"**Prediction:** {claim.prediction}. **Verdict: {overall['verdict']}** ({overall['detail']})", ""]
+    if claim.reading:
+        parts += [f"**Reading tested:** {claim.reading}", ""]
+    if claim.reported:
+        measured = measured_table(claim, runs, params)
+        parts += [f"**The source reported:** {claim.reported}." + (" **We measured:**" if measured else ""), ""]
+        if measured:
+            parts += [measured, ""]
+    ran = {dim for _, dim in grid.jobs(params)}
+    for dim in claim.dimensions():
+        if dim not in ran:
+            parts += [f"*Setup:* dimension `{dim}` is not run in the {params.profile} profile.", ""]
+            continue
+        spec = params.dimensions[dim]
+        d = runs[runs["dimension"] == dim]
+        arm_grid = {**spec.grid, **params.active.grids.get(dim, {})}
+        parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(arm_grid)}, "
+                  f"workloads {', '.join(grid.dimension_workloads(params, dim))}; {_seeds_text(params, dim)}; "
+                  f"compute {d['seconds'].sum():.0f} s. Every arm's other settings, as the runs used them "
+                  f"({params.profile} profile; – : the run default):", "",
+                  markdown.table(recipe_table(params, dim)), ""]
+        for kind in ("arms", "heatmap", "curves"):
+            if f"{dim}-{kind}" in paths:
+                parts += [f"![{dim} {kind}]({paths[f'{dim}-{kind}']})", ""]
+        if not d.empty:
+            parts += ["<details><summary>Per-arm table</summary>", "",
+                      markdown.table(arm_summary(d, first.get(dim, "final_test_acc"))), "", "</details>", ""]
+    if claim.search and len(inputs.search):
+        parts += [f"See [the search section](#{search_anchor}).", ""]
+    if len(sub):
+        parts += [contrast_table(sub), ""]
+    return parts
 
 
 def metrics(params: Params, contrasts: pd.DataFrame, claims_v: pd.DataFrame) -> dict:
     """DVC's metrics: short keys that stay the same from run to run, so `dvc metrics diff`
     and `dvc exp show` line two experiments (or profiles) up: the seeds, the count of each
-    verdict, and each claim's primary effect per workload. (The profile is a param, which
-    `dvc exp show` prints beside them.)"""
+    summary word, and each claim's primary effect per workload. (The profile is a param,
+    which `dvc exp show` prints beside them.)"""
     overall = claims_v[claims_v["workload"] == "all"]["verdict"].value_counts()
     effects: dict[str, dict[str, float]] = {}
     for _, r in judge.primary_contrasts(contrasts).iterrows():
         if np.isfinite(r["effect"]):
             effects.setdefault(r["claim"], {})[r["workload"]] = round(float(r["effect"]), 4)
     return {"seeds": len(params.active.seeds),
-            "verdicts": {k: int(overall.get(k, 0)) for k in VERDICT_KINDS}, "effect": effects}
+            "verdicts": {k: int(overall.get(k, 0)) for k in stats.SUMMARY_WORDS}, "effect": effects}
 
 
 def verdict_rows(contrasts: pd.DataFrame, claims_v: pd.DataFrame) -> pd.DataFrame:
     """verdicts.csv: each claim's verdict per workload and overall, beside the workload's
     primary effect, interval and adjusted p (a DVC plot draws them)."""
     prim = judge.primary_contrasts(contrasts)
-    cols = ["effect", "ci_low", "ci_high", "p_holm", "metric", "contrast"]
+    cols = ["effect", "ci_low", "ci_high", "p_adj", "metric", "contrast"]
     if prim.empty:
         return claims_v.assign(**{c: np.nan for c in cols}, label=claims_v["claim"] + " " + claims_v["workload"])
     out = claims_v.merge(prim[["claim", "workload", *cols]], on=["claim", "workload"], how="left")
     return out.assign(label=out["claim"] + " " + out["workload"])
 
 
-def figures(params: Params, inputs: Inputs, contrasts: pd.DataFrame, target) -> dict[str, Figure]:
+def figures(params: Params, claims: Claims, inputs: Inputs, contrasts: pd.DataFrame, target) -> dict[str, Figure]:
     """Every figure of the report, by name: the verdict forest plot, per dimension its arms,
     heatmap and learning curves, and the search figures."""
     from tunebench import search_report
 
     out: dict[str, Figure | None] = {"verdicts": plots.verdict_figure(contrasts)}
-    first = first_metric()
+    first = claims.first_metric()
     for dim in params.dimensions:
         d = inputs.runs[inputs.runs["dimension"] == dim] if len(inputs.runs) else inputs.runs
         if d.empty:
@@ -436,80 +581,48 @@ def figures(params: Params, inputs: Inputs, contrasts: pd.DataFrame, target) -> 
     return {k: v for k, v in out.items() if v is not None}
 
 
-def first_metric() -> dict[str, str]:
-    """Per dimension, the metric of the first contrast that reads it (what its figures plot)."""
-    first: dict[str, str] = {}
-    for claim in CLAIMS:
-        for c in claim.contrasts:
-            first.setdefault(c.treatment.dimension, c.metric)
-    return first
-
-
-def build(params: Params, inputs: Inputs) -> Outputs:
+def build(params: Params, claims: Claims, inputs: Inputs) -> Outputs:
     """Judge, draw and render: tables in, the report's text, figures and tables out."""
     from tunebench import search_report
 
     runs, search_df = inputs.runs, inputs.search
-    rows = judge.ablation_rows(runs, params)
     target = params.search_settings().target_accuracy
-    if not search_df.empty:
-        for r in search_report.comparisons(search_df, target, params):
-            rows.append({**r, "margin": None, "stated": None, "treatment_diverged": np.nan, "control_diverged": np.nan,
-                         "dataset": params.workloads[r["workload"]].dataset})
-    contrasts = judge.judge(rows)
-    claims_v = judge.claim_verdicts(contrasts)
-    figs = figures(params, inputs, contrasts, target)
+    studies = search_report.study_metrics(search_df, target, params) if not search_df.empty else pd.DataFrame()
+    curves = search_report.best_so_far(search_df) if not search_df.empty else pd.DataFrame()
+    contrasts = judge.judge(judge.rows(runs, studies, curves, claims, params))
+    claims_v = judge.claim_verdicts(contrasts, claims)
+    figs = figures(params, claims, inputs, contrasts, target)
+    cal_text, _, power_fig = calibration_section(contrasts)
+    if power_fig is not None:
+        figs["calibration"] = power_fig
     paths = {name: f"figures/{name}.png" for name in figs}
     search_summary = search_report.summary(search_df, target, params) if not search_df.empty else pd.DataFrame()
     prov = provenance(params, inputs, compute_summary(job_table(inputs)))
 
-    seeds = len(params.active.seeds)
-    first = first_metric()
-    ran = {dim for _, dim in grid.jobs(params)}
-    parts = [render_header(prov, inputs.datasets), "## Verdicts", "", verdict_table(contrasts, claims_v, seeds), ""]
+    parts = [render_header(prov, inputs.datasets, claims), "## Verdicts", ""]
+    for sid, source in claims.sources.items():
+        parts += [f"### {source.cite}", "", verdict_table(contrasts, claims_v, claims, sid), ""]
     if "verdicts" in paths:
-        parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts]"
-                  f"({paths['verdicts']})", ""]
+        parts += [f"![every claim's primary effect per workload, signed so that right of 0 is as the advice predicts; "
+                  f"secondary refutations marked]({paths['verdicts']})", ""]
         if judge.not_measured(judge.primary_contrasts(contrasts)).any():
             parts += ["*A row marked (not measured) is a time to a target that neither arm reached on any seed:"
                       " it has no point, since its 0 [0, 0] is the budget + 1 stand-in's.*", ""]
+    disagree = disagreements(claims, claims_v)
+    if disagree:
+        parts += [disagree, ""]
     parts += [VERDICT_RULE, resolution_note(contrasts), ""]
-    for claim in CLAIMS:
-        sub = contrasts[contrasts["claim"] == claim.id] if not contrasts.empty else contrasts
-        overall = claims_v[(claims_v["claim"] == claim.id) & (claims_v["workload"] == "all")].iloc[0]
-        parts += [f"## {claim.id}", "", f"**Advice** ({SOURCE}): {claim.advice}", "",
-                  f"**Prediction:** {claim.expect}. **Verdict: {overall['verdict']}**"
-                  + (f" ({overall['detail']})" if overall["detail"] else ""), ""]
-        if claim.notes:
-            parts += [claim.notes, ""]
-        if claim.post_numbers:
-            parts += [f"**The post reported:** {claim.post_numbers}. **We measured:**", "",
-                      post_vs_ours(claim.id, runs), ""]
-        dims = list(dict.fromkeys(c.treatment.dimension for c in claim.contrasts))
-        for dim in dims:
-            if dim not in ran:
-                parts += [f"*Setup:* dimension `{dim}` is not run in the {params.profile} profile.", ""]
-                continue
-            spec = params.dimensions[dim]
-            d = runs[runs["dimension"] == dim]
-            arm_grid = {**spec.grid, **params.active.grids.get(dim, {})}
-            parts += [f"*Setup:* dimension `{dim}`, arms {json.dumps(arm_grid)}, "
-                      f"workloads {', '.join(grid.dimension_workloads(params, dim))}; {seeds} seeds; "
-                      f"compute {d['seconds'].sum():.0f} s. Every arm's other settings, as the runs used them "
-                      f"({params.profile} profile; – : the run default):", "",
-                      markdown.table(recipe_table(params, dim)), ""]
-            for kind in ("arms", "heatmap", "curves"):
-                if f"{dim}-{kind}" in paths:
-                    parts += [f"![{dim} {kind}]({paths[f'{dim}-{kind}']})", ""]
-            if not d.empty:
-                parts += ["<details><summary>Per-arm table</summary>", "",
-                          markdown.table(arm_summary(d, first.get(dim, "final_test_acc"))), "", "</details>", ""]
-        if claim.search and not search_summary.empty:
-            parts += ["See [the search section](#automatic-tuning-c25c28).", ""]
-        if len(sub):
-            parts += [contrast_table(sub), ""]
+    if cal_text:
+        parts += [cal_text, ""]
+        if "calibration" in paths:
+            parts += [f"![power of a primary contrast against its planted effect]({paths['calibration']})", ""]
+    first = claims.first_metric()
+    search_anchor = search_report.ANCHOR
+    for claim in claims:
+        parts += claim_section(claim, claims, params, inputs, contrasts, claims_v, paths, first, search_anchor)
     if not search_df.empty:
-        parts += search_report.render(search_df, search_summary, inputs.importance, paths, params)
+        parts += search_report.render(search_df, search_summary, inputs.importance, paths, params,
+                                      [c for c in claims if c.search])
     return Outputs(text="\n".join(parts) + "\n", figures=figs, contrasts=contrasts,
                    verdicts=verdict_rows(contrasts, claims_v), provenance=provenance_table(prov, inputs.datasets),
                    metrics=metrics(params, contrasts, claims_v))

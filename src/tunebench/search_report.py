@@ -11,9 +11,9 @@ Conventions:
 - `target` is one validation accuracy for all workloads, a {workload: accuracy} mapping, or
   None: each workload's own target_accuracy (its RunConfig in the search, which needs
   `params`), as SearchSettings.target_accuracy = null means.
-- "Never reached the target" is inf in summary(); in comparisons() it is budget + 1 trials
-  and total seconds * (budget + 1) / budget (one more trial at the study's mean cost), so
-  paired differences stay finite.
+- "Never reached the target" is inf in summary(); study_metrics' *_capped columns hold
+  budget + 1 trials and total seconds * (budget + 1) / budget (one more trial at the study's
+  mean cost), which the search claims' paired differences use, so they stay finite.
 """
 
 from __future__ import annotations
@@ -358,62 +358,6 @@ def optuna_figures(df: pd.DataFrame, per: pd.DataFrame, params=None) -> dict[str
     return out
 
 
-# (claim, metric, treatment, control, expected sign of treatment - control). The first pair
-# of a claim is its primary contrast (report.verdict_table shows the first row per workload).
-_PAIRS = (
-    [("C25", "trials_to_target", "grid", other, +1) for other in STRATEGIES if other != "grid"]
-    # Seconds only against random: every strategy trains the same recipe, so seconds follow
-    # trials; one more row per strategy would only tighten Holm for every other claim.
-    + [("C25", "seconds_to_target", "grid", "random", +1)]
-    + [("C26", "best_val", "random", "grid", +1),
-       ("C27", "best_val", "coarse_to_fine", "random", +1),
-       ("C28", "trials_to_target", "tpe", "grid", -1),
-       ("C28", "trials_to_target", "gp", "grid", -1)]
-)
-_METRIC_LABEL = {"trials_to_target": "trials to target", "seconds_to_target": "seconds to target",
-                 "best_val": "best validation accuracy"}
-
-
-def comparisons(df: pd.DataFrame, target: Target, params=None) -> list[dict]:
-    """The paired data for the verdicts, per workload, paired by study_seed (seeds both arms
-    have). C25: grid vs every other strategy on trials_to_target, then on seconds_to_target
-    (grid expected to need more: +1); C26: random vs grid on best_val, the study's final best
-    validation accuracy (+1; the claim is random >= grid); C27: coarse_to_fine vs random on
-    best_val (+1); C28: tpe and gp vs grid on trials_to_target (-1). A study that never
-    reached the target counts budget + 1 trials and total seconds * (budget + 1) / budget.
-    Each dict: claim, workload, metric, treatment, control, expected_sign (and the same as
-    `expected`, the key judge.judge reads), contrast (a label), treatment_values,
-    control_values, seeds, target; for the time-to-target metrics also treatment_reached and
-    control_reached, per seed whether the study reached the target (judge reports censoring)."""
-    per = study_metrics(df, target, params)
-    out: list[dict] = []
-    if per.empty:
-        return out
-    col = {"trials_to_target": "trials_to_target_capped", "seconds_to_target": "seconds_to_target_capped",
-           "best_val": "final_best_val"}
-    for wl in sorted(per["workload"].unique()):
-        w = per[per["workload"] == wl]
-        for claim, metric, treat, ctrl, sign in _PAIRS:
-            t = w[w["strategy"] == treat].set_index("study_seed")
-            c = w[w["strategy"] == ctrl].set_index("study_seed")
-            seeds = sorted(set(t.index) & set(c.index))
-            if not seeds:
-                continue
-            out.append({
-                "claim": claim, "workload": wl, "metric": metric, "treatment": treat, "control": ctrl,
-                "expected_sign": sign, "expected": sign,
-                "contrast": f"{treat} vs {ctrl}: {_METRIC_LABEL[metric]}",
-                "treatment_values": [float(t.loc[s, col[metric]]) for s in seeds],
-                "control_values": [float(c.loc[s, col[metric]]) for s in seeds],
-                "seeds": [int(s) for s in seeds],
-                "target": float(w["target"].iloc[0]),
-            })
-            if metric in ("trials_to_target", "seconds_to_target"):  # judge reports the censoring
-                out[-1]["treatment_reached"] = [bool(math.isfinite(t.loc[s, metric])) for s in seeds]
-                out[-1]["control_reached"] = [bool(math.isfinite(c.loc[s, metric])) for s in seeds]
-    return out
-
-
 # ----------------------------------------------------------------------------- markdown
 def _f(x: float, nd: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -427,8 +371,11 @@ def _mi(row, m: str, nd: int = 3) -> str:
     return f"{_f(row[f'{m}_median'], nd)} [{_f(row[f'{m}_lo'], nd)}, {_f(row[f'{m}_hi'], nd)}]"
 
 
+ANCHOR = "automatic-tuning"  # the search section's heading, as a markdown anchor
+
+
 def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mapping[str, float]],
-           figure_paths: Mapping[str, str], params) -> list[str]:
+           figure_paths: Mapping[str, str], params, claims=()) -> list[str]:
     """The report's search section as markdown lines: setup, figures (figure_paths holds
     "search-best_so_far" / "search-pick_test_acc" -> relative path when drawn), the summary
     table and the mean parameter importances per workload x strategy (importance: study name
@@ -440,7 +387,9 @@ def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mappin
     levels = search.grid_levels(s.trials, sp)
     targets = resolve_target(s.target_accuracy, sorted(df["workload"].unique()), params)
     lines = [
-        "## Automatic tuning (C25–C28)", "",
+        "## Automatic tuning", "",
+        *(["The search claims (" + ", ".join(f"[{c.id}](#{c.id.lower()})" for c in claims)
+           + ") compare these studies.", ""] if claims else []),
         f"*Setup:* strategies {', '.join(_order(df['strategy'].unique()))}; {s.trials} trials per study, "
         f"{s.batch} trained at once (ask/tell); study seeds {s.study_seeds} (each study trains every trial "
         f"with its study seed); space lr {list(sp.lr)} (log), l2 {list(sp.l2)} (log), dropout {list(sp.dropout)}, "

@@ -1,105 +1,80 @@
-"""Paired statistics and verdict rules for ablation comparisons.
+"""Paired statistics and the verdict rule: pure functions of per-seed differences.
 
-A comparison pairs, per seed, a treatment run and a control run that share the
-seed (same data order, same random stream), so the unit of analysis is the
-per-seed difference ``d = treatment - control``.  Pairing removes the
-seed-to-seed variance that both arms share, which is most of the variance in
-deep-learning runs.
+A comparison pairs, per seed, a treatment run and a control run that share the seed (same
+data order, initial draws, dropout masks), so the unit of analysis is the per-seed difference
+d = treatment - control. Pairing removes the seed-to-seed variance both arms share.
 
-Why two gates (interval AND Holm-adjusted p) decide a verdict
---------------------------------------------------------------
-* The interval is a bootstrap *percentile* interval of the mean difference.
-  BCa is not used because it needs jackknife acceleration and breaks on tiny or
-  degenerate samples (n = 2..3, ties), which are our normal case.  With very
-  few seeds the percentile interval is anti-conservative: at n = 3 all three
-  differences are positive 1/8 of the time and all negative 1/8 of the time
-  under no effect, so "the interval excludes 0" happens ~25% of the time on
-  null comparisons.  The interval therefore cannot gate a verdict on its own.
-* The p-value that gates is the two-sided paired t-test (one-sample t-test on
-  ``d``).  Rank and permutation tests cannot help at our sample sizes: the
-  smallest exact two-sided Wilcoxon signed-rank p at n = 5 is 2/2**5 = 0.0625,
-  so it can never reach p < 0.05, let alone after Holm across ~100
-  comparisons.  The t-test is exact when the differences are normal, and
-  per-seed differences of averaged metrics are close to normal.  The Wilcoxon
-  p is still reported as a distribution-free cross-check.
-* p-values are adjusted with Holm's step-down procedure over the family of
-  comparisons (controls the family-wise error rate without independence
-  assumptions), and a verdict needs both the interval and the adjusted p.
+The choices, and why:
+- Interval: Student's t, mean ± t(n-1) sd / sqrt(n). A percentile bootstrap covers well under
+  its nominal level at the 5-12 seeds of a profile (at n = 3, all three differences share a
+  sign a quarter of the time under no effect).
+- Test: the paired t-test, except where it is undefined or wrong: a count metric (epochs or
+  trials to a target, divergence) and differences with no spread (every seed the same) get an
+  exact sign-flip permutation test (2^n sign patterns; seeded Monte Carlo above 16 seeds), whose
+  p cannot go below 2 / 2^n. Zero sample variance is not zero population variance.
+- The best arm of a set is chosen on selection seeds that are never compared (select), so the
+  compared seeds' differences are independent draws and these tests hold their level.
+- Family: Holm's step-down correction (statsmodels) over the primary contrasts of one advice
+  source. Holm controls the family-wise error rate: a reader may cite any one verdict of the
+  table on its own, which a false-discovery rate (Benjamini-Hochberg) does not protect.
+  A source's tests of a difference (and of a stated magnitude) form one Holm family, its
+  equivalence tests another.
+- Equivalence ("no effect"): two one-sided tests (TOST) against ± the claim's margin.
 
-Non-finite metrics (a diverged run reporting an infinite loss) are kept rather
-than dropped, because divergence is itself the outcome of the ablation; see
-``paired_effect``.
+Every function takes a 1-d array of differences, or a 2-d array (simulations x seeds) for the
+calibration, which runs this same code on simulated data (analysis.calibration).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy import stats as sps
-from statsmodels.stats.multitest import multipletests
 
-__all__ = [
-    "PairedEffect",
-    "paired_effect",
-    "holm",
-    "verdict",
-    "combine",
-    "best_of",
-    "VERDICTS",
-    "same_on_every_seed_note",
-    "smallest_resolvable_effect",
-]
-
-#: The three per-workload verdict words; ``combine`` adds "mixed".
-VERDICTS = ("supported", "refuted", "inconclusive")
-
-# Scale factor for substituting infinite differences: far outside the range of
-# every finite difference, so the substitute dominates the mean and the
-# interval in its direction, yet finite so that t-test and bootstrap arithmetic
-# stays defined.
+ALPHA = 0.05
+# Words a workload's verdict can take, and the per-claim summary words (summarize).
+VERDICTS = ("supported", "refuted", "no effect", "unresolved")
+SUMMARY_WORDS = ("supported", "partly supported", "refuted", "partly refuted", "mixed", "no effect",
+                 "partly no effect", "unresolved", "not run")
+EXACT_SIGN_FLIP_MAX_N = 16  # 2^16 sign patterns; above, a seeded Monte Carlo
+MONTE_CARLO_FLIPS = 20_000
+# Stand-in for an infinite difference: far outside every finite one, so it dominates the mean
+# in its direction while the arithmetic stays finite (a diverged arm against a finite one).
 _INF_SCALE = 1e6
 
 
 @dataclass(frozen=True)
-class PairedEffect:
-    """Summary of the per-seed differences ``treatment - control``.
-
-    ``p_value`` is the two-sided paired t-test p (the one that gates verdicts);
-    ``p_wilcoxon`` the two-sided Wilcoxon signed-rank p (exact for small n),
-    reported alongside.  Both are nan when undefined (n < 2).
-    ``has_infinite`` is True when some difference was infinite and has been
-    replaced by a large finite stand-in of the same sign (see
-    ``paired_effect``); ``mean_diff`` and the interval are then in units of
-    that stand-in and only their signs are meaningful.
-    """
+class Effect:
+    """The per-seed differences summarised: mean, t interval, the test's two-sided p (and
+    which test), the Wilcoxon signed-rank p as a distribution-free cross-check, and whether
+    an infinite difference was replaced by a large stand-in of the same sign (then only the
+    signs of mean and interval are meaningful)."""
 
     n: int
-    mean_diff: float
+    mean: float
+    sd: float
     ci_low: float
     ci_high: float
-    p_value: float
+    p: float
+    test: str  # "t" or "sign-flip"
     p_wilcoxon: float
     has_infinite: bool = False
 
 
-def _differences(treatment: np.ndarray, control: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Per-seed differences with infinities made finite; returns (d, had_inf)."""
+def differences(treatment, control) -> tuple[np.ndarray, bool]:
+    """Per-seed differences with NaN pairs dropped and infinities made finite; (d, had_inf).
+    Both arms infinite with one sign is no difference on that seed (inf - inf would be NaN)."""
     t = np.asarray(treatment, dtype=float).ravel()
     c = np.asarray(control, dtype=float).ravel()
     if t.shape != c.shape:
-        raise ValueError(
-            f"treatment and control must be paired by seed; got {t.size} vs {c.size} values"
-        )
-    # A NaN metric carries no information about either direction; a pair with
-    # one is dropped (and ``n`` reports how many pairs remained).
+        raise ValueError(f"treatment and control must be paired by seed; got {t.size} vs {c.size} values")
     keep = ~(np.isnan(t) | np.isnan(c))
     t, c = t[keep], c[keep]
-    # Both arms infinite with the same sign (both diverged) is no difference
-    # on that seed; inf - inf would otherwise be nan.
     same_inf = np.isinf(t) & np.isinf(c) & (np.sign(t) == np.sign(c))
     with np.errstate(invalid="ignore"):
         d = np.where(same_inf, 0.0, t - c)
@@ -107,138 +82,174 @@ def _differences(treatment: np.ndarray, control: np.ndarray) -> tuple[np.ndarray
     if infinite.any():
         finite = d[~infinite]
         big = _INF_SCALE * ((np.max(np.abs(finite)) if finite.size else 0.0) + 1.0)
-        # Keep the sign: one arm diverged and the other did not is a real,
-        # directional outcome, and ranks/signs must reflect it.
         d = np.where(infinite, np.sign(d) * big, d)
     return d, bool(infinite.any())
 
 
-def paired_effect(
-    treatment: np.ndarray,
-    control: np.ndarray,
-    *,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> PairedEffect:
-    """Paired effect of treatment over control, aligned by seed.
-
-    * differences ``d = treatment - control`` (element i of both arrays must
-      come from the same seed); pairs containing NaN are dropped.
-    * interval: ``scipy.stats.bootstrap`` percentile interval of mean(d),
-      seeded by ``seed`` so reports are reproducible.
-    * ``p_value``: two-sided ``scipy.stats.ttest_1samp(d, 0)``;
-      ``p_wilcoxon``: two-sided ``scipy.stats.wilcoxon(d)``.
-    * n < 2: no spread can be estimated, so interval and p-values are nan.
-    * zero variance (all d identical, n >= 2): the bootstrap is degenerate and
-      the t statistic is d0/0.  We treat an exactly repeated difference as
-      deterministic: interval (d0, d0), ``p_value`` 0.0 if d0 != 0 (the arms
-      differ by exactly the same amount on every seed) else 1.0 (they are
-      identical).  Such effects still have to survive the interval and Holm
-      gates in ``verdict``; with p = 0 they always do.
-    * infinite inputs: same-sign infinities in both arms give d = 0; any other
-      infinite difference is replaced by ``sign * 1e6 * (max finite |d| + 1)``
-      so that its direction is kept and every test stays defined, and
-      ``has_infinite`` is set.  Magnitudes (mean, interval) are then not
-      interpretable, only signs.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    d, has_inf = _differences(treatment, control)
-    n = int(d.size)
-    nan = float("nan")
-    if n == 0:
-        return PairedEffect(0, nan, nan, nan, nan, nan, has_inf)
-    mean = float(np.mean(d))
+def t_interval(d: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Student's t interval of the mean along the last axis, mean ± t(n-1) sd / sqrt(n);
+    [mean, mean] with no spread."""
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    mean = d.mean(-1)
     if n < 2:
-        return PairedEffect(n, mean, nan, nan, nan, nan, has_inf)
-
-    p_w = _wilcoxon_p(d)
-    if np.all(d == d[0]):
-        d0 = float(d[0])
-        return PairedEffect(n, d0, d0, d0, 0.0 if d0 != 0.0 else 1.0, p_w, has_inf)
-
-    with warnings.catch_warnings():
-        # Nearly identical differences trigger scipy's "precision loss"
-        # warning; the resulting tiny p is the correct limit of the
-        # zero-variance rule above, so the warning is noise here.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p_t = float(sps.ttest_1samp(d, 0.0).pvalue)
-    res = sps.bootstrap(
-        (d,),
-        lambda x, axis: np.mean(x, axis=axis),
-        vectorized=True,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return PairedEffect(n, mean, lo, hi, p_t, p_w, has_inf)
+        nan = np.full_like(mean, np.nan)
+        return nan, nan
+    half = sps.t.ppf(0.5 + confidence / 2, n - 1) * d.std(-1, ddof=1) / math.sqrt(n)
+    return mean - half, mean + half
 
 
-def _wilcoxon_p(d: np.ndarray) -> float:
-    """Two-sided signed-rank p (scipy picks the exact null for small n);
-    nan where scipy cannot compute one."""
+def t_p(d: np.ndarray, alternative: str = "two-sided") -> np.ndarray:
+    """The one-sample t-test's p against 0 along the last axis; NaN where sd = 0."""
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    sd = d.std(-1, ddof=1) if n > 1 else np.zeros(d.shape[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = d.mean(-1) / (sd / math.sqrt(n))
+    t = np.where(sd > 0, t, np.nan)
+    if alternative == "greater":
+        return sps.t.sf(t, n - 1)
+    if alternative == "less":
+        return sps.t.cdf(t, n - 1)
+    return 2 * sps.t.sf(np.abs(t), n - 1)
+
+
+@cache
+def _signs(n: int) -> np.ndarray:
+    """Every sign pattern of n seeds, (2^n, n), or a seeded Monte Carlo sample of them."""
+    if n <= EXACT_SIGN_FLIP_MAX_N:
+        codes = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n)[None, :]
+        return np.where(codes & 1, -1.0, 1.0)
+    rng = np.random.default_rng(n)
+    return np.vstack([np.ones((1, n)), rng.choice([-1.0, 1.0], size=(MONTE_CARLO_FLIPS - 1, n))])
+
+
+def sign_flip_p(d: np.ndarray, alternative: str = "two-sided") -> np.ndarray:
+    """The exact paired sign-flip permutation test of mean(d) = 0 along the last axis: the
+    share of sign patterns whose mean is at least as extreme as the observed one (the
+    observed pattern included, so p >= 1 / 2^n one-sided, 2 / 2^n two-sided). All-zero d: 1."""
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    signs = _signs(n)
+    observed = d.sum(-1)
+    flipped = d @ signs.T  # (..., patterns)
+    tol = 1e-9 * (np.abs(d).sum(-1) + 1.0)
+    if alternative == "greater":
+        extreme = flipped >= (observed - tol)[..., None]
+    elif alternative == "less":
+        extreme = flipped <= (observed + tol)[..., None]
+    else:
+        extreme = np.abs(flipped) >= (np.abs(observed) - tol)[..., None]
+    return extreme.mean(-1)
+
+
+def paired_test_p(d: np.ndarray, count: bool, alternative: str = "two-sided") -> tuple[np.ndarray, np.ndarray]:
+    """(p, exact) along the last axis: the exact sign-flip test for a count metric or where
+    the differences have no spread (the t-test undefined), else the t-test; `exact` says which."""
+    d = np.asarray(d, dtype=float)
+    flat = d.std(-1) == 0 if d.shape[-1] > 1 else np.ones(d.shape[:-1], bool)
+    exact = np.broadcast_to(np.asarray(count), flat.shape) | flat
+    p = t_p(d, alternative)
+    if np.any(exact):
+        p = np.where(exact, sign_flip_p(d, alternative), p)
+    return p, exact
+
+
+def tost_p(d: np.ndarray, margin: float, count: bool) -> np.ndarray:
+    """Two one-sided tests of |mean| < margin: the larger of p(d > -margin) and p(d < margin)."""
+    d = np.asarray(d, dtype=float)
+    lower, _ = paired_test_p(d + margin, count, "greater")
+    upper, _ = paired_test_p(d - margin, count, "less")
+    return np.maximum(lower, upper)
+
+
+def magnitude_p(d: np.ndarray, bound: float, expected: int, count: bool) -> np.ndarray:
+    """One-sided p that the effect in the predicted direction is below `bound` (half of a
+    magnitude the source states): H1 expected * mean(d) < bound."""
+    shifted = expected * np.asarray(d, dtype=float) - bound
+    p, _ = paired_test_p(shifted, count, "less")
+    return p
+
+
+def wilcoxon_p(d: np.ndarray) -> float:
+    """Two-sided signed-rank p (scipy picks the exact null for small n); NaN where undefined."""
     try:
         with warnings.catch_warnings():
-            # scipy warns when zeros/ties force the normal approximation; the
-            # p is reported, not gated on, so the warning adds nothing.
             warnings.simplefilter("ignore")
             return float(sps.wilcoxon(d).pvalue)
     except ValueError:
         return float("nan")
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values (``statsmodels`` ``multipletests``).
+def paired_effect(treatment, control, *, count: bool = False, shift: float = 0.0,
+                  confidence: float = 0.95) -> Effect:
+    """The effect of treatment over control, paired by position (seed): differences
+    d = treatment - control + shift (NaN pairs dropped; see `differences`), their mean and t
+    interval, and the two-sided p of `paired_test_p`. n < 2: no interval and no p."""
+    d, has_inf = differences(treatment, control)
+    d = d + shift
+    n = int(d.size)
+    nan = float("nan")
+    if n == 0:
+        return Effect(0, nan, nan, nan, nan, nan, "t", nan, has_inf)
+    mean = float(d.mean())
+    if n < 2:
+        return Effect(n, mean, nan, nan, nan, nan, "t", nan, has_inf)
+    lo, hi = t_interval(d, confidence)
+    p, exact = paired_test_p(d, count)
+    return Effect(n, mean, float(d.std(ddof=1)), float(lo), float(hi), float(p),
+                  "sign-flip" if bool(exact) else "t", wilcoxon_p(d), has_inf)
 
-    NaN p-values (comparisons where no test was possible) stay NaN and are not
-    counted in the family: they cannot produce a false discovery, so they
-    should not tighten the correction for the others.
-    """
-    p = np.asarray(p_values, dtype=float).ravel()
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
-    return out
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values along the last axis (one family a row): the i-th
+    smallest of m p-values times (m - i), made monotone, capped at 1. NaN (no test) stays NaN
+    and does not count in the family. The same numbers as statsmodels' multipletests(method=
+    "holm") (tests/test_stats.py checks), vectorised over rows: that function calls
+    gc.collect() each time, 66 ms in a report's process, which the calibration's thousands of
+    simulated families cannot afford."""
+    p = np.asarray(p_values, dtype=float)
+    if p.size == 0:
+        return p.copy()
+    flat = p.reshape(-1, p.shape[-1]) if p.ndim else p.reshape(1, 1)
+    out = np.full(flat.shape, np.nan)
+    for i, row in enumerate(flat):
+        ok = ~np.isnan(row)
+        m = int(ok.sum())
+        if m == 0:
+            continue
+        order = np.argsort(row[ok], kind="stable")
+        adjusted = np.minimum(1.0, np.maximum.accumulate(row[ok][order] * (m - np.arange(m))))
+        vals = np.empty(m)
+        vals[order] = adjusted
+        out[i, ok] = vals
+    return out.reshape(p.shape)
+
+
+def smallest_resolvable_effect(n: int, family: int, alpha: float = ALPHA) -> float:
+    """The smallest mean paired difference, in standard deviations of the difference, that
+    passes Holm's first (most lenient for the best) step over `family` tests with `n` seeds:
+    |t| = |mean| / (sd / sqrt(n)) > t(n-1, 1 - alpha / (2 family))."""
+    if n < 2 or family < 1:
+        return float("nan")
+    return float(sps.t.ppf(1.0 - alpha / (2.0 * family), n - 1) / math.sqrt(n))
+
+
+def sign_flip_floor(n: int) -> float:
+    """The smallest two-sided p an exact sign-flip test can give with n seeds."""
+    return 2.0 / 2**n if n <= EXACT_SIGN_FLIP_MAX_N else 1.0 / MONTE_CARLO_FLIPS
 
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def smallest_resolvable_effect(n: int, family: int, alpha: float = 0.05) -> float:
-    """The smallest mean paired difference, in standard deviations of the difference, that
-    can pass even the first (most lenient for the best) step of Holm's procedure over
-    `family` comparisons with `n` seeds: p < alpha / family for the two-sided t-test, so
-    |t| = |mean| / (sd / sqrt(n)) must exceed t(n-1, 1 - alpha / (2 family)). It says what
-    a profile's seeds can resolve at all (3 seeds, 150 contrasts: 31.6 sd; 5 seeds: 5.1)."""
-    if n < 2 or family < 1:
-        return float("nan")
-    return float(sps.t.ppf(1.0 - alpha / (2.0 * family), n - 1) / math.sqrt(n))
-
-
-def same_on_every_seed_note(n: int, mean_diff: float, ci_low: float, ci_high: float, p_wilcoxon: float) -> str:
-    """A note for an effect that is the same nonzero difference on every seed ("" for any
-    other). Counts (epochs, trials, divergence) can do that, and the t-test's p is then 0
-    by the zero-variance rule of ``paired_effect``; a reader must see that, beside what a
-    distribution-free test can say with n seeds (Wilcoxon: 2/2**n at best)."""
-    if n < 2 or mean_diff == 0 or ci_low != ci_high:
-        return ""
-    return f"the same difference on all n={n} seeds, so the t-test's p is 0 by rule (Wilcoxon p={_fmt(p_wilcoxon)})"
-
-
 def censoring_note(treatment_reached: Sequence[bool], control_reached: Sequence[bool]) -> tuple[bool, str]:
-    """What censoring does to a time-to-target contrast (epochs or trials to the target),
-    paired by seed: a run that never reached the target counts as budget + 1, a stand-in,
-    not a measurement. Returns ``(unmeasured, note)``: ``unmeasured`` when neither arm
-    reached the target on any seed (every difference is 0 by construction, so "no
-    difference" would be a false reading: the target is out of reach of both arms); else
-    a note with how many seeds each arm was censored on ("" when none were). Where only one
-    arm is censored the recorded difference understates the gap (the censored arm needs
-    budget + 1 epochs or more); where both are, it is 0 whatever the truth."""
+    """What censoring does to a time-to-target contrast, paired by seed: a run that never
+    reached the target counts as budget + 1, a stand-in. Returns (unmeasured, note):
+    unmeasured when neither arm reached it on any seed (every difference is 0 by
+    construction: the target is out of reach of both, not "no difference"); else a note with
+    how many seeds each arm was censored on ("" when none)."""
     t = np.asarray(treatment_reached, bool)
     c = np.asarray(control_reached, bool)
     if t.shape != c.shape:
@@ -255,134 +266,94 @@ def censoring_note(treatment_reached: Sequence[bool], control_reached: Sequence[
     return False, note + (f"; 0 on the {neither} seeds where neither did)" if neither else ")")
 
 
-def verdict(
-    effect: PairedEffect,
-    p_adjusted: float,
-    expected_sign: int,
-    *,
-    alpha: float = 0.05,
-    stated_effect: float | None = None,
-    min_seeds: int = 2,
-    margin: float = 0.0,
-) -> tuple[str, str]:
-    """Verdict on a claim that predicts ``sign(treatment - control) == expected_sign``.
+@dataclass(frozen=True)
+class PValues:
+    """A contrast's p-values, after the family's correction for a primary contrast (or
+    unadjusted for a descriptive one): the difference test (of d + the non-inferiority
+    shift), the magnitude test (NaN unless the source states one for this dataset) and the
+    equivalence test."""
 
-    Returns ``(verdict, reason)``.  "Upper"/"lower" bounds below are taken in
-    the predicted direction (for ``expected_sign == -1`` the interval is
-    mirrored), and ``p_adjusted`` is the Holm-adjusted ``effect.p_value``.
-    Rules, first match wins:
+    p_difference: float
+    p_magnitude: float = float("nan")
+    p_equivalence: float = float("nan")
 
-    1. inconclusive if fewer than ``min_seeds`` paired seeds (no interval).
-    2. refuted if the interval lies wholly on the opposite side of 0 and
-       ``p_adjusted < alpha`` (the effect goes the other way).
-    3. refuted if ``stated_effect`` (a positive magnitude in the predicted
-       direction) is given and the interval's upper bound is below half of it:
-       even the most favourable plausible effect is far smaller than claimed.
-       This needs no p-value, since it rejects a magnitude, not "no effect".
-    4. supported if ``mean_diff`` has the predicted sign, the interval's lower
-       bound is above 0 and ``p_adjusted < alpha``.
-    5. inconclusive otherwise, with the reason the gates failed.
 
-    For a non-inferiority claim ("at least as good, within ``margin``") ``effect`` is of
-    the shifted difference ``d + expected_sign * margin``, so the rules above test it
-    against 0; the reason is written in the difference's own units (the interval the
-    report's tables show) against the bound ``-expected_sign * margin``.
+def verdict(effect: Effect, tests: PValues, expected: int, *, margin: float = 0.0, stated: float | None = None,
+            equivalence: float, alpha: float = ALPHA, min_seeds: int = 2) -> tuple[str, str]:
+    """(word, reason) for one contrast on one workload; `effect` is of d + expected * margin
+    (a non-inferiority test runs on the shifted difference), the reason speaks in d's units.
+
+    expected = +1 / -1 (the advice predicts that sign), first match wins:
+      1. unresolved with fewer than `min_seeds` seeds;
+      2. refuted: the interval wholly on the opposite side, difference p < alpha;
+      3. refuted: a stated magnitude, the interval wholly below half of it, magnitude p < alpha;
+      4. supported: the predicted sign, the interval excludes 0, difference p < alpha;
+      5. no effect: equivalence p < alpha (the difference within ± `equivalence`);
+      6. unresolved, with the gate that failed.
+    expected = 0 (the advice predicts no difference):
+      supported if equivalence p < alpha; refuted if difference p < alpha and the interval
+      lies wholly outside ± `equivalence`; else unresolved.
     """
-    if expected_sign not in (1, -1):
-        raise ValueError(f"expected_sign must be +1 or -1, got {expected_sign!r}")
-    if stated_effect is not None and not stated_effect > 0:
-        raise ValueError(
-            "stated_effect is a positive magnitude in the predicted direction, "
-            f"got {stated_effect!r}"
-        )
-    s = expected_sign
     n = effect.n
-    if n < min_seeds or math.isnan(effect.ci_low) or math.isnan(effect.ci_high):
-        return "inconclusive", f"n={n} seeds too few (need >= {max(min_seeds, 2)})"
+    if n < min_seeds or math.isnan(effect.ci_low):
+        return "unresolved", f"n={n} seeds too few (need >= {max(min_seeds, 2)})"
+    shift = expected * margin
+    lo_d, hi_d, mean_d = effect.ci_low - shift, effect.ci_high - shift, effect.mean - shift
+    ci_txt = f"mean {_fmt(mean_d)}, CI [{_fmt(lo_d)}, {_fmt(hi_d)}]"
+    test_txt = f"{'exact sign-flip' if effect.test == 'sign-flip' else 't-test'} p={_fmt(tests.p_difference)}"
+    inf_txt = " (includes diverged runs)" if effect.has_infinite else ""
+    sig = not math.isnan(tests.p_difference) and tests.p_difference < alpha
+    equiv = not math.isnan(tests.p_equivalence) and tests.p_equivalence < alpha
+    eq_txt = f"within ±{_fmt(equivalence)} (equivalence p={_fmt(tests.p_equivalence)})"
 
-    # Interval and mean mirrored into the predicted direction.
-    lo, hi = sorted((s * effect.ci_low, s * effect.ci_high))
-    mean = s * effect.mean_diff
-    significant = not math.isnan(p_adjusted) and p_adjusted < alpha
-    shift = s * margin  # effect = difference + shift; the reason shows the difference
-    ci_txt = f"CI [{_fmt(effect.ci_low - shift)}, {_fmt(effect.ci_high - shift)}]"
-    mean_txt = f"mean {_fmt(effect.mean_diff - shift)}"
+    if expected == 0:
+        if equiv:
+            return "supported", f"no difference: {ci_txt} {eq_txt}{inf_txt}"
+        if sig and (lo_d > equivalence or hi_d < -equivalence):
+            return "refuted", f"a difference beyond ±{_fmt(equivalence)}: {ci_txt}, {test_txt}{inf_txt}"
+        return "unresolved", f"neither equal within ±{_fmt(equivalence)} nor different: {ci_txt}, {test_txt}"
+
+    s = expected
+    lo, hi = sorted((s * effect.ci_low, s * effect.ci_high))  # shifted, in the predicted direction
     bound = f"the non-inferiority bound {_fmt(-shift)}" if margin else "0"
-    p_txt = f"p_holm={_fmt(p_adjusted)}"
-    note = same_on_every_seed_note(n, effect.mean_diff, effect.ci_low, effect.ci_high, effect.p_wilcoxon)
-    notes = (" (includes diverged runs)" if effect.has_infinite else "") + (f"; {note}" if note else "")
-    worse, better = ("below", "above") if s > 0 else ("above", "below")
-
-    if hi < 0 and significant:
-        if margin:
-            return "refuted", f"worse than the margin allows: {mean_txt}, {ci_txt} wholly {worse} {bound}, {p_txt}{notes}"
-        return "refuted", f"effect has the opposite sign: {mean_txt}, {ci_txt}, {p_txt}{notes}"
-    if stated_effect is not None and hi < stated_effect / 2:
-        return "refuted", (
-            f"effect far smaller than the post states ({_fmt(s * hi - shift)} at most vs "
-            f"{_fmt(s * stated_effect)} stated; {mean_txt}, {ci_txt})"
-        )
-    if mean > 0 and lo > 0 and significant:
-        within = f" wholly {better} {bound}" if margin else ""
-        return "supported", f"{mean_txt}, {ci_txt}{within}, {p_txt}{notes}"
-
-    # Inconclusive: say which gate failed.
-    if effect.mean_diff == 0 and effect.ci_low == effect.ci_high:
-        return "inconclusive", f"effect too small to resolve: arms identical on all n={n} seeds"
+    if hi < 0 and sig:
+        what = "worse than the margin allows" if margin else "the opposite sign"
+        return "refuted", f"{what}: {ci_txt} wholly on the other side of {bound}, {test_txt}{inf_txt}"
+    if stated is not None and not math.isnan(tests.p_magnitude):
+        top = max(s * lo_d, s * hi_d)
+        if top < stated / 2 and tests.p_magnitude < alpha:
+            return "refuted", (f"far smaller than the source states: at most {_fmt(s * top)} against "
+                               f"{_fmt(s * stated)} stated ({ci_txt}, magnitude p={_fmt(tests.p_magnitude)})")
+    if s * effect.mean > 0 and lo > 0 and sig:
+        return "supported", f"{ci_txt} wholly beyond {bound}, {test_txt}{inf_txt}"
+    if equiv:
+        return "no effect", f"{ci_txt} {eq_txt}"
     if lo <= 0 <= hi:
-        few = f"; n={n} seeds" if n < 5 else ""
-        return "inconclusive", f"interval spans {bound} ({ci_txt}){few}"
-    if math.isnan(p_adjusted):
-        return "inconclusive", f"no p-value for this comparison ({ci_txt})"
-    if not significant:
-        side = "opposite" if hi < 0 else "predicted"
-        return "inconclusive", (
-            f"not significant after Holm (p={_fmt(p_adjusted)}); {ci_txt} on the {side} side of {bound}"
-        )
-    # Interval and mean disagree in sign (possible only for extremely skewed d).
-    return "inconclusive", f"effect too small to resolve: {mean_txt} vs {ci_txt}"
+        return "unresolved", f"interval spans {bound} ({ci_txt}); not within ±{_fmt(equivalence)} either"
+    side = "opposite" if hi < 0 else "predicted"
+    return "unresolved", f"{ci_txt} on the {side} side of {bound}, but {test_txt} is not below {alpha}"
 
 
-def combine(workload_verdicts: Sequence[str]) -> str:
-    """Combine per-workload verdicts for one claim.
-
-    All workloads agree -> that word.  Otherwise "mixed": at least one
-    workload is supported or refuted and another disagrees (with only three
-    words, any disagreement involves supported or refuted).  A claim that
-    holds on one workload and is unresolved on another is reported as mixed,
-    not supported, since generality is part of the claim. A "mixed" input
-    (contrasts of one workload disagreeing) makes the result mixed.
-    """
-    words = list(workload_verdicts)
+def summarize(words: Sequence[str]) -> tuple[str, str]:
+    """A claim's summary word and its split over workloads, from their verdicts:
+    - the word every workload shares;
+    - "mixed" where one workload is supported and another refuted (a real disagreement);
+    - otherwise "partly <word>" for the strongest word present, refuted before supported
+      before no effect (e.g. supported on one workload, unresolved on the other);
+    - "not run" for a claim with no workload in the profile."""
+    words = list(words)
     if not words:
-        raise ValueError("combine() needs at least one workload verdict")
-    # "mixed" may come in from a level below (a workload whose contrasts disagree).
-    unknown = set(words) - set(VERDICTS) - {"mixed"}
+        return "not run", "not in this profile"
+    unknown = set(words) - set(VERDICTS)
     if unknown:
         raise ValueError(f"unknown verdict(s) {sorted(unknown)}; expected one of {VERDICTS}")
-    return words[0] if len(set(words)) == 1 else "mixed"
-
-
-def best_of(values_by_arm: Mapping[str, np.ndarray], higher_is_better: bool = True) -> str:
-    """Arm with the best mean metric (used to choose an arm on validation data).
-
-    NaN values are ignored within an arm; an arm with no usable value cannot
-    win.  Ties go to the arm listed first, so the choice is deterministic.
-    Infinite values count (a diverged run drags its arm's mean to +-inf).
-    """
-    best_arm, best_score = None, -math.inf
-    for arm, values in values_by_arm.items():
-        v = np.asarray(values, dtype=float).ravel()
-        v = v[~np.isnan(v)]
-        if v.size == 0:
-            continue
-        with np.errstate(invalid="ignore"):
-            m = float(np.mean(v))
-        if math.isnan(m):  # +inf and -inf in one arm: no defined mean
-            continue
-        score = m if higher_is_better else -m
-        if best_arm is None or score > best_score:
-            best_arm, best_score = arm, score
-    if best_arm is None:
-        raise ValueError("best_of() needs at least one arm with a usable value")
-    return best_arm
+    counts = {w: words.count(w) for w in VERDICTS if w in words}
+    split = ", ".join(f"{w} on {k}" for w, k in counts.items()) + f" (of {len(words)})"
+    if len(counts) == 1:
+        return words[0], split
+    if "supported" in counts and "refuted" in counts:
+        return "mixed", split
+    for w in ("refuted", "supported", "no effect"):
+        if w in counts:
+            return f"partly {w}", split
+    return "unresolved", split

@@ -2,7 +2,7 @@
 import json
 import shlex
 
-from tunebench import claims, data, devices, grid, journals, layout, locks, stages
+from tunebench import data, devices, grid, journals, layout, locks, stages
 
 P = PARAMS.profile
 RESULTS = layout.results(P)
@@ -123,7 +123,7 @@ def search_journal(wildcards):
 
 def figure_category(wildcards):
     """The Snakemake report's group of a figure: the claims that read it."""
-    return claims.figure_group(wildcards.figure)
+    return CLAIMS.figure_group(wildcards.figure)
 
 
 # A lock left by a killed Snakemake (none runs here now) would stop this run with a bare

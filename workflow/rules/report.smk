@@ -20,6 +20,7 @@ rule report:
         importance=search_importances(),
         datasets=prepared_summaries(),
         benchmarks=benchmarks(),
+        claims=PARAMS.claims,
         code=code("report"),
     output:
         report=report(REPORT_DIR + "/report.md", category="Report", caption="../report/markdown.rst"),
