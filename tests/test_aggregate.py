@@ -44,3 +44,59 @@ def test_a_regression_run_has_no_target_to_reach():
     out = summarize_run(epochs([math.nan] * 5, n_classes=0))
     assert math.isnan(out["reached_target"])
     assert out["epochs_to_target"] == 6.0
+
+
+def _with(df, **columns):
+    for k, v in columns.items():
+        df[k] = v
+    return df
+
+
+def test_restore_best_scores_the_best_validation_epoch():
+    """restore_best: the final metrics are those of the best validation epoch (the first of
+    equal ones), as Keras' restore_best_weights leaves the model; without it, the last."""
+    val = [0.5, 0.9, 0.7, 0.9, 0.6]
+    df = epochs(val)
+    df["test_acc"] = [0.4, 0.85, 0.6, 0.8, 0.55]
+    last = summarize_run(df)
+    assert last["final_test_acc"] == 0.55 and last["final_val_acc"] == 0.6
+    df["config"] = json.dumps({"epochs": 5, "restore_best": True})
+    restored = summarize_run(df)
+    assert restored["final_test_acc"] == 0.85 and restored["final_val_acc"] == 0.9
+    assert restored["final_test_loss"] == pytest.approx(1 / 2) and restored["gap"] == pytest.approx(0.9 - 0.85)
+    assert restored["epochs_used"] == 5  # training went on; only the scored weights differ
+
+
+def test_restore_best_keeps_the_best_finite_epoch_of_a_run_that_diverged_later():
+    df = epochs([0.5, 0.7, 0.6, 0.1], diverged_from=4)
+    df["config"] = json.dumps({"epochs": 5, "restore_best": True})
+    out = summarize_run(df)
+    assert out["diverged"] == 1.0 and out["final_test_acc"] == 0.7
+    df["config"] = json.dumps({"epochs": 5})
+    assert summarize_run(df)["final_test_acc"] == pytest.approx(0.1)  # chance: a diverged run's score
+
+
+@pytest.mark.parametrize(("accs", "expected"), [
+    ([[0.5, 0.6, 0.7, 0.75], [0.78, 0.79, 0.85, 0.9]], 1.75),  # reached three quarters into epoch 2
+    ([[0.5, 0.82, 0.7, 0.75], [0.9, 0.9, 0.9, 0.9]], 0.5),     # inside epoch 1, though the end fell below
+    ([[0.5, 0.6, 0.7, 0.75], [0.7, 0.7, 0.7, 0.79]], 6.0),     # never: budget + 1
+])
+def test_epochs_to_target_resolves_fractions_of_an_epoch(accs, expected):
+    df = epochs([a[-1] for a in accs])
+    df["val_fractions"] = [[0.25, 0.5, 0.75, 1.0]] * len(accs)
+    df["val_accs"] = accs
+    out = summarize_run(df)
+    assert out["epochs_to_target"] == expected
+    assert out["seconds_to_target"] == pytest.approx(expected * 0.5)  # 0.5 s per epoch
+
+
+def test_gradient_spread_and_trend():
+    """grad_spread: log10(max/min) over the layers; grad_trend: |slope| of log10(norm) over
+    the layer index, in decades per layer; a norm halving per layer has trend log10(2)."""
+    df = epochs([0.5, 0.6])
+    df["grad_norms"] = [[1.0, 0.5, 0.25, 0.125]] * 2
+    out = summarize_run(df)
+    assert out["grad_spread"] == pytest.approx(3 * math.log10(2))
+    assert out["grad_trend"] == pytest.approx(math.log10(2))
+    df["grad_norms"] = [[1.0, 10.0, 1.0, 10.0]] * 2
+    assert summarize_run(df)["grad_trend"] < summarize_run(df)["grad_spread"]

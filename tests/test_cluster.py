@@ -90,7 +90,7 @@ def test_snakemake_on_slurm(slurm, tmp_path):
     # Every job but the local ones went through SLURM: the preparations, the ablation and
     # search jobs, aggregate and report.
     s = params.search_settings()
-    n_search = len(s.workloads) * len(s.strategies)
+    n_search = len(s.units()) * len(s.strategies)
     n_training = len(ablation_jobs()) + n_search
     ids = re.findall(r"submitted with SLURM jobid (\d+)", text)
     assert len(ids) == len(grid.datasets_used(params)) + n_training + 2, text[-4000:]

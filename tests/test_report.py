@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tunebench import engine, report
+from tunebench import engine, judge, report
 
 
 def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
@@ -200,13 +201,117 @@ def test_the_verdict_table_says_not_measured_instead_of_a_zero_effect():
 
 
 def test_recipe_table_gives_each_workload_its_own_settings():
-    """The setup of a claim shows what the runs used: the profile's epochs, each workload's
-    width, and "–" where a workload's layers set nothing (a softmax regression's width)."""
+    """The setup of a claim shows what the runs used: each workload's epochs (the softmax
+    regressions' own, the CNN's from the profile) and width, and "–" where a workload's layers
+    set nothing (a softmax regression's width)."""
     from tunebench import config
 
     p = config.load(Path(__file__).resolve().parents[1] / "params.yaml", profile="quick")
     table = report.recipe_table(p, "init").set_index("workload")
-    assert (table["epochs"] == p.active.dimensions["init"]["epochs"]).all()  # the quick profile's
-    assert table.loc["fmnist_cnn", "width"] == p.workloads["fmnist_cnn"].fixed["width"]
-    assert table.loc["fmnist_softmax", "width"] == "–"
+    assert table.loc["fmnist_softmax", "epochs"] == p.workloads["fmnist_softmax"].fixed["epochs"]
+    cnn = report.recipe_table(p, "cnn_init").set_index("workload")
+    assert cnn.loc["mnist_cnn", "epochs"] == p.active.train["epochs"]  # the quick profile's
+    assert cnn.loc["mnist_cnn", "width"] == p.workloads["mnist_cnn"].fixed["width"]
+    assert "fmnist_cnn" not in cnn.index  # skipped in the quick profile
+    mixed = report.recipe_table(p, "activation").set_index("workload")  # a setting one workload lacks
+    assert set(mixed.columns) >= {"model", "width", "epochs"} and "activation" not in mixed
     assert "init" not in table  # the arm's own key is in the arms, not the recipe
+
+
+# ------------------------------------------------------------------------- grid-edge check
+def _runs_for_edges(factor: str, values: list, best, other: dict | None = None) -> pd.DataFrame:
+    """One workload's runs of dimension "d": an arm per value of `factor` (times the values of
+    `other`), selection seed 100 scoring `best` highest, compared seeds 0-2."""
+    import itertools
+
+    other = other or {}
+    rows = []
+    keys = [factor, *other]
+    for combo in itertools.product(values, *other.values()):
+        arm = ",".join(f"{k}={v}" for k, v in zip(keys, combo))
+        for seed in (100, 0, 1, 2):
+            rows.append({"workload": "w", "dimension": "d", "arm": arm, "seed": seed,
+                         **{f"arm_{k}": str(v) for k, v in zip(keys, combo)},
+                         "final_val_acc": 0.9 if combo[0] == best else 0.5, "final_test_acc": 0.5 + seed / 100,
+                         "diverged": 0.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("values, best, edge", [
+    ([0.01, 0.1, 1.0], 1.0, "lr=1.0 (grid max)"),
+    ([0.01, 0.1, 1.0], 0.01, "lr=0.01 (grid min)"),
+    ([0.01, 0.1, 1.0], 0.1, ""),
+])
+def test_a_best_arm_at_its_grids_edge_is_flagged(values, best, edge):
+    from tunebench.claims import Selector
+
+    runs = _runs_for_edges("lr", values, best, {"optimizer": ["sgd", "adam"]})
+    sel = Selector.model_validate({"dimension": "d", "optimizer": "sgd"})
+    m = judge.arm_matrices(runs, "w", [sel], "final_test_acc", False, frozenset({100}))
+    values_out, arm, _, _, got = judge._chosen(m)
+    assert arm == f"lr={best},optimizer=sgd" and got == edge
+
+
+def test_unbounded_null_and_fixed_factors_are_not_edges():
+    """patience null (no early stopping) is the unbounded end of its grid, so the largest finite
+    patience is interior; a factor the selector fixes was not chosen, so it is no edge."""
+    from tunebench.claims import Selector
+
+    runs = _runs_for_edges("patience", [None, 1, 2, 4], 4)
+    chosen = Selector.model_validate({"dimension": "d", "patience": [1, 2, 4]})
+    m = judge.arm_matrices(runs, "w", [chosen], "final_test_acc", False, frozenset({100}))
+    assert judge._chosen(m)[4] == ""
+    runs = _runs_for_edges("patience", [None, 1, 2, 4], 1)
+    m = judge.arm_matrices(runs, "w", [chosen], "final_test_acc", False, frozenset({100}))
+    assert judge._chosen(m)[4] == "patience=1 (grid min)"
+    one = Selector.model_validate({"dimension": "d", "patience": 4})
+    m = judge.arm_matrices(runs, "w", [one], "final_test_acc", False, frozenset({100}))
+    assert judge._chosen(m)[4] == ""  # nothing was chosen
+
+
+def test_the_report_lists_choices_at_an_edge_or_says_there_are_none():
+    base = {"claim": "C1", "contrast": "c", "workload": "w", "treatment": "lr=1.0", "control": "x",
+            "treatment_arms": 3, "control_arms": 1, "control_edge": ""}
+    rows = pd.DataFrame([{**base, "treatment_edge": "lr=1.0 (grid max)"}])
+    text = report.edge_section(rows)
+    assert "1 of the 1 best-of-grid choices sit at a grid edge" in text and "lr=1.0 (grid max)" in text
+    assert "None of the 1 best-of-grid choices" in report.edge_section(rows.assign(treatment_edge=""))
+    assert report.edge_section(rows.assign(treatment_arms=1)) == ""  # no choice was made
+
+
+# ------------------------------------------------------------------------- targets
+def test_the_targets_section_checks_each_target_is_reached_and_not_at_once():
+    """Per workload and dimension a time-to-target claim reads: the arm reaching the target on
+    the most seeds; informative only when that is most seeds, after the first point measured."""
+    from tunebench import claims as C
+
+    loaded = C.load([Path(__file__).resolve().parents[1] / "claims" / "post.yaml"])
+    rows = []
+    for arm, reached, when in (("a", 1.0, 2.5), ("b", 0.0, 6.0)):
+        for seed in range(4):
+            rows.append({"workload": "fmnist_mlp", "dimension": "optimizer", "arm": arm, "seed": seed,
+                         "reached_target": reached, "epochs_to_target": when, "target_accuracy": 0.78,
+                         "evals_per_epoch": 4})
+    runs = pd.DataFrame(rows)
+    table = report.target_rows(runs, loaded)
+    assert table.iloc[0]["best arm"] == "a" and table.iloc[0]["informative"] == "yes"
+    assert float(table.iloc[0]["first point measured"]) == 0.25
+    at_once = report.target_rows(runs.assign(epochs_to_target=0.25), loaded)
+    assert at_once.iloc[0]["informative"].startswith("**no: reached at the first point")
+    never = report.target_rows(runs.assign(reached_target=0.0), loaded)
+    assert never.iloc[0]["informative"].startswith("**no: reached on few seeds")
+    assert "1 target(s) are not informative" in report.target_section(runs.assign(reached_target=0.0), loaded)
+
+
+def test_the_measured_table_names_the_reading_closest_to_the_sources_number():
+    """C01: the post saw ~70% with "normal" init; the table names the scale that comes closest."""
+    from tunebench import claims as C, config
+
+    root = Path(__file__).resolve().parents[1]
+    loaded = C.load([root / "claims" / "post.yaml"])
+    params = config.load(root / "params.yaml", profile="quick")
+    accs = {"normal_1": 0.11, "normal_0.1": 0.74, "normal_0.01": 0.95, "xavier_uniform": 0.97, "kaiming_normal": 0.97}
+    runs = pd.DataFrame([{"workload": "mnist_cnn", "dimension": "cnn_init", "arm": f"init={k}", "arm_init": k,
+                          "seed": s, "final_test_acc": v} for k, v in accs.items() for s in range(3)])
+    text = report.measured_table(loaded.by_id["C01"], runs, params)
+    assert "closest to the source's 0.700 (final test accuracy) is **normal(0,0.1)** (0.740)" in text

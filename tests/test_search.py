@@ -27,7 +27,7 @@ WL = "digits_mlp"
 SPACE = {"lr": [1e-3, 3.0], "l2": [1e-6, 1e-2], "dropout": [0.0, 0.5], "width": [16, 32]}
 # lr * l2 > 1 makes plain SGD's weight decay step |1 - 2 lr l2| > 1: the weights grow
 # geometrically and overflow within two epochs. Here about half of the space does that.
-DIVERGING_SPACE = {"lr": [1e-2, 1e6], "l2": [1e-2, 1e-1], "dropout": [0.0, 0.5], "width": [16, 32]}
+DIVERGING_SPACE = {"lr": [1e-2, 1e8], "l2": [1e-2, 1e-1], "dropout": [0.0, 0.5], "width": [16, 32]}
 
 
 def make_params(space=SPACE, trials=8, batch=4, seeds=(0,), **search):
@@ -105,6 +105,34 @@ def test_grid_levels_balanced():
     assert search.grid_values(8, space)["width"] == [128]  # one level: the middle
 
 
+@pytest.mark.parametrize("trials", [8, 16, 32])
+def test_grid_is_shifted_per_study_seed(trials):
+    """A study seed shifts every level within its cell by one offset per parameter: the
+    levels keep their spacing (one cell apart, in log scale for lr), stay in the space, and
+    other study seeds give other points; without a seed they are the cell centres."""
+    space = SearchSpace(**SPACE)
+    levels = search.grid_levels(trials, space)
+    grids = [search.grid_values(trials, space, seed) for seed in range(6)]
+    assert len({tuple(g["lr"]) for g in grids}) == 6
+    lo, hi = (math.log10(v) for v in space.lr)
+    cell = (hi - lo) / levels["lr"]
+    for seed, g in enumerate(grids):
+        u = search.grid_offsets(seed)["lr"]
+        assert 0 <= u < 1
+        assert [math.log10(v) for v in g["lr"]] == pytest.approx([lo + (i + u) * cell for i in range(levels["lr"])], abs=1e-5)
+        assert all(space.l2[0] <= v <= space.l2[1] for v in g["l2"]) and set(g["width"]) <= set(space.width)
+    assert search.grid_values(trials, space, study_seed=None) == search.grid_values(trials, space)
+    assert search.grid_offsets(None) == dict.fromkeys(search.PARAMS, 0.5)
+
+
+def test_strategies_draw_their_own_trials():
+    """No two strategies share a batch seed: TPE's and GP's start-up and coarse-to-fine's first
+    stage are not random search's first batch."""
+    seeds = {st: search._batch_seed(0, 0, st) for st in search.STRATEGIES}
+    assert len(set(seeds.values())) == len(seeds)
+    assert search._batch_seed(0, 8, "tpe") != search._batch_seed(0, 0, "tpe") != search._batch_seed(1, 0, "tpe")
+
+
 def test_make_sampler_kinds_and_errors():
     space = SearchSpace(**SPACE)
     kinds = {s: type(search.make_sampler(s, space, 16, 0)) for s in search.STRATEGIES}
@@ -142,7 +170,7 @@ def test_every_strategy_runs_its_budget(runs, strategy):
     expected_stage = {"coarse_to_fine": {"coarse", "fine"}}.get(strategy, {"single"})
     assert set(f["stage"]) == expected_stage
     if strategy == "grid":
-        g = search.grid_values(8, space)
+        g = search.grid_values(8, space, 0)  # study seed 0's shifted grid
         points = {tuple(p) for p in itertools.product(*g.values())}
         seen = {tuple(r) for r in f[list(g)].itertuples(index=False)}
         assert len(points) <= 8 and seen == points  # the whole grid, each point once
@@ -259,7 +287,7 @@ def test_crash_leaves_running_trials_that_are_failed_and_redone(dd, tmp_path, st
     assert any(t.params == lost and t.user_attrs.get("requeued") for t in done)  # redone
     assert (frame["state"] == "COMPLETE").sum() == 8 and (frame["state"] == "FAIL").sum() == 2
     if strategy == "grid":
-        g = search.grid_values(8, settings.space)
+        g = search.grid_values(8, settings.space, 0)
         seen = sorted(tuple(t.params[k] for k in g) for t in done)
         assert seen == sorted(itertools.product(*g.values()))  # every grid point exactly once
     bsf = R.best_so_far(frame)
@@ -526,9 +554,40 @@ def test_grid_crash_during_the_redo_keeps_every_point_once(dd, tmp_path):
     search.suggest(study.ask(), space)  # pops a queued point
     search.run_study(params, WL, "grid", 0, dd, storage_at(path))
     study = optuna.load_study(study_name=name, storage=storage_at(path))
-    g = search.grid_values(8, space)
+    g = search.grid_values(8, space, 0)
     seen = sorted(tuple(t.params[k] for k in g) for t in complete(study))
     assert seen == sorted(itertools.product(*g.values()))
     assert len([t for t in study.trials if t.state == TrialState.FAIL]) == 4
     # Nothing queued twice: 4 + 3 crashed + 1 crashed + 3 queued + 1 re-queued, none waiting.
     assert len(study.trials) == 12 and not study.get_trials(states=(TrialState.WAITING,))
+
+
+# ------------------------------------------------------------------------- search spaces
+LR_ONLY = {"lr": [1e-3, 1.0], "l2": [1e-6, 1e-6], "dropout": [0.0, 0.0], "width": [32]}
+
+
+def test_units_name_each_workload_in_each_space():
+    s = make_params(spaces={"lr_only": LR_ONLY}).search_settings()
+    assert s.units() == [WL, f"{WL}~lr_only"]
+    assert s.split(f"{WL}~lr_only") == (WL, "lr_only") and s.split(WL) == (WL, None)
+    assert s.for_unit(f"{WL}~lr_only").space == SearchSpace(**LR_ONLY)
+    assert s.for_unit(WL).space == SearchSpace(**SPACE)
+    with pytest.raises(ConfigError, match="search.spaces.nope"):
+        s.for_unit(f"{WL}~nope")
+    with pytest.raises(ConfigError, match="space name"):
+        make_params(spaces={"a b": LR_ONLY})
+
+
+@pytest.mark.parametrize("strategy", ["grid", "tpe", "gp", "coarse_to_fine"])
+def test_a_workload_searched_in_a_named_space(strategy, dd, tmp_path):
+    """A unit "<workload>~<space>" searches that space only (a one-value range is fixed), in
+    studies of its own, under its own name in the tables."""
+    params = make_params(spaces={"lr_only": LR_ONLY})
+    unit = f"{WL}~lr_only"
+    frame = search.run_study(params, unit, strategy, 0, dd, storage_at(tmp_path / "journal.log"))
+    assert (frame["state"] == "COMPLETE").all() and len(frame) == 8
+    assert (frame["workload"] == unit).all() and set(frame["study"]) == {search.study_name(unit, strategy, 0)}
+    assert frame["l2"].eq(1e-6).all() and frame["dropout"].eq(0.0).all() and frame["width"].eq(32).all()
+    assert frame["lr"].between(1e-3, 1.0).all() and frame["lr"].nunique() > 1
+    targets = R.resolve_target(None, [unit], params)
+    assert targets == {unit: 0.3}  # the unit's workload's target

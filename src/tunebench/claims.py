@@ -49,14 +49,15 @@ METRICS: dict[str, tuple[str, bool, bool, float]] = {
     "final_test_loss": ("final test loss (MSE, standardised target)", False, False, 0.02),
     "final_train_loss": ("final train loss", False, False, 0.02),
     "loss_epoch1": ("train loss in epoch 1", False, False, 0.05),
-    "epochs_to_target": ("epochs to the target validation accuracy (censored at budget+1)", False, True, 0.5),
+    "epochs_to_target": ("epochs to the target validation accuracy (censored at budget+1)", False, True, 0.25),
     "steps_to_target": ("optimizer steps to the target validation accuracy (censored at budget+1 epochs)", False, True, 50.0),
     "epochs_used": ("epochs trained", False, True, 0.5),
     "gap": ("train - test accuracy gap", False, False, 0.01),
     "diverged": ("divergence rate (non-finite loss)", False, True, 0.1),
     "grad_spread": ("log10(max/min) of per-layer gradient norms, epoch 1", False, False, 0.25),
+    "grad_trend": ("|slope| of log10 gradient norm per layer, epoch 1 (decades per layer)", False, False, 0.05),
     "trials_to_target": ("trials to the target validation accuracy (never: budget+1)", False, True, 1.0),
-    "seconds_to_target": ("training seconds to the target (never: total x (budget+1)/budget)", False, False, 1.0),
+    "seconds_to_target": ("training seconds to the target (never: (budget+1)/budget x the total)", False, False, 1.0),
     "best_val": ("best validation accuracy of the study", True, False, 0.005),
 }
 SEARCH_METRICS = ("trials_to_target", "seconds_to_target", "best_val")
@@ -165,6 +166,8 @@ class Contrast(_Strict):
     stated: float | None = Field(None, gt=0)  # the source's magnitude, in the predicted direction
     equivalence: float | None = Field(None, gt=0)  # "no effect" margin; None: the metric's
     minus: Minus | None = None
+    # Which reading of ambiguous advice this contrast tests (the report prints it beside it).
+    reading: str | None = None
 
     @field_validator("treatment", "control", mode="before")
     @classmethod
@@ -225,6 +228,16 @@ class Measured(_Strict):
     arms: dict[str, dict[str, Any]] = Field(default_factory=dict)  # label -> grid values
     by: str | None = None
     workloads: tuple[str, ...] | None = None
+    # A number the source reported, per column label: the report names the arm whose mean
+    # comes closest to it (which reading of ambiguous advice reproduces the source).
+    closest: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _closest_columns(self):
+        unknown = sorted(set(self.closest) - set(self.metrics))
+        if unknown:
+            raise ValueError(f"closest: {', '.join(unknown)} is no column of `metrics` ({', '.join(self.metrics)})")
+        return self
 
 
 class Claim(_Strict):
@@ -421,11 +434,11 @@ def validate(claims: Claims, params: Params) -> None:
 
 def contrast_workloads(c: Contrast, params: Params) -> list[str]:
     """The workloads a contrast runs on in the active profile."""
-    if c.search:
-        ran = list(params.search_settings().workloads)
-    else:
-        ran = [wl for d in c.treatment.dimensions for wl in dimension_workloads(params, d)]
-        ran = list(dict.fromkeys(ran))
+    if c.search:  # search units: a workload in each search space ("<workload>~<space>")
+        settings = params.search_settings()
+        return [u for u in settings.units() if c.workloads is None or settings.split(u)[0] in c.workloads]
+    ran = [wl for d in c.treatment.dimensions for wl in dimension_workloads(params, d)]
+    ran = list(dict.fromkeys(ran))
     return [wl for wl in (c.workloads or ran) if wl in ran]
 
 

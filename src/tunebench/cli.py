@@ -184,7 +184,7 @@ def cmd_search(args) -> None:
     code = commit()
     _threads(args.threads)
     dd, _ = _device_data(args.data)
-    settings = params.search_settings()
+    settings = params.search_settings().for_unit(args.workload)
     storage = search.open_storage(settings, Path(args.journal))
     shown = settings.storage or args.journal
     log(f"Optuna storage: {shown} (open it with: optuna-dashboard {shown})")
@@ -357,7 +357,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="training precision (default: %(default)s)")
     p = add("search", cmd_search, "run every study seed of one workload x search strategy; one row per trial")
-    p.add_argument("--workload", required=True, help="a workload of params.yaml")
+    p.add_argument("--workload", required=True,
+                   help="a workload of search.workloads, or <workload>~<space> for a space of search.spaces")
     p.add_argument("--strategy", required=True, help="grid, random, coarse_to_fine, qmc, tpe or gp")
     p.add_argument("--data", required=True, help="the workload's prepared dataset (.npz)")
     p.add_argument("--out", required=True, help="the table to write (.parquet)")

@@ -25,6 +25,8 @@ ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu")
 INITS = (
     "default",  # PyTorch's own layer defaults (kaiming_uniform with a=sqrt(5))
     "normal_1",  # N(0, 1): the old TensorFlow random_normal default stddev
+    "normal_0.1",  # the same, at the scales a reader of "normal" might mean instead
+    "normal_0.05",
     "normal_0.01",
     "zeros",
     "xavier_uniform",
@@ -68,6 +70,9 @@ class RunConfig(_Strict):
     embed_init: Literal[EMBED_INITS] = "uniform_0.05"
     embed_dim: int = Field(32, ge=1, le=1024)
     batchnorm: bool = False
+    # Residual blocks (models.MLP, models.CNN): hidden layers after the first in pairs,
+    # h <- act(h + branch(h)), the branch's last layer (or its batch norm's scale) starting at
+    # zero, so every block starts as the identity (Goyal et al. 2017; Fixup, Zhang et al. 2019).
     residual: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # drop probability after each hidden layer
     head: Literal[HEADS] = "softmax"  # output activation + matching loss
@@ -75,18 +80,30 @@ class RunConfig(_Strict):
     # --- optimisation ---
     optimizer: Literal[OPTIMIZERS] = "sgd"
     lr: float | Literal["default"] = 0.05  # "default" = the optimizer's library default
+    lr_scale: float = Field(1.0, gt=0.0)  # multiplies lr: a grid of lr relative to each optimizer's default
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # only the "momentum" optimizer uses it
     l2: float = Field(0.0, ge=0.0)  # loss += l2 * sum(w^2) over weight matrices/kernels
     l1: float = Field(0.0, ge=0.0)  # loss += l1 * sum(|w|) over weight matrices/kernels
+    # How l2 enters the loss: "mean_loss" adds l2 * sum(w^2) to the mean loss (Keras'
+    # kernel_regularizer, torch's weight_decay up to a factor 2); "per_example" adds
+    # l2 / (2 n) * sum(w^2), n the run's training examples (the lambda / 2m of Ng's course and
+    # of Nielsen's book), under which l2 = 1 is a small penalty on a large training set.
+    l2_convention: Literal["mean_loss", "per_example"] = "mean_loss"
+    clip_norm: float | None = Field(None, gt=0.0)  # clip the global gradient norm (all parameters) to this; None: off
     schedule: Literal[SCHEDULES] = "constant"
     plateau_patience: int = Field(1, ge=1)  # epochs without val gain before a plateau decay
     patience: int | None = Field(None, ge=1)  # early stopping on val accuracy; None = off
+    # Score the weights of the best validation epoch (Keras' restore_best_weights), not the last.
+    restore_best: bool = False
     epochs: int = Field(5, ge=1, le=10_000)
     steps: int | None = Field(None, ge=1)  # a budget of optimizer updates, replacing epochs (None: epochs)
     batch_size: int = Field(128, ge=1)
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     augment: Literal[AUGMENTS] = "none"
     target_accuracy: float = Field(0.8, gt=0.0, le=1.0)  # for "epochs to target"
+    # Validation accuracy measured this many times per epoch (at equal shares of its steps),
+    # so the time to the target resolves fractions of an epoch.
+    evals_per_epoch: int = Field(1, ge=1, le=64)
     # A second (third ...) set of random draws for the same seed: initial weights, data order,
     # dropout masks and augmentation all change, the settings do not (the A/A control claim).
     replicate: int = Field(0, ge=0)
@@ -108,7 +125,7 @@ class RunConfig(_Strict):
 
     @property
     def resolved_lr(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr == "default" else float(self.lr)
+        return (DEFAULT_LR[self.optimizer] if self.lr == "default" else float(self.lr)) * self.lr_scale
 
 
 RUN_FIELDS = tuple(RunConfig.model_fields)
@@ -256,6 +273,9 @@ class DataSettings(_Strict):
     user: dict[str, UserData] = Field(default_factory=dict)
 
 
+UNIT_SEP = "~"  # "<workload>~<space>": a workload searched in a named space (SearchSettings.units)
+
+
 class SearchSpace(_Strict):
     lr: tuple[float, float] = (1e-4, 1.0)  # log-uniform
     l2: tuple[float, float] = (1e-6, 1e-1)  # log-uniform
@@ -275,12 +295,41 @@ class SearchSettings(_Strict):
     target_accuracy: float | None = None  # for "trials to target"; None: workload's target
     storage: str | None = None  # Optuna storage URL (e.g. postgresql://...); None: journal file
     space: SearchSpace = Field(default_factory=SearchSpace)
+    # Further search spaces, by name: each workload is searched in `space` (the study unit
+    # "<workload>") and in each of these ("<workload>~<name>"), so a strategy's standing can be
+    # checked across spaces. A parameter whose range is one value is not searched.
+    spaces: dict[str, SearchSpace] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("study_seeds", "workloads", "strategies")
     @classmethod
     def _unique(cls, v, info):
         return _distinct(info.field_name, v)
+
+    @field_validator("spaces")
+    @classmethod
+    def _names(cls, v):
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"space name {name!r}: letters, digits, '_' and '-' only (it names files)")
+        return v
+
+    def units(self) -> list[str]:
+        """The search units: each workload in the main space, then in each named space."""
+        return list(self.workloads) + [f"{wl}{UNIT_SEP}{name}" for wl in self.workloads for name in self.spaces]
+
+    @staticmethod
+    def split(unit: str) -> tuple[str, str | None]:
+        """A unit's (workload, space name); None: the main space."""
+        workload, _, space = unit.partition(UNIT_SEP)
+        return workload, (space or None)
+
+    def for_unit(self, unit: str) -> "SearchSettings":
+        """These settings as one unit's studies see them: its space as `space`."""
+        _, name = self.split(unit)
+        if name is not None and name not in self.spaces:
+            raise ConfigError(f"search unit {unit!r}: no search.spaces.{name}; known: {', '.join(self.spaces) or 'none'}")
+        return self.model_copy(update={"space": self.spaces[name] if name else self.space, "spaces": {}})
 
 
 class Params(_Strict):
@@ -362,6 +411,13 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
     for name, wl in params.workloads.items():
         if wl.dataset not in datasets:
             raise ConfigError(f"workloads.{name}.dataset: unknown dataset {wl.dataset!r}; known: {', '.join(sorted(datasets))}")
+    for dname, dim in params.dimensions.items():
+        for wl in dim.workloads:
+            if wl not in params.workloads:
+                raise ConfigError(f"dimensions.{dname}.workloads: unknown workload {wl!r}")
+        for key in dim.grid:
+            if key not in RUN_FIELDS:
+                raise ConfigError(f"dimensions.{dname}.grid.{key}: unknown run setting; known: {', '.join(RUN_FIELDS)}")
     for pname, prof in params.profiles.items():
         for section in ("dimensions", "grids", "dimension_seeds"):
             for dim in getattr(prof, section):
@@ -390,13 +446,6 @@ def validate(raw: dict[str, Any], known_datasets: tuple[str, ...]) -> Params:
             SearchSettings.model_validate({**params.search.model_dump(), **prof.search})
         except ValidationError as err:
             raise ConfigError(_format(err, f"profiles.{pname}.search")) from None
-    for dname, dim in params.dimensions.items():
-        for wl in dim.workloads:
-            if wl not in params.workloads:
-                raise ConfigError(f"dimensions.{dname}.workloads: unknown workload {wl!r}")
-        for key in dim.grid:
-            if key not in RUN_FIELDS:
-                raise ConfigError(f"dimensions.{dname}.grid.{key}: unknown run setting; known: {', '.join(RUN_FIELDS)}")
     search = params.search_settings()
     for wl in search.workloads:
         if wl not in params.workloads:

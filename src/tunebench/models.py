@@ -94,20 +94,44 @@ class Softmax(Net):
         return self.out(x.flatten(1))
 
 
+def residual_blocks(layers: list[int]) -> list[list[int]]:
+    """Consecutive layer indices as residual blocks of two layers (a last odd one alone)."""
+    return [layers[i : i + 2] for i in range(0, len(layers), 2)]
+
+
 class MLP(Net):
+    """depth hidden layers, each linear -> (batch norm) -> activation -> (dropout). With
+    `residual`, the hidden layers after the first form pre-activation blocks (He et al.
+    2016, "Identity mappings"): h <- h + W2 act(norm(W1 act(norm(h)))), the block's last
+    layer initialised to zero (`zero_init`), so each block starts as the identity and a deep
+    net starts as a shallow one; the output layer reads act(h)."""
+
     def __init__(self, cfg, shape: DataShape):
         super().__init__(cfg)
         d_in = math.prod(shape.in_shape)
         self.hidden = nn.ModuleList(nn.Linear(d_in if i == 0 else cfg.width, cfg.width) for i in range(cfg.depth))
         self.norms = nn.ModuleList(nn.BatchNorm1d(cfg.width) if cfg.batchnorm else nn.Identity() for _ in range(cfg.depth))
         self.out = nn.Linear(cfg.width if cfg.depth else d_in, shape.n_out)
+        self.blocks = residual_blocks(list(range(1, cfg.depth))) if cfg.residual else []
+
+    def zero_init(self) -> list[nn.Module]:
+        """The layers that start at zero: each residual block's last."""
+        return [self.hidden[b[-1]] for b in self.blocks]
 
     def forward(self, x, key):
         h = x.flatten(1)
-        for i, (lin, norm) in enumerate(zip(self.hidden, self.norms)):
-            z = self.drop(self.act(norm(lin(h))), key, salt=i)
-            # Residual only where shapes match: every hidden layer after the first.
-            h = h + z if (self.residual and i > 0) else z
+        if not self.hidden:
+            return self.out(h)
+        h = self.drop(self.act(self.norms[0](self.hidden[0](h))), key, salt=0)
+        if self.residual:
+            for block in self.blocks:
+                z = h
+                for j in block:
+                    z = self.hidden[j](self.drop(self.act(self.norms[j](z)), key, salt=j))
+                h = h + z
+            return self.out(self.act(h)) if self.blocks else self.out(h)
+        for i in range(1, len(self.hidden)):
+            h = self.drop(self.act(self.norms[i](self.hidden[i](h))), key, salt=i)
         return self.out(h)
 
 
@@ -145,8 +169,9 @@ def conv3x3_gemm(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 class CNN(Net):
     """depth conv layers in two stages (width, then 2*width channels), a 2x2 max-pool after
     each stage, then fc(4*width) and the output layer. depth=2, width=32 is the reference
-    conv32-conv64-fc128. Extra layers keep their stage's channels; `residual` adds a skip
-    around each of them."""
+    conv32-conv64-fc128. Extra layers keep their stage's channels; with `residual` they form
+    pre-activation blocks of two within their stage, as in models.MLP (the block's last conv
+    starts at zero)."""
 
     def __init__(self, cfg, shape: DataShape):
         super().__init__(cfg)
@@ -161,16 +186,22 @@ class CNN(Net):
         self.fc = nn.Linear(2 * cfg.width * (h // 4) * (w // 4), 4 * cfg.width)
         self.fc_norm = nn.BatchNorm1d(4 * cfg.width) if cfg.batchnorm else nn.Identity()
         self.out = nn.Linear(4 * cfg.width, shape.n_out)
-        self.same_shape = [a == b for a, b in chans]
-        # Layers that are exactly conv -> ReLU -> 2x2 max-pool (no batch norm, no skip): the
+        # Residual blocks: the same-shape layers of each stage (all but its first layer).
+        stages = [list(range(1, n1)), list(range(n1 + 1, n1 + n2))]
+        self.blocks = [b for st in stages for b in residual_blocks(st)] if cfg.residual else []
+        self.block_at = {b[0]: b for b in self.blocks}
+        in_block = {j for b in self.blocks for j in b}
+        # Layers that are exactly conv -> ReLU -> 2x2 max-pool (no batch norm, no block): the
         # "triton" implementation runs each as one fused kernel (popconv.conv_relu_pool).
         self.fusable = {
-            i for i in self.stage_ends
-            if cfg.activation == "relu" and not cfg.batchnorm and not (cfg.residual and self.same_shape[i] and i > 0)
+            i for i in self.stage_ends if cfg.activation == "relu" and not cfg.batchnorm and i not in in_block
         }
         # Static switch set by the engine: "native" (F.conv2d), "gemm" (conv3x3_gemm) or
         # "triton" (fusable layers fused, the others native).
         self.conv_impl = "native"
+
+    def zero_init(self) -> list[nn.Module]:
+        return [self.convs[b[-1]] for b in self.blocks]
 
     def conv(self, layer: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
         if self.conv_impl == "gemm":
@@ -178,17 +209,25 @@ class CNN(Net):
         return F.conv2d(*autocast_operands(h, layer.weight, layer.bias), padding=1)
 
     def forward(self, x, key):
-        h = x
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            if self.conv_impl == "triton" and i in self.fusable:
+        h, i = x, 0
+        while i < len(self.convs):
+            block = self.block_at.get(i)
+            if block:
+                z = h
+                for j in block:
+                    z = self.conv(self.convs[j], self.act(self.norms[j](z)))
+                h, last = h + z, block[-1]
+            elif self.conv_impl == "triton" and i in self.fusable:
                 from tunebench.popconv import conv_relu_pool  # imports Triton: only when asked for
 
-                h = conv_relu_pool(h, conv.weight, conv.bias)
+                h = conv_relu_pool(h, self.convs[i].weight, self.convs[i].bias)
+                i += 1
                 continue
-            z = self.act(norm(self.conv(conv, h)))
-            h = h + z if (self.residual and self.same_shape[i] and i > 0) else z
-            if i in self.stage_ends:
+            else:
+                h, last = self.act(self.norms[i](self.conv(self.convs[i], h))), i
+            if last in self.stage_ends:
                 h = F.max_pool2d(h, 2)
+            i = last + 1
         h = self.drop(self.act(self.fc_norm(self.fc(h.flatten(1)))), key, salt=100)
         return self.out(h)
 
@@ -236,10 +275,8 @@ MODELS = {"softmax": Softmax, "mlp": MLP, "cnn": CNN, "rnn": RNN, "embedbag": Em
 
 
 def _init_weight(w: torch.Tensor, scheme: str, activation_name: str, gen: torch.Generator):
-    if scheme == "normal_1":
-        nn.init.normal_(w, 0.0, 1.0, generator=gen)
-    elif scheme == "normal_0.01":
-        nn.init.normal_(w, 0.0, 0.01, generator=gen)
+    if scheme.startswith("normal_"):  # N(0, sigma^2), sigma from the name
+        nn.init.normal_(w, 0.0, float(scheme.split("_")[1]), generator=gen)
     elif scheme == "zeros":
         nn.init.zeros_(w)
     elif scheme == "xavier_uniform":
@@ -290,6 +327,10 @@ def build(cfg: RunConfig, shape: DataShape, seed: int) -> nn.Module:
         model = MODELS[cfg.model](cfg, shape)
     gen = torch.Generator().manual_seed(seed)
     apply_init(model, cfg, gen)
+    with torch.no_grad():  # residual blocks start as the identity, whatever the init scheme
+        for layer in getattr(model, "zero_init", list)():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
     return model
 
 

@@ -31,7 +31,7 @@ METRIC_RANGE = {
     "final_test_loss": NON_NEGATIVE, "final_train_loss": NON_NEGATIVE, "loss_epoch1": NON_NEGATIVE,
     "val_loss": NON_NEGATIVE, "epochs_to_target": NON_NEGATIVE, "epochs_used": NON_NEGATIVE,
     "grad_spread": NON_NEGATIVE, "trials_to_target": NON_NEGATIVE, "seconds_to_target": NON_NEGATIVE,
-    "steps_to_target": NON_NEGATIVE,
+    "steps_to_target": NON_NEGATIVE, "grad_trend": NON_NEGATIVE,
 }
 
 

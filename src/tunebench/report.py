@@ -421,6 +421,91 @@ def _reached(r: pd.Series) -> str:
     return f"{t:.0%}/{c:.0%}"
 
 
+def _edge_note(r: pd.Series) -> str:
+    notes = [f"{side} at its grid's edge: {r[f'{side}_edge']}" for side in ("treatment", "control")
+             if isinstance(r.get(f"{side}_edge"), str) and r.get(f"{side}_edge")]
+    return "".join(f"<br>**{n}**" for n in notes)
+
+
+def edge_choices(contrasts: pd.DataFrame) -> pd.DataFrame:
+    """Every best-of-grid choice (a side of a contrast that chose among several arms): claim,
+    contrast, workload, side, the chosen arm and where it sits at its grid's edge ("" if not)."""
+    rows = []
+    for _, r in contrasts.iterrows():
+        for side in ("treatment", "control"):
+            arms = r.get(f"{side}_arms")
+            if arms is None or pd.isna(arms) or int(arms) < 2:
+                continue
+            edge = r.get(f"{side}_edge")
+            rows.append({"claim": r["claim"], "contrast": r["contrast"], "workload": r["workload"], "side": side,
+                         "chosen arm": r[side], "at the edge": edge if isinstance(edge, str) else ""})
+    return pd.DataFrame(rows, columns=["claim", "contrast", "workload", "side", "chosen arm", "at the edge"])
+
+
+def edge_section(contrasts: pd.DataFrame) -> str:
+    """The grid-edge check: a best arm at the end of its grid may have its optimum outside
+    the grid, and a comparison with it then tests the grid, not the advice."""
+    choices = edge_choices(contrasts) if len(contrasts) else edge_choices(pd.DataFrame())
+    if choices.empty:
+        return ""
+    at_edge = choices[choices["at the edge"] != ""]
+    head = ("## Grid-edge check\n\n"
+            "A contrast that compares \"the best arm\" of a set chose it on the selection seeds' validation "
+            "score. Where the chosen value of a numeric setting (learning rate, penalty, patience, depth, ...) is "
+            "the smallest or largest its dimension's grid holds, the optimum may lie outside the grid and the "
+            "comparison would test the grid, not the advice (no early stopping and no clipping count as "
+            "unbounded). ")
+    if at_edge.empty:
+        return head + f"**None of the {len(choices)} best-of-grid choices in this report sits at a grid edge.**\n"
+    return (head + f"**{len(at_edge)} of the {len(choices)} best-of-grid choices sit at a grid edge**; "
+            "their contrasts are marked in the claims' tables:\n\n" + markdown.table(at_edge) + "\n")
+
+
+def target_rows(runs: pd.DataFrame, claims: Claims) -> pd.DataFrame:
+    """For each workload and dimension that a time-to-target contrast reads: the target, the
+    arm that reached it on the most seeds (then sooner), that share, and its median time to
+    it in epochs. A target is informative where the best arm reaches it on most seeds, and
+    not at the first point measured."""
+    dims = {d for claim in claims for c in claim.contrasts if c.metric in judge.REACHED and not c.search
+            for d in c.treatment.dimensions}
+    rows = []
+    if runs.empty or "reached_target" not in runs:
+        return pd.DataFrame(rows)
+    for (wl, dim), g in runs[runs["dimension"].isin(dims)].groupby(["workload", "dimension"], sort=True):
+        if g["reached_target"].isna().all():
+            continue
+        per_arm = g.groupby("arm").agg(reached=("reached_target", "mean"), median=("epochs_to_target", "median"))
+        best = per_arm.sort_values(["reached", "median"], ascending=[False, True]).iloc[0]
+        first = _first_point(g)
+        ok = best["reached"] > 0.5 and best["median"] > first
+        rows.append({"workload": wl, "dimension": dim, "target": _fmt(float(g["target_accuracy"].iloc[0])),
+                     "best arm": best.name, "seeds reaching it": f"{best['reached']:.0%}",
+                     "median epochs to it": _fmt(float(best["median"]), 2) if best["reached"] > 0.5 else "never (budget + 1)",
+                     "first point measured": _fmt(first, 2),
+                     "informative": "yes" if ok else ("**no: reached on few seeds**" if best["reached"] <= 0.5
+                                                      else "**no: reached at the first point**")})
+    return pd.DataFrame(rows)
+
+
+def _first_point(g: pd.DataFrame) -> float:
+    """The first time (in epochs) a run measured its validation accuracy: 1 / evals_per_epoch."""
+    evals = int(g["evals_per_epoch"].max()) if "evals_per_epoch" in g and g["evals_per_epoch"].notna().any() else 1
+    return 1.0 / max(1, evals)
+
+
+def target_section(runs: pd.DataFrame, claims: Claims) -> str:
+    rows = target_rows(runs, claims)
+    if rows.empty:
+        return ""
+    bad = int((rows["informative"] != "yes").sum())
+    return ("## Targets\n\n"
+            "Times to a target (epochs, steps, seconds) are informative only where the target is reached, and "
+            "not at once: per workload and dimension, the arm that reached its target on the most seeds. "
+            + (f"**{bad} target(s) are not informative as set.**" if bad else
+               "Every target is reached by its best arm on most seeds, after the first point measured.")
+            + "\n\n" + markdown.table(rows) + "\n")
+
+
 def contrast_table(sub: pd.DataFrame) -> str:
     """Every contrast of a claim: the arms chosen, the effect and interval, the test and its p
     (adjusted for a primary, unadjusted for a descriptive one), Wilcoxon's p, divergence and
@@ -429,8 +514,10 @@ def contrast_table(sub: pd.DataFrame) -> str:
     for _, r in sub.iterrows():
         primary = bool(r["primary"])
         rows.append({
-            "workload": r["workload"], "contrast": r["contrast"] + ("" if primary else " *(descriptive)*"),
-            "arms (treatment vs control)": f"`{r['treatment']}` vs `{r['control']}`",
+            "workload": r["workload"],
+            "contrast": r["contrast"] + ("" if primary else " *(descriptive)*")
+            + (f"<br>*reading: {r['reading']}*" if r.get("reading") else ""),
+            "arms (treatment vs control)": f"`{r['treatment']}` vs `{r['control']}`" + _edge_note(r),
             "metric": r["metric"], "effect [95% CI]": f"{_fmt(r['effect'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
             "test": r["test"], "p (adj.)": f"{_p(r['p'])} ({_p(r['p_adj'])})" if primary else _p(r["p"]),
             "p Wilcoxon": _p(r.get("p_wilcoxon")),
@@ -470,7 +557,7 @@ def measured_table(claim: Claim, runs: pd.DataFrame, params: Params) -> str:
         d = runs[runs["dimension"] == m.dimension] if len(runs) else runs
         if d.empty:
             continue
-        rows = []
+        rows, notes = [], []
         for wl in m.workloads or grid.dimension_workloads(params, m.dimension):
             w = d[d["workload"] == wl]
             if w.empty:
@@ -480,14 +567,21 @@ def measured_table(claim: Claim, runs: pd.DataFrame, params: Params) -> str:
                     rows.append({"workload": wl, m.by: f"{value:g}",
                                  **{label: _fmt(float(g[metric].mean())) for label, metric in m.metrics.items()}})
                 continue
+            means = {}
             for label, where in m.arms.items():
                 sel = w
                 for key, value in where.items():
                     sel = sel[sel[f"arm_{key}"].astype(str) == str(value)]
-                rows.append({"workload": wl, "arm": label,
-                             **{name: _fmt(float(sel[metric].mean())) for name, metric in m.metrics.items()}})
+                means[label] = {name: float(sel[metric].mean()) for name, metric in m.metrics.items()}
+                rows.append({"workload": wl, "arm": label, **{name: _fmt(v) for name, v in means[label].items()}})
+            for name, value in m.closest.items():
+                finite = {label: v[name] for label, v in means.items() if np.isfinite(v[name])}
+                if finite:
+                    label = min(finite, key=lambda a: abs(finite[a] - value))
+                    notes.append(f"{wl}: closest to the source's {_fmt(value)} ({name}) is **{label}** "
+                                 f"({_fmt(finite[label])}).")
         if rows:
-            tables.append(markdown.table(pd.DataFrame(rows)))
+            tables.append(markdown.table(pd.DataFrame(rows)) + ("\n\n" + " ".join(notes) if notes else ""))
     return "\n\n".join(tables)
 
 
@@ -616,6 +710,9 @@ def build(params: Params, claims: Claims, inputs: Inputs) -> Outputs:
         parts += [cal_text, ""]
         if "calibration" in paths:
             parts += [f"![power of a primary contrast against its planted effect]({paths['calibration']})", ""]
+    for section in (edge_section(contrasts), target_section(runs, claims)):
+        if section:
+            parts += [section, ""]
     first = claims.first_metric()
     search_anchor = search_report.ANCHOR
     for claim in claims:

@@ -35,21 +35,30 @@ has no heartbeats: one worker per study, and every RUNNING trial found at start 
 interrupted.
 
 Seeding and resume: random, coarse_to_fine, tpe and gp get a fresh sampler for every batch,
-seeded by (study_seed, number of trials already in the study); grid and qmc keep the study
-seed (the grid's shuffled order and the Sobol sequence must stay the same across batches;
-QMC keeps its position in the study's storage). An Optuna sampler's RNG state is not stored,
-so a sampler that was simply re-created with the study seed after a crash would replay the
-first draws; with per-batch seeds an interrupted-and-resumed study proposes exactly the
-trials an uninterrupted one would (given deterministic training). A side effect, kept on
-purpose: random, coarse_to_fine, tpe and gp studies of one study seed share their first batch
-(TPE's and GP's start-up trials are random's first trials, coarse_to_fine's first stage
-starts like random), common random numbers that make their paired comparisons sharper.
+seeded by (study_seed, number of trials already in the study, strategy); grid and qmc keep
+the study seed (the grid's shuffled order and the Sobol sequence must stay the same across
+batches; QMC keeps its position in the study's storage). An Optuna sampler's RNG state is not
+stored, so a sampler that was simply re-created with the study seed after a crash would
+replay the first draws; with per-batch seeds an interrupted-and-resumed study proposes
+exactly the trials an uninterrupted one would (given deterministic training). The strategy
+is in the seed so that no two strategies share trials: TPE's and GP's start-up and
+coarse_to_fine's first stage are draws of their own, not random search's first batch (with
+shared draws, a short budget compared a strategy with itself).
+
+The grid is shifted by an offset drawn per study seed (grid_values): its points are the
+budget's cells of the space at a random position in each cell, so over study seeds the grid
+is not one fixed set of points that happens to hold (or miss) a good learning rate.
+
+Search units: each workload is searched in the main space (`search.space`) and in each named
+space of `search.spaces`; a unit "<workload>~<name>" is a workload in a named space, with its
+own studies, tables and verdicts (config.SearchSettings.units).
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import zlib
 import itertools
 import json
 import math
@@ -146,28 +155,40 @@ def grid_levels(trials: int, space: SearchSpace) -> dict[str, int]:
     return dict(zip(PARAMS, best))
 
 
-def grid_values(trials: int, space: SearchSpace) -> dict[str, list]:
+def grid_offsets(study_seed: int | None) -> dict[str, float]:
+    """Where in its cell each parameter's grid levels sit: 0.5 (the cell centres) without a
+    study seed, else a uniform draw in [0, 1) per parameter, fixed by the study seed."""
+    if study_seed is None:
+        return dict.fromkeys(PARAMS, 0.5)
+    rng = np.random.default_rng([study_seed & 0xFFFFFFFF, zlib.crc32(b"grid")])
+    return dict(zip(PARAMS, rng.uniform(0.0, 1.0, len(PARAMS)).tolist()))
+
+
+def grid_values(trials: int, space: SearchSpace, study_seed: int | None = None) -> dict[str, list]:
     """The grid of the `grid` strategy: as large as the budget (grid_levels).
 
-    lr and l2: k log-spaced levels at the centres of k equal cells of [low, high] in log
-    scale, i.e. low * (high/low) ** ((i + 0.5) / k); dropout: the same in linear scale; width:
-    the categories at indices floor((i + 0.5) * n / k) of the n widths (k = n: all of them).
-    Cell centres, not the end points, so k = 1 is the middle of the range and no level sits on
-    an extreme edge of the space (a grid with lr = 1e-4 and lr = 1 as its only two levels
-    would be a straw man). With the default space and 16 trials: lr {1e-3, 1e-1},
-    l2 {5.62e-6, 1.78e-2}, dropout {0.15, 0.45}, width {64, 256}.
+    The range of each parameter is cut into k equal cells (lr and l2 in log scale, dropout
+    linear) and each level sits at the same relative position u in its cell:
+    low * (high/low) ** ((i + u) / k) for lr; width takes the categories at indices
+    floor((i + u) * n / k) of the n widths (k = n: all of them). u = 0.5 (the cell centres)
+    without a study seed, else drawn per study seed and parameter (grid_offsets), as a
+    randomly shifted grid: over study seeds every point of the space is equally likely to be
+    a grid point, so no one grid's luck (holding lr 0.1, or not) decides the comparison.
+    With the default space, 16 trials and centres: lr {1e-3, 1e-1}, l2 {5.62e-6, 1.78e-2},
+    dropout {0.15, 0.45}, width {64, 256}.
     """
     check_space(space)
     levels = grid_levels(trials, space)
+    offsets = grid_offsets(study_seed)
     out: dict[str, list] = {}
     for name in ("lr", "l2", "dropout"):
-        k = levels[name]
+        k, u = levels[name], offsets[name]
         lo, hi = (_to_unit(name, v) for v in getattr(space, name))
-        vals = [_round(_from_unit(name, lo + (hi - lo) * (i + 0.5) / k)) for i in range(k)]
+        vals = [_round(_from_unit(name, lo + (hi - lo) * (i + u) / k)) for i in range(k)]
         lo_v, hi_v = getattr(space, name)
         out[name] = [min(max(v, lo_v), hi_v) for v in vals]  # rounding never leaves the range
-    n, k = len(space.width), levels["width"]
-    out["width"] = [int(space.width[int(math.floor((i + 0.5) * n / k))]) for i in range(k)]
+    n, k, u = len(space.width), levels["width"], offsets["width"]
+    out["width"] = [int(space.width[min(n - 1, int(math.floor((i + u) * n / k)))]) for i in range(k)]
     return out
 
 
@@ -187,7 +208,7 @@ def n_startup(trials: int) -> int:
 def make_sampler(strategy: str, space: SearchSpace, trials: int, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of a strategy.
 
-    grid: GridSampler over grid_values(trials, space) (shuffled order, fixed by `seed`);
+    grid: GridSampler over grid_values(trials, space, seed) (shifted and shuffled by `seed`);
     random and coarse_to_fine: RandomSampler(seed) (coarse_to_fine's stages differ only in
     the distributions suggest() is given); qmc: scrambled Sobol QMCSampler(seed) (its first
     trial is drawn by its independent random sampler, as Optuna does);
@@ -199,7 +220,7 @@ def make_sampler(strategy: str, space: SearchSpace, trials: int, seed: int) -> o
     """
     check_space(space)
     if strategy == "grid":
-        return _AskTellGridSampler(grid_values(trials, space), seed=seed)
+        return _AskTellGridSampler(grid_values(trials, space, seed), seed=seed)
     if strategy in ("random", "coarse_to_fine"):
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "qmc":
@@ -231,8 +252,9 @@ class BoxSampler(optuna.samplers.RandomSampler):
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
-def _batch_seed(study_seed: int, n_trials: int) -> int:
-    return int(np.random.SeedSequence([study_seed & 0xFFFFFFFF, n_trials]).generate_state(1)[0])
+def _batch_seed(study_seed: int, n_trials: int, strategy: str) -> int:
+    entropy = [study_seed & 0xFFFFFFFF, n_trials, zlib.crc32(strategy.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace, box: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -382,10 +404,10 @@ def trial_outcome(result: RunResult, chance: float) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- a study
-def _meta(params: Params, workload: str, strategy: str, settings: SearchSettings) -> dict[str, Any]:
-    base = run_config(grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)])
+def _meta(params: Params, unit: str, strategy: str, settings: SearchSettings) -> dict[str, Any]:
+    base = run_config(grid.base_layers(params, SearchSettings.split(unit)[0], None) + [("search.fixed", settings.fixed)])
     return {
-        "workload": workload,
+        "workload": unit,
         "strategy": strategy,
         "trials": settings.trials,
         "batch": settings.batch,
@@ -415,7 +437,8 @@ def _check_meta(study: optuna.Study, meta: dict[str, Any]) -> None:
         )
 
 
-def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: SearchSettings, log: Log) -> int:
+def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: SearchSettings, log: Log,
+                         study_seed: int | None = None) -> int:
     """Trials left RUNNING by an interrupted job: tell them FAIL (user_attr interrupted=True),
     then queue the work they lost so it is redone, not redrawn: for grid every grid point no
     complete, queued or running trial covers; for the other strategies the params of each
@@ -448,7 +471,7 @@ def _requeue_interrupted(study: optuna.Study, storage, strategy: str, settings: 
     if not running:
         return 0
     if strategy == "grid":
-        g = grid_values(settings.trials, settings.space)
+        g = grid_values(settings.trials, settings.space, study_seed)
         points = [dict(zip(g, vals)) for vals in itertools.product(*g.values())]
         covered = {  # a queued (WAITING) trial keeps its params in system_attrs["fixed_params"]
             tuple(t.system_attrs.get("fixed_params", t.params).get(k) for k in g)
@@ -468,23 +491,24 @@ class _StudyRun:
     """One study's ask/tell loop, cut at its batches so that several studies can train their
     batches together (run_studies). See run_study for what a batch is."""
 
-    def __init__(self, params: Params, workload: str, strategy: str, study_seed: int, data: DeviceData,
+    def __init__(self, params: Params, unit: str, strategy: str, study_seed: int, data: DeviceData,
                  storage, log: Log, stop_after_batches: int | None):
-        settings = params.search_settings()
+        settings = params.search_settings().for_unit(unit)
+        workload, _ = SearchSettings.split(unit)
         self.settings, self.space, self.trials = settings, settings.space, settings.trials
         self.strategy, self.study_seed, self.data, self.log = strategy, study_seed, data, log
         self.stop_after_batches = stop_after_batches
         self.storage = storage
         self.shared = bool(_heartbeat_interval(storage))
-        self.name = study_name(workload, strategy, study_seed)
+        self.name = study_name(unit, strategy, study_seed)
         self.fixed_seed = strategy in ("grid", "qmc")
         self.study = optuna.create_study(
             study_name=self.name, storage=storage, sampler=make_sampler(strategy, self.space, self.trials, study_seed),
             direction="maximize", load_if_exists=True,
         )
         self.study_id = storage.get_study_id_from_name(self.name)
-        _check_meta(self.study, _meta(params, workload, strategy, settings))
-        _requeue_interrupted(self.study, storage, strategy, settings, log)
+        _check_meta(self.study, _meta(params, unit, strategy, settings))
+        _requeue_interrupted(self.study, storage, strategy, settings, log, study_seed)
         self.layers = grid.base_layers(params, workload, None) + [("search.fixed", settings.fixed)]
         self.n_coarse = min(max(MIN_TOP, round(settings.coarse_fraction * self.trials)), self.trials - 1)
         self.batches = 0
@@ -495,7 +519,7 @@ class _StudyRun:
         self.done) or when other workers are training the rest of its budget (wait)."""
         study, settings, strategy = self.study, self.settings, self.strategy
         if self.shared and self.batches:
-            _requeue_interrupted(study, self.storage, strategy, settings, self.log)  # a worker died meanwhile
+            _requeue_interrupted(study, self.storage, strategy, settings, self.log, self.study_seed)  # a worker died meanwhile
         all_trials = study.get_trials(deepcopy=False)
         complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
         if len(complete) >= self.trials or (self.stop_after_batches is not None and self.batches >= self.stop_after_batches):
@@ -512,10 +536,10 @@ class _StudyRun:
             elif n > 0:
                 stage, box = STAGE_FINE, narrow_box(coarse, self.space)
         if n <= 0:  # the rest of the budget is being trained by other workers
-            _requeue_interrupted(study, self.storage, strategy, settings, self.log)
+            _requeue_interrupted(study, self.storage, strategy, settings, self.log, self.study_seed)
             return None
         if not self.fixed_seed:
-            seed = _batch_seed(self.study_seed, len(all_trials))
+            seed = _batch_seed(self.study_seed, len(all_trials), strategy)
             study.sampler = BoxSampler(box["width"], seed) if box else make_sampler(strategy, self.space, self.trials, seed)
         asked, cfgs = [], []
         for _ in range(n):
@@ -582,11 +606,12 @@ def run_studies(
     tidy frame per study (trials_frame), in the order of study_seeds."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    if workload not in params.workloads:
-        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(params.workloads)}")
+    base, _ = SearchSettings.split(workload)
+    if base not in params.workloads:
+        raise ConfigError(f"unknown workload {base!r}; known: {', '.join(params.workloads)}")
     if data.regression:
         raise ConfigError(f"search on {workload!r}: the objective is validation accuracy, dataset {data.name!r} is regression")
-    check_space(params.search_settings().space)
+    check_space(params.search_settings().for_unit(workload).space)
     if isinstance(storage, str):  # a URL: with heartbeats, so workers can share the study
         storage = rdb_storage(storage)
     storage = optuna.storages.get_storage(storage)

@@ -50,8 +50,9 @@ def resolve_target(target: Target, workloads, params=None) -> dict[str, float]:
             from tunebench import grid
             from tunebench.config import run_config
 
-            fixed = params.search_settings().fixed
-            out[wl] = run_config(grid.base_layers(params, wl, None) + [("search.fixed", fixed)]).target_accuracy
+            settings = params.search_settings()
+            base = settings.split(wl)[0]  # a search unit's workload
+            out[wl] = run_config(grid.base_layers(params, base, None) + [("search.fixed", settings.fixed)]).target_accuracy
     return out
 
 
@@ -326,7 +327,7 @@ def optuna_figures(df: pd.DataFrame, per: pd.DataFrame, params=None) -> dict[str
     out: dict[str, Figure] = {}
     if per.empty:
         return out
-    space = params.search_settings().space if params is not None else None
+    settings = params.search_settings() if params is not None else None
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created in memory" lines
     try:
@@ -343,8 +344,9 @@ def optuna_figures(df: pd.DataFrame, per: pd.DataFrame, params=None) -> dict[str
                              fontsize=9)
                 out[f"edf-{wl}"] = ax.figure
                 rnd = df[(df["workload"] == wl) & (df["strategy"] == "random") & (df["state"] == "COMPLETE")]
-                if space is None or len(rnd) < 4 or rnd["value"].nunique() < 2:
+                if settings is None or len(rnd) < 4 or rnd["value"].nunique() < 2:
                     continue
+                space = settings.for_unit(wl).space
                 dists = search.full_distributions(space)
                 trials = [({k: (int(r[k]) if k == "width" else float(r[k])) for k in search.PARAMS}, dists, float(r["value"]))
                           for _, r in rnd.iterrows()]
@@ -383,24 +385,36 @@ def render(df: pd.DataFrame, summ: pd.DataFrame, importance: Mapping[str, Mappin
     from tunebench import search
 
     s = params.search_settings()
-    sp = s.space
-    levels = search.grid_levels(s.trials, sp)
     targets = resolve_target(s.target_accuracy, sorted(df["workload"].unique()), params)
+
+    def space_text(sp) -> str:
+        levels = search.grid_levels(s.trials, sp)
+        searched = [k for k in search.PARAMS if levels[k] > 1 or k == "lr"]
+        return (f"lr {list(sp.lr)} (log), l2 {list(sp.l2)} (log), dropout {list(sp.dropout)}, width {sp.width}; "
+                f"grid {' x '.join(f'{levels[k]} {k}' for k in searched)} = {math.prod(levels.values())} points")
+
+    spaces = {"main space (units named by their workload)": s.space,
+              **{f"space `{name}` (units `<workload>~{name}`)": sp for name, sp in s.spaces.items()}}
+    startup = search.n_startup(s.trials)
+    # A batch is asked before any of its trials completes: the models act from the first batch
+    # after `startup` trials are complete.
+    modelled = max(0, s.trials - math.ceil(startup / s.batch) * s.batch)
     lines = [
         "## Automatic tuning", "",
         *(["The search claims (" + ", ".join(f"[{c.id}](#{c.id.lower()})" for c in claims)
            + ") compare these studies.", ""] if claims else []),
         f"*Setup:* strategies {', '.join(_order(df['strategy'].unique()))}; {s.trials} trials per study, "
         f"{s.batch} trained at once (ask/tell); study seeds {s.study_seeds} (each study trains every trial "
-        f"with its study seed); space lr {list(sp.lr)} (log), l2 {list(sp.l2)} (log), dropout {list(sp.dropout)}, "
-        f"width {sp.width}; fixed {s.fixed}; targets "
-        + ", ".join(f"{wl}: {t:g}" for wl, t in targets.items()) + ".",
-        "",
-        f"Grid: {' x '.join(f'{levels[k]} {k}' for k in search.PARAMS)} = {math.prod(levels.values())} points "
-        "(cell centres of the log/linear ranges). TPE and GP start with "
-        f"{search.n_startup(s.trials)} random trials; coarse-to-fine spends {s.coarse_fraction:.0%} of the "
-        "budget on random search, then samples a box around the best quarter. A diverged trial counts as "
-        "chance accuracy. \"Never reached\" is shown as never here and counts as budget + 1 trials in the tests.",
+        f"with its study seed); fixed {s.fixed}; targets "
+        + ", ".join(f"{wl}: {t:g}" for wl, t in targets.items()) + ".", "",
+        *[f"- {title}: {space_text(sp)}" for title, sp in spaces.items()], "",
+        "The grid's levels sit at one random position per study seed within the budget's cells of each range "
+        "(a randomly shifted grid: over study seeds no fixed set of points decides). TPE and GP start with "
+        f"{startup} random trials (the first {s.trials - modelled}, whole batches) and propose the other {modelled} "
+        f"from their models; coarse-to-fine spends {s.coarse_fraction:.0%} of the "
+        "budget on random search, then samples a box around the best quarter. Every strategy draws its own "
+        "trials (no two share a start-up batch). A diverged trial counts as chance accuracy. \"Never reached\" "
+        "is shown as never here and counts as budget + 1 trials in the tests.",
         "",
     ]
     for name, title in (("search-best_so_far", "shortfall of each strategy's best so far from the best found"),

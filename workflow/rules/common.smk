@@ -3,6 +3,7 @@ import json
 import shlex
 
 from tunebench import data, devices, grid, journals, layout, locks, stages
+from tunebench.config import SearchSettings
 
 P = PARAMS.profile
 RESULTS = layout.results(P)
@@ -55,7 +56,9 @@ def prepared(dataset):
 
 
 def workload_data(wildcards):
-    return prepared(PARAMS.workloads[wildcards.workload].dataset)
+    """The prepared data of an ablation's workload or of a search unit's ("<workload>~<space>")."""
+    workload, _ = SearchSettings.split(wildcards.workload)
+    return prepared(PARAMS.workloads[workload].dataset)
 
 
 def user_file(wildcards):
@@ -71,7 +74,7 @@ def ablation_tables():
 
 def search_tables():
     s = PARAMS.search_settings()
-    return [layout.search_table(P, wl, st) for wl in s.workloads for st in s.strategies]
+    return [layout.search_table(P, unit, st) for unit in s.units() for st in s.strategies]
 
 
 def search_importances():
@@ -104,8 +107,8 @@ def job_settings(wildcards):
 
 
 def search_job_settings(wildcards):
-    s = PARAMS.search_settings()
-    base = grid.base_layers(PARAMS, wildcards.workload, None)
+    s = PARAMS.search_settings().for_unit(wildcards.workload)
+    base = grid.base_layers(PARAMS, SearchSettings.split(wildcards.workload)[0], None)
     return json.dumps([s.model_dump(), base], sort_keys=True, default=str)
 
 

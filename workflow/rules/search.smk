@@ -1,4 +1,5 @@
-# One job per (workload, strategy): all study seeds. The Optuna journal is deliberately not
+# One job per (search unit, strategy): all study seeds. A unit is a workload in the main
+# search space, or "<workload>~<space>" in a named one (search.spaces). The Optuna journal is deliberately not
 # an output (Snakemake deletes outputs before a rerun): an interrupted job resumes from it.
 rule run_search:
     input:
