@@ -1,5 +1,5 @@
 # tunebench: the workflow's table of contents. The grid comes from params.yaml through
-# tunebench.grid.expand (the same function the tests and the report use).
+# tunebench.spec.grid.expand (the same function the tests and the report use).
 #   snakemake --cores N                          # the params.yaml profile (quick) -> reports/quick/
 #   snakemake --cores N --config profile=smoke   # every rule on tiny data -> reports/smoke/
 import importlib.util
@@ -15,9 +15,9 @@ if importlib.util.find_spec("torch") is None:
     sys.exit(f"tunebench: Snakemake runs under {sys.executable}, which has no torch; run the project's "
              "own Snakemake instead: `make setup`, then `.venv/bin/snakemake --cores N` (or `make report`)")
 
-from tunebench import claims as tb_claims
-from tunebench import config as tb_config
-from tunebench.data import DATASETS
+from tunebench.spec import claims as tb_claims
+from tunebench.spec import config as tb_config
+from tunebench.core.data import DATASETS
 
 configfile: "params.yaml"
 

@@ -4,20 +4,20 @@
 # a machine stays warm only 30 s after a call, so a second call pays a second start-up):
 #
 #   1. the engine tests that mean something on CUDA: the fused Triton conv+ReLU+pool kernels
-#      (tests/test_popconv.py first, then whole runs against native), CUDA-graph replay ==
+#      (tests/test_fused_conv.py first, then whole runs against native), CUDA-graph replay ==
 #      eager steps, the GEMM convolution == the native one, populations == single runs,
 #      groups side by side on CUDA streams == one at a time, divergence;
 #   2. python -m tunebench.bench throughput: the tutorial loop, the engine with one run and
 #      with populations, for the reference CNN (native cuDNN and fused Triton convolutions;
 #      BENCH_CONVS=native,gemm,triton adds the GEMM ones; also the Triton tile sets
 #      TRITON_TILES (bf16) and TF32_TILES, both by default "G=0,B=0,A=0,T=0": the gathering
-#      kernels, popconv's layout before its four layout flags, for the defaults' ratio to
+#      kernels, fused_conv's layout before its four layout flags, for the defaults' ratio to
 #      them), a row each after the default tiles' row. On an H200 (2026-11-28,
 #      benchmarks/h200-2026-11-28/NOTES.md), bf16, K=128: 4.05 M model-samples/s at the
 #      defaults (G=1,B=1,A=1,T=1), 3.92 M with P=64, 3.32 M at A=0,T=0, 0.87 M gathering;
 #      by ptxas's sm_90 code (Triton 3.6.0) a step issues 4.0 G warp-instructions at the
 #      defaults against 40.8 G gathering (`python -m tunebench.bench registers`,
-#      benchmarks/sm90-sass-2026-11-27/NOTES.md). The H100 sweep of 2026-11-27 found L=1
+#      benchmarks/sass_cost-sass-2026-11-27/NOTES.md). The H100 sweep of 2026-11-27 found L=1
 #      and W=8 no faster than the gathering kernels; W=8 on the defaults counts more
 #      instructions and is untimed (TRITON_TILES="W=8")
 #      and the MLP, bf16, then tf32;
@@ -32,16 +32,16 @@
 #   3b. (compile) python -m tunebench.bench throughput --compile both: the step through
 #      torch.compile (Inductor, fullgraph) beside the eager step, at the largest population,
 #      native and Triton convolutions and the MLP, bf16: its own table, "bf16+compile";
-#   4. python -m tunebench.bench profile --profile full --search: the full profile (every
+#   4. python -m tunebench.bench jobs --profile full --search: the full profile (every
 #      claim, full data, 5 seeds) trained as the pipeline trains it (fp32, TF32 convolutions),
 #      with the convolution the tf32 table found fastest (PROFILE_CONV overrides), for
 #      PROFILE_BUDGET seconds of ablation jobs and PROFILE_SEARCH_BUDGET seconds of search
 #      jobs, plus one measured process start-up (not in the default STEPS since the pipeline
-#      step below measured the whole run: STEPS=profile);
+#      step below measured the whole run: STEPS=jobs);
 #   5. pipeline (not in the default STEPS; a call of its own: STEPS=pipeline): Snakemake end to
 #      end on the full profile, raw data to reports/full/report.md (results/full/, logs/full/), --cores $(nproc) --resources
 #      gpu=PIPELINE_GPU_SLOTS (4: 9.5 min on an H100, benchmarks/h100-2026-11-27/NOTES.md),
-#      for at most PIPELINE_S (540) seconds; tunebench.snakelog reads its log (wall time,
+#      for at most PIPELINE_S (540) seconds; tunebench.pipeline.snakelog reads its log (wall time,
 #      steps done, jobs side by side, slowest jobs) into bench/pipeline-full.json, and
 #      pipeline-results.tgz brings back the tables and report. A run cut off by the limit
 #      goes on in a next call on the same warm machine (which keeps results/, logs/ and
@@ -58,15 +58,15 @@
 # Without the Fashion-MNIST files the bench falls back to random data of that shape and says so.
 #
 # Everything goes under ${OUT:-results/gpu_check}: env.txt, summary.txt, bench/*.json (throughput,
-# kernels, profile, pipeline), logs.tgz (each step's log) and pipeline-results.tgz: at most 8
+# kernels, jobs, pipeline), logs.tgz (each step's log) and pipeline-results.tgz: at most 8
 # files, the device tool's limit.
 # Step limits (s): PYTEST_S, BENCH_S, TF32_S, KERNELS_S (each precision), COMPILE_S, PROFILE_S, PIPELINE_S
 # (the defaults' sum, 560 s, leaves ~40 s of the device tool's 600 for set-up and the summary).
 # A shorter, second call narrows the steps: PYTEST_K (pytest -k), PYTEST_ARGS (pytest's options:
 # by default "-n 6 -vv" where pytest-xdist is installed, as on the GPU image, else "-vv"),
 # BENCH_PRECISIONS ("bf16 tf32"),
-# BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier profile JSON whose jobs
-# are kept: bench profile --resume).
+# BENCH_MODELS (cnn,mlp), POPS (16,64,128), PROFILE_RESUME (an earlier jobs JSON whose jobs
+# are kept: bench jobs --resume).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -116,8 +116,8 @@ if [[ " $STEPS " == *" tests "* ]]; then
     pytest_args="-vv"
     "$PY" -c 'import xdist' 2> /dev/null && pytest_args="-n 6 -vv"
     step "pytest engine (CUDA)" "${PYTEST_S:-150}" "$LOGS/pytest.log" \
-        "$PY" -m pytest -p no:cacheprovider --durations=15 ${PYTEST_ARGS-$pytest_args} tests/test_engine.py tests/test_models.py tests/test_popconv.py \
-        -k "${PYTEST_K:-(graph or gemm or triton or popconv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast)}"
+        "$PY" -m pytest -p no:cacheprovider --durations=15 ${PYTEST_ARGS-$pytest_args} tests/test_engine.py tests/test_models.py tests/test_fused_conv.py \
+        -k "${PYTEST_K:-(graph or gemm or triton or fused_conv or population_equals or population_matches or divergence or batchnorm or side_by_side or memory_budget or out_of_memory or autocast)}"
 fi
 
 bench() {  # bench PRECISION GRAPHS SECONDS [TRITON_TILE_SETS]
@@ -158,7 +158,7 @@ if [[ " $STEPS " == *" compile "* ]]; then
         --samples "$SAMPLES" --populations "${POPS##*,}" --max-model-samples "$MAX_MS" --models "${BENCH_MODELS:-cnn,mlp}" \
         --out-dir "$OUT/bench"
 fi
-if [[ " $STEPS " == *" profile "* ]]; then
+if [[ " $STEPS " == *" jobs "* ]]; then
     # The pipeline's precision is fp32; the tf32 table is the one that decides its convolution.
     conv="${PROFILE_CONV:-$("$PY" -c 'import json, sys
 from tunebench.bench.throughput import fastest_conv
@@ -166,9 +166,9 @@ try:
     print(fastest_conv(json.load(open(sys.argv[1]))["tf32"]["rows"]))
 except (OSError, KeyError, ValueError):
     print("auto")' "$(ls "$OUT"/bench/throughput-*.json 2>/dev/null | head -n 1)")}"
-    step "bench profile full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
-        "${PROFILE_S:-120}" "$LOGS/profile.log" \
-        "$PY" -m tunebench.bench profile --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
+    step "bench jobs full, conv $conv (${PROFILE_BUDGET}s of ablation jobs, ${PROFILE_SEARCH_BUDGET}s of search jobs)" \
+        "${PROFILE_S:-120}" "$LOGS/jobs.log" \
+        "$PY" -m tunebench.bench jobs --profile full --search --conv "$conv" --max-seconds "$PROFILE_BUDGET" \
         --max-search-seconds "$PROFILE_SEARCH_BUDGET" ${PROFILE_RESUME:+--resume "$PROFILE_RESUME"} --out-dir "$OUT/bench"
 fi
 
@@ -189,7 +189,7 @@ if [[ " $STEPS " == *" pipeline "* ]]; then
         "$PY" -m snakemake --cores "$cores" --resources gpu="$slots" --config profile="$profile" --scheduler greedy \
         "${resume[@]}" ${PIPELINE_ARGS:-}
     mkdir -p "$OUT/bench"
-    "$PY" -m tunebench.snakelog "$LOGS/pipeline.log" --json "$OUT/bench/pipeline-$profile.json" 2>&1 | tee -a "$OUT/summary.txt"
+    "$PY" -m tunebench.pipeline.snakelog "$LOGS/pipeline.log" --json "$OUT/bench/pipeline-$profile.json" 2>&1 | tee -a "$OUT/summary.txt"
     # What the run made (tables, report, figures, job logs; not the prepared data), for reading
     # here: within the device tool's 16 MiB a file.
     tar czf "$OUT/pipeline-results.tgz" --ignore-failed-read --exclude=.checkpoints "reports/$profile" "results/$profile" \
@@ -215,7 +215,7 @@ for f in sorted(Path(sys.argv[1]).glob("kernels-*.json")):
         res["rows"] = res["rows"][:8]
         print_kernels(res)
 print("\n".join(summaries))  # the target, last of the throughput part, where it is read first
-for f in sorted(Path(sys.argv[1]).glob("profile-*.json")):
+for f in sorted(Path(sys.argv[1]).glob("jobs-*.json")):
     r = json.loads(f.read_text()); m = r["meta"]
     print(f"--- {f.name}: {len(r['jobs'])}/{m['jobs_total']} ablation jobs, {m.get('runs_done')}/{m['runs_total']} runs, "
           f"{len(r.get('search_jobs', []))}/{m.get('search_jobs_total', 0)} search jobs in {m.get('total_seconds', 0):.1f}s; "

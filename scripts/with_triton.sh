@@ -7,9 +7,9 @@
 #   scripts/with_triton.sh VERSION COMMAND...
 #   # the machine code counted as the GPU machine's compiler makes it:
 #   scripts/with_triton.sh 3.6.0 python -m tunebench.bench registers --kernel-precisions bf16,tf32 \
-#       --triton-tiles "G=0,B=0,A=0,T=0;A=0,T=0" --out-dir benchmarks/sm90-sass-2026-11-27/triton-3.6.0
+#       --triton-tiles "G=0,B=0,A=0,T=0;A=0,T=0" --out-dir benchmarks/sass_cost-sass-2026-11-27/triton-3.6.0
 #   # the kernel tests in that release's interpreter (3.6.0's needs NumPy < 2.3):
-#   NUMPY=2.2.6 scripts/with_triton.sh 3.6.0 python -m pytest tests/test_popconv.py tests/test_popconv_memory.py
+#   NUMPY=2.2.6 scripts/with_triton.sh 3.6.0 python -m pytest tests/test_fused_conv.py tests/test_fused_conv_memory.py
 #
 # pip downloads the wheels (Triton ~200 MB) once, into a folder of their own:
 # ${TRITON_CACHE:-~/.cache/tunebench}/triton-VERSION[-numpy-NUMPY]. `python` in COMMAND is

@@ -1,6 +1,6 @@
 """Settings for the whole test session.
 
-Triton kernels (tunebench.popconv) run on a CPU only through Triton's interpreter, which
+Triton kernels (tunebench.kernels.fused_conv) run on a CPU only through Triton's interpreter, which
 must be chosen before any kernel is defined, so it is set here, before the tests import
 tunebench. With a CUDA device the kernels compile for it as usual."""
 

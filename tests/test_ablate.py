@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tunebench import ablate, config
-from tunebench.aggregate import summarize
-from tunebench.data import DATASETS
-from tunebench.engine import DeviceData
+from tunebench.studies import ablate
+from tunebench.spec import config
+from tunebench.analysis.aggregate import summarize
+from tunebench.core.data import DATASETS
+from tunebench.core.engine import DeviceData
 
 RAW = {
     "profile": "t",

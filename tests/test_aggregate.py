@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from tunebench.aggregate import summarize_run
+from tunebench.analysis.aggregate import summarize_run
 
 
 def epochs(val_acc, *, budget=5, target=0.8, n_classes=10, diverged_from=None, task=None):

@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from tunebench import bench, engine
+from tunebench import bench
+from tunebench.core import engine
 from tunebench.bench import common, kernels, throughput
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,15 +60,15 @@ def test_cpu_cnn_rows_say_the_engine_trains_these_cnns_one_at_a_time(tmp_path, c
     assert f"more than {engine.CPU_CNN_STACK_MAX_PIXELS} pixels one run at a time" in printed
 
 
-def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):
+def test_jobs_mode_times_every_job_and_the_process_start_up(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(SMOKE, sort_keys=False, allow_unicode=True))
-    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search",
+    code = bench.main(["jobs", "--device", "cpu", "--params", str(params), "--search",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    result = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
+    result = json.loads((tmp_path / "jobs-smoke-cpu.json").read_text())
     meta = result["meta"]
-    from tunebench import grid
+    from tunebench.spec import grid
 
     assert meta["complete"] and len(result["jobs"]) == meta["jobs_total"] == len(ablation_jobs())
     assert len(result["search_jobs"]) == meta["search_jobs_total"] == 2
@@ -78,24 +79,24 @@ def test_profile_mode_times_every_job_and_the_process_start_up(tmp_path, capsys)
     assert "process start-up" in capsys.readouterr().out
 
 
-def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile_resumes(tmp_path):
+def test_jobs_budgets_count_ablation_and_search_jobs_separately_and_a_profile_resumes(tmp_path):
     """A spent ablation budget still leaves the search jobs their own budget, so a short
     device lease samples both kinds of job."""
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(SMOKE, sort_keys=False, allow_unicode=True))
-    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--max-seconds", "0",
+    code = bench.main(["jobs", "--device", "cpu", "--params", str(params), "--search", "--max-seconds", "0",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    result = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
+    result = json.loads((tmp_path / "jobs-smoke-cpu.json").read_text())
     assert not result["jobs"] and len(result["search_jobs"]) == 2 and not result["meta"]["complete"]
 
     # A second call resumes: runs only the ablation jobs, keeps the timed search jobs.
     first = tmp_path / "first.json"
-    (tmp_path / "profile-smoke-cpu.json").rename(first)
-    code = bench.main(["profile", "--device", "cpu", "--params", str(params), "--search", "--resume", str(first),
+    (tmp_path / "jobs-smoke-cpu.json").rename(first)
+    code = bench.main(["jobs", "--device", "cpu", "--params", str(params), "--search", "--resume", str(first),
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
     assert code == 0
-    resumed = json.loads((tmp_path / "profile-smoke-cpu.json").read_text())
+    resumed = json.loads((tmp_path / "jobs-smoke-cpu.json").read_text())
     meta = resumed["meta"]
     assert meta["complete"] and len(resumed["jobs"]) == len(ablation_jobs())
     assert resumed["search_jobs"] == [{**j, "call": result["meta"]["time"]} for j in result["search_jobs"]]
@@ -105,11 +106,11 @@ def test_profile_budgets_count_ablation_and_search_jobs_separately_and_a_profile
     wrong = {**result, "meta": {**result["meta"], "precision": "bf16"}}
     first.write_text(json.dumps(wrong))
     with pytest.raises(ValueError, match="precision is 'bf16'"):
-        bench.main(["profile", "--device", "cpu", "--params", str(params), "--resume", str(first),
+        bench.main(["jobs", "--device", "cpu", "--params", str(params), "--resume", str(first),
                     "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)])
 
 
-def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_path, monkeypatch, capsys):
+def test_jobs_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_path, monkeypatch, capsys):
     """--compile both: each ablation job eagerly, then compiled (the search jobs stay eager),
     both times in the job's row and a total ratio printed, in a JSON of its own; a resumed
     result must have been compiled alike. (The compile itself is tests/test_engine.py's:
@@ -123,19 +124,19 @@ def test_profile_compile_both_times_each_ablation_job_both_ways_in_one_run(tmp_p
         seen.append(compile_step)
         return train(*args, **kw)
     monkeypatch.setattr(engine, "train_population", recording)
-    args = ["profile", "--device", "cpu", "--params", str(params), "--raw-dir", str(tmp_path / "raw"),
+    args = ["jobs", "--device", "cpu", "--params", str(params), "--raw-dir", str(tmp_path / "raw"),
             "--out-dir", str(tmp_path)]
     assert bench.main(args + ["--compile", "both", "--search"]) == 0
-    result = json.loads((tmp_path / "profile-smoke-cpu-compile-vs-eager.json").read_text())
+    result = json.loads((tmp_path / "jobs-smoke-cpu-compile-vs-eager.json").read_text())
     n = len(ablation_jobs())
     assert result["meta"]["compile_step"] == "both" and len(result["jobs"]) == n
     assert seen[:2 * n] == [False, True] * n and len(seen) > 2 * n and not any(seen[2 * n:])  # then the search jobs, eager
     assert all(j["seconds"] > 0 and j["compiled_seconds"] > 0 for j in result["jobs"])
     printed = capsys.readouterr().out
     assert f"torch.compile: {n} ablation jobs took" in printed and "compiled" in printed
-    assert not (tmp_path / "profile-smoke-cpu.json").exists()
+    assert not (tmp_path / "jobs-smoke-cpu.json").exists()
     with pytest.raises(ValueError, match="compile_step is 'both'"):
-        bench.main(args + ["--compile", "on", "--resume", str(tmp_path / "profile-smoke-cpu-compile-vs-eager.json")])
+        bench.main(args + ["--compile", "on", "--resume", str(tmp_path / "jobs-smoke-cpu-compile-vs-eager.json")])
 
 
 def test_triton_tile_sets_become_rows_and_unknown_names_fail():
@@ -144,13 +145,13 @@ def test_triton_tile_sets_become_rows_and_unknown_names_fail():
     assert common.conv_variants("triton", None) == [("triton", {})]
     # The defaults' row always comes first, once, whatever the sweep lists.
     assert common.conv_variants("triton", "W=8;;W=8") == [("triton", {}), ("triton", {"W": 8})]
-    from tunebench import popconv
+    from tunebench.kernels import fused_conv as fused_conv
 
-    with popconv.tiles(P=64, W=8):
-        assert (popconv.BLOCK_P, popconv.NUM_WARPS) == (64, 8)
-    assert (popconv.BLOCK_P, popconv.NUM_WARPS) == (32, 4)  # restored
+    with fused_conv.tiles(P=64, W=8):
+        assert (fused_conv.BLOCK_P, fused_conv.NUM_WARPS) == (64, 8)
+    assert (fused_conv.BLOCK_P, fused_conv.NUM_WARPS) == (32, 4)  # restored
     with pytest.raises(ValueError, match="unknown tile name"):
-        with popconv.tiles(Q=1):
+        with fused_conv.tiles(Q=1):
             pass
 
 
@@ -227,7 +228,7 @@ def test_fastest_tiles_skips_a_fast_variant_whose_loss_disagrees():
 def test_fused_kernel_rates_count_each_kinds_work():
     """The reference CNN's fused layers and the work each kind of fused kernel does: what
     turns `bench kernels`' device times into TFLOP/s per kind."""
-    from tunebench import models
+    from tunebench.core import models
 
     shape = models.DataShape((1, 28, 28), 10)
     layers = kernels.fused_conv_layers(common.ARCHS["cnn"], shape)
@@ -271,12 +272,12 @@ def test_kernels_mode_ranks_where_an_epoch_spends_its_time(tmp_path, capsys):
 def test_kernels_mode_profiles_each_tile_set_under_its_tiles(tmp_path, monkeypatch, capsys):
     """--triton-tiles in kernels mode: a profile per tile set of the fused kernels, after the
     defaults', each taken with those tiles in force and stored under its own key."""
-    from tunebench import popconv
+    from tunebench.kernels import fused_conv as fused_conv
 
     seen = []
 
     def fake_kernel_table(cfg, K, dd, precision, n, conv_impl="native", top=15):
-        seen.append((conv_impl, popconv.GRAD_CL, popconv.NUM_WARPS))
+        seen.append((conv_impl, fused_conv.GRAD_CL, fused_conv.NUM_WARPS))
         return {"meta": {"device": "cpu", "model": cfg.model, "K": K, "precision": precision, "conv": conv_impl,
                          "samples": n * K, "profiled_ms": 1.0, "time_kind": "cpu"}, "rows": []}
 
@@ -284,9 +285,9 @@ def test_kernels_mode_profiles_each_tile_set_under_its_tiles(tmp_path, monkeypat
     assert bench.main(["kernels", "--device", "cpu", "--models", "cnn", "--conv", "native,triton", "--triton-tiles",
                        "G=0;G=0,W=8", "--samples", "256", "--populations", "2", "--batch", "128",
                        "--raw-dir", str(tmp_path / "raw"), "--out-dir", str(tmp_path)]) == 0
-    warps = popconv.NUM_WARPS
+    warps = fused_conv.NUM_WARPS
     assert seen == [("native", 1, warps), ("triton", 1, warps), ("triton", 0, warps), ("triton", 0, 8)]
-    assert popconv.GRAD_CL == 1  # restored
+    assert fused_conv.GRAD_CL == 1  # restored
     result = json.loads((tmp_path / "kernels-cpu.json").read_text())
     assert list(result) == ["cnn-native-fp32-K2", "cnn-triton-fp32-K2", "cnn-triton-G=0-fp32-K2",
                             "cnn-triton-G=0,W=8-fp32-K2"]
@@ -366,7 +367,8 @@ def test_gpu_check_pipeline_step_runs_snakemake_and_reads_its_log(tmp_path):
 
     from test_pipeline import make_project
 
-    from tunebench import grid, layout
+    from tunebench.spec import grid
+    from tunebench.pipeline import layout
 
     (tmp_path / "project").mkdir()
     project = make_project(tmp_path / "project")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tunebench import calibration as C
+from tunebench.analysis import calibration as C
 
 
 def family(m=60, n=12, seed=0) -> list[C.Spec]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebench import claims as C
-from tunebench import config, grid
-from tunebench.config import ConfigError
-from tunebench.data import DATASETS
+from tunebench.spec import claims as C
+from tunebench.spec import config, grid
+from tunebench.spec.config import ConfigError
+from tunebench.core.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_RAW = yaml.safe_load((ROOT / "params.yaml").read_text())

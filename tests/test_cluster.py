@@ -21,7 +21,11 @@ import pytest
 import yaml
 
 from test_pipeline import BIN, REPORT, ROOT, RUNS, SMOKE, ablation_jobs, env, make_project, run, smoke_params
-from tunebench import config, data as D, engine, grid, layout, search, search_report
+from tunebench.spec import config, grid
+from tunebench.core import data as D, engine
+from tunebench.pipeline import layout
+from tunebench.studies import search
+from tunebench.reporting import search_report
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -149,7 +153,8 @@ import torch
 torch.set_num_threads(1)
 import optuna
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-from tunebench import data as D, engine, search
+from tunebench.core import data as D, engine
+from tunebench.studies import search
 from test_search import make_params, WL
 
 url, strategy, trials, batch, role, sync = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], Path(sys.argv[7])
@@ -261,7 +266,7 @@ FIRST_CONNECTION = r"""
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tunebench import search
+from tunebench.studies import search
 from test_search import make_params
 url, go = sys.argv[2], Path(sys.argv[3])
 settings = make_params(storage=url).search_settings()

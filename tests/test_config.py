@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunebench import config, grid
-from tunebench.data import DATASETS
+from tunebench.spec import config
+from tunebench.core.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -17,13 +17,6 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 def validate(raw):
     return config.validate(raw, tuple(DATASETS))
-
-
-def test_shipped_params_are_valid_for_every_profile():
-    for profile in PARAMS["profiles"]:
-        p = validate({**PARAMS, "profile": profile})
-        runs = grid.expand(p)
-        assert runs and len({r.run_id for r in runs}) == len(runs)  # no duplicate runs
 
 
 def mutate(path: str, value):
@@ -87,7 +80,7 @@ BAD = [
 
 def test_each_profile_keeps_its_own_folders():
     """One profile's files never overwrite another's: every path holds the profile's name."""
-    from tunebench import layout
+    from tunebench.pipeline import layout
 
     paths = {name: {layout.report_dir(name), layout.results(name), layout.prepared(name, "digits"),
                     layout.ablation_table(name, "w", "d"), layout.logs(name)} for name in PARAMS["profiles"]}
@@ -97,40 +90,11 @@ def test_each_profile_keeps_its_own_folders():
             assert other == name or not own & theirs
 
 
-def test_only_keeps_a_share_of_the_grid():
-    p = validate({**PARAMS, "profile": "smoke"})
-    only = PARAMS["profiles"]["smoke"]["only"]
-    assert {dim for _, dim in grid.jobs(p)} == set(only["dimensions"])
-    assert {wl for wl, _ in grid.jobs(p)} <= set(only["workloads"])
-    assert grid.dimension_workloads(p, "init") == ["mnist_softmax"]
-    assert grid.dimension_workloads(p, "optimizer") == []
-
-
 @pytest.mark.parametrize("path,value,needle", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
 def test_bad_input_names_key(path, value, needle):
     with pytest.raises(config.ConfigError) as err:
         validate(mutate(path, value))
     assert needle in str(err.value)
-
-
-def test_layering_later_wins():
-    p = validate(PARAMS)
-    runs = grid.job_runs(p, "fmnist_cnn", "init")
-    assert {r.config.optimizer for r in runs} == {"sgd"}  # dimension fixed beats train
-    assert {r.config.width for r in runs} == {16}  # workload fixed
-    assert {r.config.init for r in runs} == set(PARAMS["dimensions"]["init"]["grid"]["init"])
-    quick = PARAMS["profiles"]["quick"]
-    assert {r.seed for r in runs} == set(quick["dimension_seeds"]["init"]) | set(quick["selection_seeds"])
-    # a dimension with no arm sets to choose from trains the compared seeds only
-    assert {r.seed for r in grid.job_runs(p, "tokens_bag", "embed_init")} == set(quick["seeds"])
-
-
-def test_profile_grid_override():
-    p = validate(PARAMS)
-    depths = {r.config.depth for r in grid.job_runs(p, "fmnist_mlp", "residual")}
-    assert depths == set(PARAMS["profiles"]["quick"]["grids"]["residual"]["depth"])
-    full = validate({**PARAMS, "profile": "full"})
-    assert {r.config.depth for r in grid.job_runs(full, "fmnist_mlp", "residual")} == set(PARAMS["dimensions"]["residual"]["grid"]["depth"])
 
 
 def test_a_datasets_own_cap_replaces_only_the_key_it_sets():
@@ -149,7 +113,7 @@ def test_shipped_quick_profile_keeps_all_token_data():
 def test_c02_compares_the_embedding_inits_at_both_vocabularies():
     """At 2,000 tokens glorot_uniform's bound (0.054) nearly equals uniform's 0.05; the
     word-sized vocabulary is where the two inits differ (claims.py's C02 note)."""
-    from tunebench.data import TOKEN_VOCABS
+    from tunebench.core.data import TOKEN_VOCABS
 
     p = validate(PARAMS)
     used = {p.workloads[w].dataset for w in p.dimensions["embed_init"].workloads}
@@ -165,22 +129,7 @@ def test_load_reports_file_and_yaml_errors(tmp_path):
         config.load(bad)
 
 
-@pytest.mark.parametrize("workload, dimension", grid.jobs(validate(PARAMS)))
-def test_shared_settings_are_what_every_arm_ran(workload, dimension):
-    """The report's recipe table comes from grid.shared_settings: every run of the job must
-    have used exactly those values, and no arm key may be among them."""
-    p = validate(PARAMS)
-    shared = grid.shared_settings(p, workload, dimension)
-    runs = grid.job_runs(p, workload, dimension)
-    assert not set(shared) & {k for k, _ in runs[0].factors}
-    for run in runs:
-        assert {k: getattr(run.config, k) for k in shared} == shared, run.run_id
-
-
-def test_shared_settings_show_the_profiles_override_not_the_dimensions_fixed():
-    raw = copy.deepcopy(PARAMS)
-    raw["dimensions"]["augmentation"]["fixed"] = {"epochs": 8}
-    raw["profiles"]["quick"]["dimensions"]["augmentation"] = {"epochs": 3}
-    assert grid.shared_settings(validate(raw), "fmnist_cnn", "augmentation")["epochs"] == 3
-    raw["profiles"]["quick"]["dimensions"].pop("augmentation")
-    assert grid.shared_settings(validate(raw), "fmnist_cnn", "augmentation")["epochs"] == 8
+def test_the_specs_builtin_dataset_names_are_the_data_layers():
+    """The spec layer names the built-in datasets without importing the data layer (which
+    sits above it); the two lists must stay one."""
+    assert config.BUILTIN_DATASETS == tuple(DATASETS)

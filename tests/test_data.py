@@ -1,4 +1,4 @@
-"""Tests for tunebench.data: all fixtures are built in tmp_path; nothing is downloaded."""
+"""Tests for tunebench.core.data: all fixtures are built in tmp_path; nothing is downloaded."""
 from __future__ import annotations
 
 import gzip
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tunebench import data as D
-from tunebench.data import (DATASETS, TASKS, TOKEN_VOCABS, DataError, LoadContext, RawData, load_prepared,
+from tunebench.core import data as D
+from tunebench.core.data import (DATASETS, TASKS, TOKEN_VOCABS, DataError, LoadContext, RawData, load_prepared,
                             load_raw, prepare, save_prepared)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunebench import devices, engine
-from tunebench.config import ConfigError, RunConfig
+from tunebench.core import devices, engine
+from tunebench.spec.config import ConfigError, RunConfig
 
 
 def fake_dev(tmp_path: Path, *names: str) -> Path:
@@ -69,7 +69,7 @@ def test_cpu_name_reads_the_model_name(tmp_path):
 
 
 def test_a_cpu_device_label_names_the_model_vector_unit_and_threads(monkeypatch):
-    from tunebench.ablate import device_label
+    from tunebench.studies.ablate import device_label
 
     monkeypatch.setattr(devices, "cpu_name", lambda: "Some CPU")
     before = torch.get_num_threads()
@@ -87,8 +87,8 @@ def test_a_cpu_device_label_names_the_model_vector_unit_and_threads(monkeypatch)
 _ALLOCATOR_CHILD = r"""
 import json, resource, sys
 import torch
-from tunebench import devices, engine
-from tunebench.config import RunConfig
+from tunebench.core import devices, engine
+from tunebench.spec.config import RunConfig
 if sys.argv[1] == "retained":
     assert devices.retain_freed_host_memory()
 else:  # the engine would set it: keep glibc's default

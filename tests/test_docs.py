@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tunebench import report
+from tunebench.reporting import report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for tunebench.engine: the vmapped population step against a plain sequential
+"""Tests for tunebench.core.engine: the vmapped population step against a plain sequential
 torch.optim loop, population vs single runs, determinism, divergence handling, early
 stopping, schedules and augmentation. Tiny data (sklearn digits / random tensors), on CUDA
 when available (the golden numbers and the unit checks stay on CPU)."""
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tunebench import engine, models, popconv
-from tunebench.config import RunConfig
-from tunebench.engine import DeviceData
+from tunebench.core import engine, models
+from tunebench.kernels import fused_conv as fused_conv
+from tunebench.spec.config import RunConfig
+from tunebench.core.engine import DeviceData
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Losses drift apart by float rounding only (vmap batches the matmuls differently): ~1e-7
@@ -595,11 +596,11 @@ def test_cnn_gemm_population_equals_single_runs(digits):
 ADAM_DROPOUT_SHIFT = {"optimizer": "adam", "lr": 0.003, "dropout": 0.2, "augment": "shift"}
 
 
-@pytest.mark.skipif("triton" not in popconv.BACKENDS, reason="Triton is not installed")
+@pytest.mark.skipif("triton" not in fused_conv.BACKENDS, reason="Triton is not installed")
 @pytest.mark.parametrize(("kw", "tile_set"), [
     (ADAM_DROPOUT_SHIFT, {}),
     ({"optimizer": "momentum", "depth": 3, "residual": True}, {}),
-    (ADAM_DROPOUT_SHIFT, popconv.GATHERING),  # the kernels before the default layout flags
+    (ADAM_DROPOUT_SHIFT, fused_conv.GATHERING),  # the kernels before the default layout flags
 ], ids=["adam-dropout-shift", "momentum-residual", "adam-dropout-shift-gathering"])
 def test_cnn_triton_fused_layers_train_like_native(kw, tile_set, digits, monkeypatch):
     """conv_impl="triton" runs each conv->ReLU->pool layer of the population as one fused
@@ -609,17 +610,17 @@ def test_cnn_triton_fused_layers_train_like_native(kw, tile_set, digits, monkeyp
     forward for its weight gradient (B=1 with G=1); the gathering kernels (all flags 0)
     train alike too. On a CPU the kernels run in
     Triton's interpreter, which costs ~50 ms per program: a slice of the data, and large
-    tiles (fewer programs; popconv's own tests cover the production tiles)."""
+    tiles (fewer programs; fused_conv's own tests cover the production tiles)."""
     for name, size in tile_set.items():
-        monkeypatch.setattr(popconv, popconv.TILE_NAMES[name], size)
+        monkeypatch.setattr(fused_conv, fused_conv.TILE_NAMES[name], size)
     if DEVICE.type == "cpu":
         for name, size in (("BLOCK_P", 256), ("BLOCK_M", 512), ("BLOCK_S", 512)):
-            monkeypatch.setattr(popconv, name, size)  # as popconv.tiles(P=256, M=512, S=512), for the whole test
+            monkeypatch.setattr(fused_conv, name, size)  # as fused_conv.tiles(P=256, M=512, S=512), for the whole test
     small = DeviceData(digits.x_train[:96], digits.y_train[:96], digits.x_val[:40], digits.y_val[:40],
                        digits.x_test[:40], digits.y_test[:40], 10, "digits-slice")
     fused_calls = []
-    real = popconv.conv_relu_pool
-    monkeypatch.setattr(popconv, "conv_relu_pool", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+    real = fused_conv.conv_relu_pool
+    monkeypatch.setattr(fused_conv, "conv_relu_pool", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
     cfgs = [cfg(model="cnn", width=4, batch_size=32, **{"depth": 2, "lr": lr, **kw}) for lr in (0.02, 0.05)]
     a = population(cfgs, [0, 1], small, conv_impl="native")
     assert not fused_calls
@@ -630,7 +631,7 @@ def test_cnn_triton_fused_layers_train_like_native(kw, tile_set, digits, monkeyp
 
 
 def test_triton_conv_without_a_device_for_it_is_a_clear_error(digits, monkeypatch):
-    monkeypatch.setattr(popconv, "available", lambda device: False)
+    monkeypatch.setattr(fused_conv, "available", lambda device: False)
     with pytest.raises(ValueError, match="conv_impl 'triton' needs a CUDA device"):
         population([cfg(model="cnn", depth=2, width=4)], [0], digits, conv_impl="triton")
 
@@ -704,8 +705,9 @@ def test_unknown_conv_impl_is_a_clear_error(digits):
 
 
 @pytest.mark.parametrize("precision, device_type, expected", [
-    ("fp32", "cuda", "triton"),  # fused kernels: 4.0x cuDNN in TF32 (H200, 2026-11-28)
-    ("bf16", "cuda", "triton"),  # fused kernels: 7.8x cuDNN in bf16 (H200, 2026-11-28)
+    # fused kernels beat cuDNN at both precisions: benchmarks/h200-2026-11-28/NOTES.md
+    ("fp32", "cuda", "triton"),
+    ("bf16", "cuda", "triton"),
     ("fp32", "cpu", "native"),
     ("bf16", "cpu", "native"),   # CPUs always use F.conv2d
 ])

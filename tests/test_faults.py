@@ -23,7 +23,8 @@ import pytest
 
 from test_pipeline import BIN, P, RESULTS, RUNS, SMOKE, ablation_jobs, env, make_project, run, smoke_params, table
 
-from tunebench import grid, layout, snakelog
+from tunebench.spec import grid
+from tunebench.pipeline import layout, snakelog
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def assert_same_tables(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -
 
 
 def training_processes(project: Path, command: str = "ablate") -> dict[int, str]:
-    """pid -> --out of the `python -m tunebench.cli <command>` processes working in `project`
+    """pid -> --out of the `python -m tunebench.pipeline.cli <command>` processes working in `project`
     (not the shell that wraps them, nor anybody else's pipeline)."""
     found = {}
     for proc in Path("/proc").iterdir():
@@ -91,7 +92,7 @@ def training_processes(project: Path, command: str = "ablate") -> dict[int, str]
         except OSError:
             continue
         argv = [a.decode(errors="replace") for a in argv if a]
-        if argv[1:4] == ["-m", "tunebench.cli", command] and Path(cwd) == project and "--out" in argv:
+        if argv[1:4] == ["-m", "tunebench.pipeline.cli", command] and Path(cwd) == project and "--out" in argv:
             found[int(proc.name)] = argv[argv.index("--out") + 1]
     return found
 
@@ -204,7 +205,7 @@ def test_read_only_results_folder_is_a_clear_error(tmp_path, read_only):
     last = (out.stdout + out.stderr).strip().splitlines()[-1]
     assert out.returncode != 0  # Snakemake's own traceback, whose last line names the file
     assert last == f"OSError: [Errno 30] Read-only file system: '{TARGET}'", last
-    cli = run([sys.executable, "-m", "tunebench.cli", "aggregate", "--out", TARGET,
+    cli = run([sys.executable, "-m", "tunebench.pipeline.cli", "aggregate", "--out", TARGET,
                *[table(a) for a in ABLATIONS]], project, check=False)
     assert cli.returncode != 0
     assert f"error: cannot write {TARGET}: Read-only file system" in cli.stderr, cli.stderr
@@ -218,7 +219,7 @@ def test_cli_prepare_into_a_read_only_folder_names_the_file(tmp_path, read_only)
     out_dir = project / Path(out).parent
     out_dir.mkdir(parents=True)
     read_only(out_dir)
-    cli = run([sys.executable, "-m", "tunebench.cli", "prepare", "--dataset", "digits", "--out", out],
+    cli = run([sys.executable, "-m", "tunebench.pipeline.cli", "prepare", "--dataset", "digits", "--out", out],
               project, check=False)
     assert cli.returncode != 0
     assert f"cannot write {out}: Read-only file system" in cli.stderr, cli.stderr
@@ -290,7 +291,7 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
     # One job at a time: a training job that starts after another finished is then sure to
     # be found part-way. With 2 cores the two init jobs could run side by side and finish
     # within one poll of each other, leaving no job part-way after a finished one (seen once
-    # in CI, 2026-11-27).
+    # in CI).
     proc = popen_sm(project, TARGET, cores=1)
     try:
         # Kill the first training job that is part-way while an earlier one has finished.
@@ -333,11 +334,11 @@ def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
     proc = popen_sm(project, TARGET, cores=1)
     try:
         # Not during the last training job: Ctrl-C then lets it end, and Snakemake may go on
-        # to finish the workflow and exit 0 (seen once, 2026-11-28), with nothing to redo.
+        # to finish the workflow and exit 0 (seen once), with nothing to redo.
         _, interrupted_out = wait_until(lambda: part_way_job(project, another_to_come=True), 400,
                                         "a training job part-way after another finished, before the last", proc)
         # Ctrl-C again each second until Snakemake stops, as a user would: once, it went
-        # unanswered and the workflow ran to its end (2026-11-28).
+        # unanswered and the workflow ran to its end.
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:
             proc.send_signal(signal.SIGINT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunebench import journals
+from tunebench.pipeline import journals
 
 CODE, OTHER_CODE = "0123456789ab", "ba9876543210"
 
@@ -32,7 +32,7 @@ def test_stale_is_the_same_strategys_journals_of_other_code(tmp_path):
     gone = [
         journals.journal_path(tmp_path, "random", "quick", OTHER_CODE),
         journals.journal_path(tmp_path, "random", "full", OTHER_CODE),
-        tmp_path / "random-d39085d7ef.journal",                              # the old form (before 2026-11-28)
+        tmp_path / "random-d39085d7ef.journal",                              # the older naming (CHANGELOG.md)
     ]
     for path in keep + gone:
         path.write_text("x")

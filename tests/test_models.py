@@ -1,4 +1,4 @@
-"""Tests for tunebench.models: shapes of every model and variant, the init schemes, seeded
+"""Tests for tunebench.core.models: shapes of every model and variant, the init schemes, seeded
 determinism of build(), and the counter-based hash RNG behind dropout."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tunebench import models
-from tunebench.config import EMBED_INITS, INITS, RunConfig
-from tunebench.models import DataShape, build, hash_dropout, hash_uniform
+from tunebench.core import models
+from tunebench.spec.config import EMBED_INITS, INITS, RunConfig
+from tunebench.core.models import DataShape, build, hash_dropout, hash_uniform
 
 IMAGE = DataShape((1, 8, 8), 10)
 TOKENS = DataShape((12,), 4, vocab=50)

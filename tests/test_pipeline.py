@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tunebench import config, grid, layout, stats
-from tunebench.data import DATASETS
+from tunebench.spec import config, grid
+from tunebench.pipeline import layout
+from tunebench.analysis import stats
+from tunebench.core.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -236,7 +238,7 @@ def test_a_datasets_own_cap_reprepares_only_that_dataset(project, tmp_path):
         prepares = job_blocks(snakemake(project, "-n").stdout, "prepare_data")
         assert [re.search(r"dataset=(\w+)", b).group(1) for b in prepares] == ["digits"]
         out = tmp_path / "digits.npz"
-        run([sys.executable, "-m", "tunebench.cli", "prepare", "--dataset", "digits", "--out", str(out)], project)
+        run([sys.executable, "-m", "tunebench.pipeline.cli", "prepare", "--dataset", "digits", "--out", str(out)], project)
         with np.load(out) as z:
             assert len(z["y_train"]) == 120 and len(z["y_test"]) == 150  # max_test: the profile's
     finally:
@@ -256,11 +258,11 @@ def test_a_dataset_prepared_again_unchanged_reruns_nothing_downstream(project):
 
 
 @pytest.mark.parametrize("module, rules, not_rerun", [
-    ("engine", {"run_ablation", "run_search", "aggregate", "report"}, "prepare_data"),
-    ("search_report", {"report"}, "run_ablation"),
+    ("core/engine", {"run_ablation", "run_search", "aggregate", "report"}, "prepare_data"),
+    ("reporting/search_report", {"report"}, "run_ablation"),
 ])
 def test_a_changed_module_reruns_the_jobs_it_feeds(project, module, rules, not_rerun):
-    """The modules are the training rules' inputs (tunebench.stages): an edit to one reruns
+    """The modules are the training rules' inputs (tunebench.pipeline.stages): an edit to one reruns
     the jobs whose code it is, and only those; a newer time with the same text reruns none
     (as after a checkout), and neither does an edit after `--touch`. The project runs its
     own copy of src/, edited here."""
@@ -297,7 +299,7 @@ def test_a_search_rerun_for_changed_code_starts_fresh_studies(project):
     assert same and all((project / j).exists() for j in same)
     log = (project / layout.logs(P) / "search" / "digits_mlp" / "grid.log").read_text()
     assert "Optuna storage: results/smoke/search/digits_mlp/grid-" in log and "optuna-dashboard" in log
-    path = project / "src" / "tunebench" / "engine.py"
+    path = project / "src" / "tunebench" / "core" / "engine.py"
     text = path.read_text()
     try:
         path.write_text(text + "\n# an edit\n")
@@ -435,17 +437,17 @@ def test_a_claim_added_in_yaml_alone_gets_its_verdict(project):
 
 
 def test_show_prints_one_claims_verdict_contrasts_and_figures(project):
-    out = run([sys.executable, "-m", "tunebench.cli", "show", "C03"], project).stdout
+    out = run([sys.executable, "-m", "tunebench.pipeline.cli", "show", "C03"], project).stdout
     assert out.startswith("C03: ") and "verdict (smoke):" in out and "mnist_softmax" in out
     assert "reports/smoke/figures/init-arms.png" in out and "| workload" in out
-    bad = run([sys.executable, "-m", "tunebench.cli", "show", "C99"], project, check=False)
+    bad = run([sys.executable, "-m", "tunebench.pipeline.cli", "show", "C99"], project, check=False)
     assert bad.returncode != 0 and "unknown claim 'C99'" in bad.stderr
 
 
 def test_every_cli_flag_has_help():
     import argparse
 
-    from tunebench import cli
+    from tunebench.pipeline import cli
 
     ap = cli.parser()
     subparsers = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
@@ -461,7 +463,7 @@ def test_cli_bad_data_file_names_it(tmp_path):
     bad.write_bytes(b"not a zip")
     (tmp_path / "p").mkdir()
     project = make_project(tmp_path / "p")
-    out = run([sys.executable, "-m", "tunebench.cli", "ablate", "--workload", "mnist_softmax", "--dimension", "init",
+    out = run([sys.executable, "-m", "tunebench.pipeline.cli", "ablate", "--workload", "mnist_softmax", "--dimension", "init",
                "--data", str(bad), "--out", str(tmp_path / "out.parquet")], project, check=False)
     assert out.returncode != 0 and "broken.npz" in out.stderr
     assert not (tmp_path / "out.parquet").exists()

@@ -1,4 +1,4 @@
-"""Figures of tunebench.plots: they render, and the same data always draws the same
+"""Figures of tunebench.reporting.plots: they render, and the same data always draws the same
 picture, so a rerun of the report stage does not change the published figures; the error
 bars are Student-t intervals over seeds."""
 
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tunebench import plots
+from tunebench.reporting import plots
 
 
 def runs_frame(factor: str, values) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def test_intervals_are_clipped_to_the_metric_range():
 
 
 def test_every_claim_metric_has_a_range():
-    from tunebench.claims import METRICS
+    from tunebench.spec.claims import METRICS
 
     assert set(METRICS) <= set(plots.METRIC_RANGE)
     assert all(lo < hi for lo, hi in plots.METRIC_RANGE.values())

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tunebench import engine, judge, report
+from tunebench.core import engine
+from tunebench.analysis import judge
+from tunebench.reporting import report
 
 
 def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
@@ -23,56 +25,8 @@ def test_report_states_how_the_engine_computes_on_cuda(monkeypatch):
     assert "cuDNN" in report.cuda_precision_note() and "up to 1 architecture" in report.cuda_precision_note()
 
 
-def _contrasts_of_every_claim():
-    from tunebench import claims, config
-
-    root = Path(__file__).resolve().parents[1]
-    params = config.load(root / "params.yaml")
-    loaded = claims.load(params.claims, params, root=root)
-    return [pytest.param(claim.id, c, id=f"{claim.id}-{i}") for claim in loaded for i, c in enumerate(claim.contrasts)]
-
-
-def judge_row(contrast, treatment, control, **extra) -> dict:
-    from tunebench.claims import is_count
-
-    return {"claim": "X", "source": "s", "contrast": contrast.label, "workload": "w", "dataset": "d",
-            "metric": contrast.metric, "primary": True, "expected": contrast.expected, "margin": contrast.margin,
-            "stated": None, "equivalence": contrast.equivalence_margin, "count": is_count(contrast.metric),
-            "interaction": False, "treatment": "t", "control": "c", "treatment_values": list(treatment),
-            "control_values": list(control), "seeds": list(range(len(treatment))), "treatment_diverged": 0.0,
-            "control_diverged": 0.0, **extra}
-
-
-@pytest.mark.parametrize("claim_id, contrast", _contrasts_of_every_claim())
-def test_the_printed_prediction_is_the_bound_the_verdict_rule_tests(claim_id, contrast):
-    """The verdict table prints the raw effect (treatment - control) beside what the advice
-    predicts of it: "> 0", "< 0", a non-inferiority bound, or "within ±e". An effect just
-    inside that bound must be judged supported, and one just outside must not, for every
-    contrast of every claim, so the printed text and the verdict rule cannot drift apart."""
-    from tunebench import judge
-
-    text = report.predicted(contrast.expected, contrast.margin, contrast.equivalence_margin)
-    control = np.full(12, 0.5)
-    noise = np.array([-2, 1, 0, 2, -1, 1, -1, 0, 2, -2, 1, -1]) * 1e-4 * contrast.equivalence_margin / 0.01
-    verdicts = {}
-    if text.startswith("within"):
-        e = contrast.equivalence_margin
-        cases = {"inside": 0.3 * e, "outside": 3.0 * e}
-    else:
-        op, bound = text.split(" ")
-        inward = 1.0 if op == ">" else -1.0
-        step = 0.2 * contrast.equivalence_margin
-        cases = {"inside": float(bound) + inward * step, "outside": float(bound) - inward * step}
-    for side, shift in cases.items():
-        row = judge_row(contrast, control + shift + noise, control)
-        judged = judge.judge([row]).iloc[0]
-        verdicts[side] = judged["verdict"]
-    assert verdicts["inside"] == "supported", (text, verdicts)
-    assert verdicts["outside"] != "supported", (text, verdicts)
-
-
 def _claims():
-    from tunebench import claims, config
+    from tunebench.spec import claims, config
 
     root = Path(__file__).resolve().parents[1]
     params = config.load(root / "params.yaml")
@@ -130,7 +84,7 @@ def test_contrast_table_names_the_test_and_marks_descriptive_contrasts():
 def test_the_report_says_what_each_familys_seeds_can_resolve():
     import pandas as pd
 
-    from tunebench import stats
+    from tunebench.analysis import stats
 
     contrasts = pd.DataFrame({"primary": [True] * 70 + [True] * 10 + [False],
                               "source": ["post"] * 70 + ["playbook"] * 10 + ["post"],
@@ -204,7 +158,7 @@ def test_recipe_table_gives_each_workload_its_own_settings():
     """The setup of a claim shows what the runs used: each workload's epochs (the softmax
     regressions' own, the CNN's from the profile) and width, and "–" where a workload's layers
     set nothing (a softmax regression's width)."""
-    from tunebench import config
+    from tunebench.spec import config
 
     p = config.load(Path(__file__).resolve().parents[1] / "params.yaml", profile="quick")
     table = report.recipe_table(p, "init").set_index("workload")
@@ -216,57 +170,6 @@ def test_recipe_table_gives_each_workload_its_own_settings():
     mixed = report.recipe_table(p, "activation").set_index("workload")  # a setting one workload lacks
     assert set(mixed.columns) >= {"model", "width", "epochs"} and "activation" not in mixed
     assert "init" not in table  # the arm's own key is in the arms, not the recipe
-
-
-# ------------------------------------------------------------------------- grid-edge check
-def _runs_for_edges(factor: str, values: list, best, other: dict | None = None) -> pd.DataFrame:
-    """One workload's runs of dimension "d": an arm per value of `factor` (times the values of
-    `other`), selection seed 100 scoring `best` highest, compared seeds 0-2."""
-    import itertools
-
-    other = other or {}
-    rows = []
-    keys = [factor, *other]
-    for combo in itertools.product(values, *other.values()):
-        arm = ",".join(f"{k}={v}" for k, v in zip(keys, combo))
-        for seed in (100, 0, 1, 2):
-            rows.append({"workload": "w", "dimension": "d", "arm": arm, "seed": seed,
-                         **{f"arm_{k}": str(v) for k, v in zip(keys, combo)},
-                         "final_val_acc": 0.9 if combo[0] == best else 0.5, "final_test_acc": 0.5 + seed / 100,
-                         "diverged": 0.0})
-    return pd.DataFrame(rows)
-
-
-@pytest.mark.parametrize("values, best, edge", [
-    ([0.01, 0.1, 1.0], 1.0, "lr=1.0 (grid max)"),
-    ([0.01, 0.1, 1.0], 0.01, "lr=0.01 (grid min)"),
-    ([0.01, 0.1, 1.0], 0.1, ""),
-])
-def test_a_best_arm_at_its_grids_edge_is_flagged(values, best, edge):
-    from tunebench.claims import Selector
-
-    runs = _runs_for_edges("lr", values, best, {"optimizer": ["sgd", "adam"]})
-    sel = Selector.model_validate({"dimension": "d", "optimizer": "sgd"})
-    m = judge.arm_matrices(runs, "w", [sel], "final_test_acc", False, frozenset({100}))
-    values_out, arm, _, _, got = judge._chosen(m)
-    assert arm == f"lr={best},optimizer=sgd" and got == edge
-
-
-def test_unbounded_null_and_fixed_factors_are_not_edges():
-    """patience null (no early stopping) is the unbounded end of its grid, so the largest finite
-    patience is interior; a factor the selector fixes was not chosen, so it is no edge."""
-    from tunebench.claims import Selector
-
-    runs = _runs_for_edges("patience", [None, 1, 2, 4], 4)
-    chosen = Selector.model_validate({"dimension": "d", "patience": [1, 2, 4]})
-    m = judge.arm_matrices(runs, "w", [chosen], "final_test_acc", False, frozenset({100}))
-    assert judge._chosen(m)[4] == ""
-    runs = _runs_for_edges("patience", [None, 1, 2, 4], 1)
-    m = judge.arm_matrices(runs, "w", [chosen], "final_test_acc", False, frozenset({100}))
-    assert judge._chosen(m)[4] == "patience=1 (grid min)"
-    one = Selector.model_validate({"dimension": "d", "patience": 4})
-    m = judge.arm_matrices(runs, "w", [one], "final_test_acc", False, frozenset({100}))
-    assert judge._chosen(m)[4] == ""  # nothing was chosen
 
 
 def test_the_report_lists_choices_at_an_edge_or_says_there_are_none():
@@ -283,7 +186,7 @@ def test_the_report_lists_choices_at_an_edge_or_says_there_are_none():
 def test_the_targets_section_checks_each_target_is_reached_and_not_at_once():
     """Per workload and dimension a time-to-target claim reads: the arm reaching the target on
     the most seeds; informative only when that is most seeds, after the first point measured."""
-    from tunebench import claims as C
+    from tunebench.spec import claims as C
 
     loaded = C.load([Path(__file__).resolve().parents[1] / "claims" / "post.yaml"])
     rows = []
@@ -305,7 +208,7 @@ def test_the_targets_section_checks_each_target_is_reached_and_not_at_once():
 
 def test_the_measured_table_names_the_reading_closest_to_the_sources_number():
     """C01: the post saw ~70% with "normal" init; the table names the scale that comes closest."""
-    from tunebench import claims as C, config
+    from tunebench.spec import claims as C, config
 
     root = Path(__file__).resolve().parents[1]
     loaded = C.load([root / "claims" / "post.yaml"])

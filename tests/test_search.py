@@ -1,4 +1,4 @@
-"""Tests for tunebench.search and tunebench.search_report: tiny studies (sklearn digits, a
+"""Tests for tunebench.studies.search and tunebench.reporting.search_report: tiny studies (sklearn digits, a
 200-example MLP, 2 epochs) of every strategy, resume after an interruption and after a
 crash, a diverging region, and the report functions on real and planted frames."""
 
@@ -20,8 +20,11 @@ import torch
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tunebench import config, data as D, engine, search, search_report as R
-from tunebench.config import ConfigError, SearchSpace
+from tunebench.spec import config
+from tunebench.core import data as D, engine
+from tunebench.studies import search
+from tunebench.reporting import search_report as R
+from tunebench.spec.config import ConfigError, SearchSpace
 
 WL = "digits_mlp"
 SPACE = {"lr": [1e-3, 3.0], "l2": [1e-6, 1e-2], "dropout": [0.0, 0.5], "width": [16, 32]}
@@ -122,7 +125,7 @@ def test_grid_is_shifted_per_study_seed(trials):
         assert [math.log10(v) for v in g["lr"]] == pytest.approx([lo + (i + u) * cell for i in range(levels["lr"])], abs=1e-5)
         assert all(space.l2[0] <= v <= space.l2[1] for v in g["l2"]) and set(g["width"]) <= set(space.width)
     assert search.grid_values(trials, space, study_seed=None) == search.grid_values(trials, space)
-    assert search.grid_offsets(None) == dict.fromkeys(search.PARAMS, 0.5)
+    assert search.grid_offsets(None) == dict.fromkeys(search.SEARCHED, 0.5)
 
 
 def test_strategies_draw_their_own_trials():
@@ -301,15 +304,16 @@ def test_resume_with_other_settings_is_refused(dd, tmp_path):
         search.run_study(make_params(trials=12), WL, "random", 0, dd, storage_at(path))
 
 
-def test_resume_by_other_code_is_refused(dd, tmp_path, monkeypatch):
+def test_resume_by_other_code_is_refused(dd, tmp_path):
     """A study in a database is resumed only by the code that began it: changed training
     code would otherwise mix two experiments' trials in one study (or, with every trial
-    complete, re-emit the old code's). A journal's name carries the digest as well."""
+    complete, re-emit the old code's). The caller passes the digest (the command line: its
+    rule's, stages.code_digest); a journal's name carries it as well."""
     path = tmp_path / "journal.log"
-    search.run_study(make_params(), WL, "random", 0, dd, storage_at(path), stop_after_batches=1)
-    monkeypatch.setattr(search.stages, "code_digest", lambda rule: "0123456789ab")
-    with pytest.raises(ConfigError, match="code: stored '[0-9a-f]{12}', now '0123456789ab'"):
-        search.run_study(make_params(), WL, "random", 0, dd, storage_at(path))
+    search.run_study(make_params(), WL, "random", 0, dd, storage_at(path), stop_after_batches=1, code="a1b2c3d4e5f6")
+    search.run_study(make_params(), WL, "random", 0, dd, storage_at(path), stop_after_batches=2, code="a1b2c3d4e5f6")
+    with pytest.raises(ConfigError, match="code: stored 'a1b2c3d4e5f6', now '0123456789ab'"):
+        search.run_study(make_params(), WL, "random", 0, dd, storage_at(path), code="0123456789ab")
 
 
 # ------------------------------------------------------------------------- divergence
@@ -352,7 +356,7 @@ def test_importances(runs, tmp_path):
     assert set(imp) == set(names) and imp["no.such.study"] == {}
     for name in names[:-1]:
         if imp[name]:
-            assert set(imp[name]) <= set(search.PARAMS)
+            assert set(imp[name]) <= set(search.SEARCHED)
             assert sum(imp[name].values()) == pytest.approx(1.0)
     assert imp[search.study_name(WL, "coarse_to_fine", 0)]  # two stages, one space
 
@@ -457,38 +461,6 @@ def test_summary_shape_and_targets():
     assert tpe_a["trials_to_target_median"] < grid_a["trials_to_target_median"]
     assert (s["ebn_8"] == s["final_best_val_median"]).all()
     assert (np.diff(s[["ebn_1", "ebn_2", "ebn_4", "ebn_8"]].to_numpy(), axis=1) >= 0).all()
-
-
-def test_search_claims_pair_study_seeds_and_count_never_reached_as_budget_plus_one():
-    """The search claims' per-seed values (judge.search_row over study_metrics and the
-    best-so-far curves): a study that never reached the target counts budget + 1 trials and
-    total seconds x (budget + 1) / budget, flagged as not reached; a strategy at a share of its
-    budget takes its best so far at that many trials."""
-    from tunebench import judge
-    from tunebench.claims import Contrast
-
-    df = planted_frame()
-    studies, curves = R.study_metrics(df, 0.8), R.best_so_far(df)
-    trials = Contrast.model_validate({"label": "t", "treatment": {"strategy": "grid"}, "control": {"strategy": "tpe"},
-                                      "metric": "trials_to_target", "direction": "higher"})
-    row = judge.search_row(studies, curves, trials, "a")
-    assert row["seeds"] == [0, 1, 2] and row["treatment"] == "grid" and row["control"] == "tpe"
-    assert row["treatment_values"][2] == 9.0  # never reached: budget + 1
-    assert row["treatment_reached"] == [True, True, False]
-    seconds = trials.model_copy(update={"metric": "seconds_to_target"})
-    assert judge.search_row(studies, curves, seconds, "a")["treatment_values"][2] == pytest.approx(9.0)  # 8 s x 9 / 8
-    best = Contrast.model_validate({"label": "b", "treatment": {"strategy": "qmc"},
-                                    "control": {"strategy": "tpe", "budget": 0.5}, "metric": "best_val",
-                                    "direction": "higher"})
-    half = judge.search_row(studies, curves, best, "a")
-    at4 = curves[(curves.workload == "a") & (curves.strategy == "tpe") & (curves.k == 4)].set_index("study_seed")
-    assert half["control_values"] == [float(at4.loc[s, "best_val"]) for s in half["seeds"]]
-    assert "treatment_reached" not in half
-    # Only strategies present are paired.
-    gone = Contrast.model_validate({"label": "g", "treatment": {"strategy": "gp"}, "control": {"strategy": "grid"},
-                                    "metric": "best_val", "direction": "higher"})
-    d = df[df.strategy != "gp"]
-    assert judge.search_row(R.study_metrics(d, 0.8), R.best_so_far(d), gone, "a") is None
 
 
 def test_search_figures_are_reproducible():

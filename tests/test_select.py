@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from tunebench.select import choose
+from tunebench.analysis.select import choose
 
 
 def test_the_arm_with_the_best_selection_score_gives_the_compared_values():

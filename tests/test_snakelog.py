@@ -1,4 +1,4 @@
-"""tunebench.snakelog on a log in Snakemake 9's format: job spans, side-by-side training
+"""tunebench.pipeline.snakelog on a log in Snakemake 9's format: job spans, side-by-side training
 jobs, failures, a run cut off by a time limit, and the CLI."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tunebench import snakelog
+from tunebench.pipeline import snakelog
 
 
 def header(stamp: str, rule: str, jobid: int, wildcards: str = "", local: bool = False) -> str:

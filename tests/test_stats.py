@@ -1,4 +1,4 @@
-"""tunebench.stats: the interval, the tests (t, exact sign-flip, equivalence, magnitude),
+"""tunebench.analysis.stats: the interval, the tests (t, exact sign-flip, equivalence, magnitude),
 Holm's correction, the verdict rule and the per-claim summary, on planted and edge-case data."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from tunebench import stats
-from tunebench.stats import PValues, censoring_note, holm, paired_effect, smallest_resolvable_effect, summarize, verdict
+from tunebench.analysis import stats
+from tunebench.analysis.stats import PValues, censoring_note, holm, paired_effect, smallest_resolvable_effect, summarize, verdict
 
 ALPHA = 0.05
 

@@ -2,8 +2,10 @@
 import json
 import shlex
 
-from tunebench import data, devices, grid, journals, layout, locks, stages
-from tunebench.config import SearchSettings
+from tunebench.core import data, devices
+from tunebench.spec import grid
+from tunebench.pipeline import journals, layout, locks, stages
+from tunebench.spec.config import SearchSettings
 
 P = PARAMS.profile
 RESULTS = layout.results(P)
@@ -11,7 +13,7 @@ REPORT_DIR = layout.report_dir(P)
 LOGS = layout.logs(P)
 METRICS = layout.METRICS
 # The jobs' command: this interpreter, whatever PATH holds (the Snakefile sets PYTHONPATH).
-TB = f"{shlex.quote(sys.executable)} -m tunebench.cli"
+TB = f"{shlex.quote(sys.executable)} -m tunebench.pipeline.cli"
 
 # Asked once, as the Snakefile is read (a bad TUNEBENCH_DEVICE fails here, naming it).
 LOCAL_GPU = devices.local_gpu()
@@ -41,7 +43,7 @@ def train_gpus(wildcards):
 
 
 def code(rule):
-    """The modules that compute `rule`'s outputs (tunebench.stages), as its inputs: an edit
+    """The modules that compute `rule`'s outputs (tunebench.pipeline.stages), as its inputs: an edit
     to one reruns the jobs it feeds. Snakemake compares the text of inputs whose times
     changed, so a checkout or `touch` reruns nothing."""
     return stages.module_files(rule)

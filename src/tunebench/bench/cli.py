@@ -1,4 +1,4 @@
-"""Throughput, profile and kernel timing: `python -m tunebench.bench [throughput|profile|kernels|registers] ...`.
+"""Throughput, per-job and kernel timing: `python -m tunebench.bench [throughput|jobs|kernels|registers] ...`.
 
 The command line of tunebench.bench: parses the arguments, runs one mode (a module each)
 and writes its JSON under --out-dir (results/bench/ by default), atomically."""
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from tunebench import engine, popconv
-from tunebench.bench import kernels, profile, registers, throughput
+from tunebench.core import engine
+from tunebench.kernels import fused_conv as fused_conv
+from tunebench.bench import jobs, kernels, registers, throughput
 from tunebench.bench.common import (
     ARCHS,
     atomic_json,
@@ -28,7 +29,7 @@ from tunebench.bench.common import (
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tunebench.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "profile", "kernels", "registers"))
+    ap.add_argument("mode", nargs="?", default="throughput", choices=("throughput", "jobs", "kernels", "registers"))
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--samples", type=int, default=None, help="timed samples per run (default 2048 CPU, 60000 CUDA; at most 54000 engine)")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--batch", type=int, default=512, help="engine batch size")
     ap.add_argument("--conv", default=None, help="throughput: CNN convolutions to time, comma list of "
-                    "native,gemm,triton; profile: the one to train with (default: the engine's choice)")
+                    "native,gemm,triton; jobs: the one to train with (default: the engine's choice)")
     ap.add_argument("--triton-tiles", default=None, help="throughput: tile sets of the fused Triton kernels to time, "
                     "';'-separated, each a comma list of P, M, S, R (tile sizes), W (warps) and L (1: channels-last "
                     "forward and weight gradient), G (1: the backward reads the gradient unpooled once, "
@@ -48,28 +49,28 @@ def main(argv: list[str] | None = None) -> int:
                     "program), e.g. "
                     "'P=64,W=8;G=1'; kernels: profiled besides the defaults; registers: compiled besides the defaults")
     ap.add_argument("--kernel-precisions", default="bf16,tf32", help="registers: comma list of bf16, tf32, fp32")
-    ap.add_argument("--max-seconds", type=float, default=None, help="profile: start no ablation job after this many seconds")
-    ap.add_argument("--max-search-seconds", type=float, default=None, help="profile: start no search job after this "
+    ap.add_argument("--max-seconds", type=float, default=None, help="jobs: start no ablation job after this many seconds")
+    ap.add_argument("--max-search-seconds", type=float, default=None, help="jobs: start no search job after this "
                     "many seconds of search jobs")
-    ap.add_argument("--resume", default=None, help="profile: an earlier profile JSON of this profile and device "
+    ap.add_argument("--resume", default=None, help="jobs: an earlier jobs JSON of this profile and device "
                     "whose jobs are kept, not run again (a device lease too short for the whole profile)")
-    ap.add_argument("--search", action="store_true", help="profile: time the search jobs too (after the ablations)")
-    ap.add_argument("--concurrent-groups", type=int, default=None, help="profile: ablation groups trained side by side "
+    ap.add_argument("--search", action="store_true", help="jobs: time the search jobs too (after the ablations)")
+    ap.add_argument("--concurrent-groups", type=int, default=None, help="jobs: ablation groups trained side by side "
                     "(default: the engine's, engine.CUDA_CONCURRENT_GROUPS on CUDA, 1 on a CPU)")
     ap.add_argument("--graphs", default="on", choices=("on", "off", "both"), help="CUDA graph replay of the step (CUDA only; "
-                    "profile: on unless off)")
+                    "jobs: on unless off)")
     ap.add_argument("--compile", default="off", choices=("off", "on", "both"), help="throughput: the step through "
                     "torch.compile (fullgraph; a step that cannot compile trains eagerly and its row says so): rows at "
-                    "the largest population with the default tiles, after the others; profile: on compiles the "
+                    "the largest population with the default tiles, after the others; jobs: on compiles the "
                     "ablation jobs' steps, compilation timed; both times each job eagerly, then compiled")
     ap.add_argument("--raw-dir", default="data/raw")
     ap.add_argument("--out-dir", default="results/bench")
-    ap.add_argument("--profile", default=None, help="profile mode: quick|full (default: params.yaml's `profile`)")
+    ap.add_argument("--profile", default=None, help="jobs mode: the experiment profile, quick|full (default: params.yaml's `profile`)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     out_dir = Path(args.out_dir)
     if args.mode == "registers":  # static: compiles, runs nothing, needs no GPU
-        if "triton" not in popconv.BACKENDS:
+        if "triton" not in fused_conv.BACKENDS:
             print("error: registers mode needs Triton, which is not installed", file=sys.stderr)
             return 2
         if os.environ.get("TRITON_INTERPRET") == "1":
@@ -81,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         tile_sets = [sizes for _, sizes in conv_variants("triton", args.triton_tiles)]  # the defaults ({}) first
-        bad = sorted({name for sizes in tile_sets for name in sizes} - set(popconv.TILE_NAMES))
+        bad = sorted({name for sizes in tile_sets for name in sizes} - set(fused_conv.TILE_NAMES))
         if bad:
-            print(f"error: --triton-tiles: unknown tile name(s) {bad}; known: {', '.join(popconv.TILE_NAMES)}",
+            print(f"error: --triton-tiles: unknown tile name(s) {bad}; known: {', '.join(fused_conv.TILE_NAMES)}",
                   file=sys.stderr)
             return 2
         rows = registers.register_table(args.kernel_precisions.split(","), tile_sets)
         registers.print_registers(rows)
-        path = out_dir / "registers-sm90.json"
-        atomic_json(path, {"meta": {"arch": 90, "triton": popconv.triton.__version__, "torch": torch.__version__},
+        path = out_dir / "registers-sass_cost.json"
+        atomic_json(path, {"meta": {"arch": 90, "triton": fused_conv.triton.__version__, "torch": torch.__version__},
                            "rows": rows, "steps": registers.step_instructions(rows)})
         print(f"wrote {path}")
         return 0
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for conv, sizes in variants:
                 tiles = tile_label(sizes)
                 try:
-                    with popconv.tiles(**sizes):
+                    with fused_conv.tiles(**sizes):
                         res = kernels.kernel_table(cfg, K, dd, args.precision, n, conv)
                 except Exception as err:  # noqa: BLE001  Triton missing or failing: say so, go on with the next
                     res = {"meta": {"device": device_slug(dev), "model": arch, "K": K, "precision": args.precision,
@@ -135,19 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         throughput.print_table(result["rows"])
         print(f"timed: {m['timed']}\nwrote {path}")
     else:
-        from tunebench import config
+        from tunebench.spec import config
 
         params = config.load(args.params, profile=args.profile)
         suffix = {"off": "", "on": "-compile", "both": "-compile-vs-eager"}[args.compile]
-        path = out_dir / f"profile-{params.profile}-{device_slug(dev)}{suffix}.json"
+        path = out_dir / f"jobs-{params.profile}-{device_slug(dev)}{suffix}.json"
         conv = args.conv or "auto"
         resume = None
         if args.resume:
             try:
                 resume = json.loads(Path(args.resume).read_text())
             except (OSError, ValueError) as err:
-                raise SystemExit(f"--resume {args.resume}: cannot read an earlier profile result ({err})") from err
-        result = profile.profile_params(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
+                raise SystemExit(f"--resume {args.resume}: cannot read an earlier jobs result ({err})") from err
+        result = jobs.time_jobs(params, dev, args.precision, Path(args.raw_dir), conv, args.max_seconds,
                                 save=lambda r: atomic_json(path, r), cuda_graphs=args.graphs != "off",
                                 include_search=args.search, concurrent_groups=args.concurrent_groups,
                                 max_search_seconds=args.max_search_seconds, resume=resume,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from tunebench import data, engine
-from tunebench.config import RunConfig
+from tunebench.core import data, engine
+from tunebench.spec.config import RunConfig
 
 ARCHS = {  # the reference CNN of the tutorial-era posts, and a mid-sized MLP
     "cnn": RunConfig(model="cnn", depth=2, width=32, optimizer="sgd", lr=0.05, batch_size=512, epochs=1),

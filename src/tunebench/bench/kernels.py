@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from tunebench import engine, models
+from tunebench.core import engine, models
 from tunebench.bench.common import EVAL_N, device_slug, engine_epoch
-from tunebench.config import RunConfig
+from tunebench.spec.config import RunConfig
 
 
 def kernel_table(cfg: RunConfig, K: int, dd: engine.DeviceData, precision: str, n: int,
@@ -82,7 +82,7 @@ def fused_conv_flops(layers: list[tuple[int, int, int, int]], K: int, train_exam
     convolution at full resolution costs 2*9*C*CO*H*W per example (a multiply and an add per
     tap; the pool and ReLU are free beside it). Forward: every example, trained or evaluated.
     Weight gradient: every trained example. Input gradient: the same, but not for the first
-    layer, whose input (the data) needs no gradient (popconv skips it)."""
+    layer, whose input (the data) needs no gradient (fused_conv skips it)."""
     per_example = [2 * 9 * c * co * h * w for c, co, h, w in layers]
     return {"forward": float(K * (train_examples + eval_examples) * sum(per_example)),
             "input grad": float(K * train_examples * sum(per_example[1:])),

@@ -1,12 +1,13 @@
 """registers mode: the fused Triton kernels of the reference CNN compiled for an H100/H200
-(sm_90) without a GPU (tunebench.sm90), with ptxas's registers per thread, spilled bytes
+(sm_90) without a GPU (tunebench.kernels.sass_cost), with ptxas's registers per thread, spilled bytes
 and shared memory, the resident warps per SM, the tensor-core instruction and the
 asynchronous copies, per precision and tile set, and the warp-instructions one training
 step issues."""
 
 from __future__ import annotations
 
-from tunebench import models, popconv, sm90
+from tunebench.core import models
+from tunebench.kernels import fused_conv as fused_conv, sass_cost as sass_cost
 from tunebench.bench.common import ARCHS, tile_label
 from tunebench.bench.kernels import fused_conv_layers
 
@@ -27,9 +28,9 @@ def register_table(precisions: list[str], tile_sets: list[dict[str, int]]) -> li
     for precision in precisions:
         dtype, input_precision = KERNEL_PRECISIONS[precision]
         for sizes in tile_sets:
-            with popconv.tiles(**sizes):
+            with fused_conv.tiles(**sizes):
                 for layer, (C, CO, H, W) in enumerate(fused_conv_layers(ARCHS["cnn"], FMNIST_SHAPE)):
-                    for r in sm90.compile_report(C, CO, H, W, dtype, input_precision):
+                    for r in sass_cost.compile_report(C, CO, H, W, dtype, input_precision):
                         # in_step: launched in training; the first layer's input (the data)
                         # takes no gradient, so its input-gradient kernel never runs (nor an
                         # unpooling that only that kernel would read).
@@ -52,7 +53,7 @@ def step_instructions(rows: list[dict]) -> list[dict]:
         key = (r["precision"], r["tiles"])
         totals[key] = totals.get(key, 0.0) + r["warp_instructions"]
     return [dict(precision=p, tiles=t, warp_instructions=n,
-                 issue_bound_ms=1e3 * n / sm90.H100_WARP_INSTRUCTIONS_PER_S) for (p, t), n in totals.items()]
+                 issue_bound_ms=1e3 * n / sass_cost.H100_WARP_INSTRUCTIONS_PER_S) for (p, t), n in totals.items()]
 
 
 def print_registers(rows: list[dict]) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tunebench import data, devices, engine, models, popconv
+from tunebench.core import data, devices, engine, models
+from tunebench.kernels import fused_conv as fused_conv
 from tunebench.bench.common import (
     ARCHS,
     EVAL_N,
@@ -34,7 +35,7 @@ from tunebench.bench.common import (
     sync,
     tile_label,
 )
-from tunebench.config import RunConfig
+from tunebench.spec.config import RunConfig
 
 
 def forward_flops(cfg: RunConfig, shape: models.DataShape) -> float:
@@ -190,7 +191,7 @@ def throughput(args, dev: torch.device, save=lambda result: None) -> dict:
                 n_run = max(cfg.batch_size, n_run // cfg.batch_size * cfg.batch_size)
                 engine_log: list[str] = []
                 try:
-                    with popconv.tiles(**tile_sizes):
+                    with fused_conv.tiles(**tile_sizes):
                         # In a table with compiled rows, its largest population's eager rows are
                         # timed as the compiled ones are: the second of two epochs.
                         n, s, loss = engine_epoch(cfg, K, dd, args.precision, n_run, conv_impl, graphs, compiled,
