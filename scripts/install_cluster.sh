@@ -4,6 +4,9 @@
 # psycopg2 in .venv). Idempotent and quiet: a second call installs nothing.
 #   bash scripts/install_cluster.sh   # after `make setup` (needs .venv); `make test` calls it
 set -euo pipefail
+# runuser, initdb's wrappers, slurmctld and munged live in sbin, which a non-root shell's PATH
+# (or a clean `env -i` one) may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 cd "$(dirname "$0")/.."
 
 PKGS=(slurm-wlm munge postgresql)

@@ -325,20 +325,16 @@ def test_sigkill_of_a_training_job_then_rerun(tmp_path):
                                   comparable(pd.read_parquet(clean / victim_out)), check_exact=True)
 
 
-def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
-    """Ctrl-C (SIGINT to Snakemake) part-way: Snakemake stops its jobs and marks their outputs
-    incomplete. The next plain `snakemake` (no flags) must redo them, keeping what finished,
-    rather than refuse with IncompleteFilesException: profiles/default (rerun-incomplete),
-    which Snakemake must find by itself."""
-    project = make_project(tmp_path, KILL)
+def _interrupt_part_way(project: Path) -> tuple[int, str]:
+    """Snakemake's exit status after Ctrl-C part-way through a training job that is not the
+    last, and that job's output."""
     proc = popen_sm(project, TARGET, cores=1)
     try:
         # Not during the last training job: Ctrl-C then lets it end, and Snakemake may go on
-        # to finish the workflow and exit 0 (seen once), with nothing to redo.
+        # to finish the workflow and exit 0, with nothing to redo.
         _, interrupted_out = wait_until(lambda: part_way_job(project, another_to_come=True), 400,
                                         "a training job part-way after another finished, before the last", proc)
-        # Ctrl-C again each second until Snakemake stops, as a user would: once, it went
-        # unanswered and the workflow ran to its end.
+        # Ctrl-C again each second until Snakemake stops, as a user would.
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:
             proc.send_signal(signal.SIGINT)
@@ -346,10 +342,26 @@ def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
                 proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
-        rc = proc.wait(timeout=1)
+        return proc.wait(timeout=1), interrupted_out
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_plain_rerun_after_ctrl_c_redoes_the_interrupted_job(tmp_path):
+    """Ctrl-C (SIGINT to Snakemake) part-way: Snakemake stops its jobs and marks their outputs
+    incomplete. The next plain `snakemake` (no flags) must redo them, keeping what finished,
+    rather than refuse with IncompleteFilesException: profiles/default (rerun-incomplete),
+    which Snakemake must find by itself."""
+    # Snakemake does not always answer Ctrl-C: twice in CI (under load) it went on and ran the
+    # workflow to its end, exiting 0, with nothing interrupted to redo. Such a try tests
+    # nothing; a fresh project tries again.
+    for attempt in range(3):
+        (tmp_path / f"try{attempt}").mkdir()
+        project = make_project(tmp_path / f"try{attempt}", KILL)
+        rc, interrupted_out = _interrupt_part_way(project)
+        if rc != 0:
+            break
     assert rc != 0, outer_log(project)[-3000:]
     # Snakemake lets a local job run to its end after Ctrl-C, but marks its output incomplete
     # (the markers' names are the outputs' paths in base64).

@@ -14,6 +14,9 @@
 # TUNEBENCH_PG_PORT=N picks the port (default: a free one).
 # Exit status: 0 ok; 1 start failed / not running; 3 PostgreSQL missing and not installable.
 set -euo pipefail
+# runuser, initdb's wrappers, slurmctld and munged live in sbin, which a non-root shell's PATH
+# (or a clean `env -i` one) may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 STATE=${TUNEBENCH_PG_DIR:-/tmp/tunebench-pg}
 DB=tunebench

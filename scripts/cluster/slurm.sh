@@ -24,6 +24,9 @@
 # Exit status: 0 ok; 1 start failed / not running; 3 SLURM not installed and not installable,
 # or not root (start needs root).
 set -euo pipefail
+# runuser, initdb's wrappers, slurmctld and munged live in sbin, which a non-root shell's PATH
+# (or a clean `env -i` one) may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 STATE=${TUNEBENCH_SLURM_DIR:-/tmp/tunebench-slurm}
 MIN_JOB_AGE=${TUNEBENCH_SLURM_MIN_JOB_AGE:-600}
